@@ -1,0 +1,194 @@
+"""The `mmreview` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import git
+import typer
+
+from analyzer import __version__
+from analyzer.engine import Review, review
+from analyzer.patches import InputError, read_series
+from analyzer.registry import RuleError, all_rules, get_rule, select_rules
+from analyzer.reporters import FORMATS
+from analyzer.rule import Severity
+from analyzer.tree import KernelTree
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Review Linux mm patches against the lessons of past review threads.",
+)
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad command line or input: one line to stderr, exit 2."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mmreview {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    pass
+
+
+@app.command()
+def check(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Patch files, mbox files (b4/lore, .gz too), or '-' for stdin.", show_default=False
+        ),
+    ] = None,
+    tree: Annotated[
+        Path | None, typer.Option("--tree", "-t", help="Kernel git tree to apply the series to.")
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Revision to apply to (default: the base-commit: trailer if the tree has it,"
+            " else HEAD)."
+        ),
+    ] = None,
+    revision_range: Annotated[
+        str | None, typer.Option("--range", help="Review commits A..B of --tree instead of files.")
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also report problems the touched functions already had.")
+    ] = False,
+    output_format: Annotated[
+        str, typer.Option("--format", "-f", help=f"Output format: {', '.join(FORMATS)}.")
+    ] = "text",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report here.")
+    ] = None,
+    select: Annotated[
+        list[str] | None, typer.Option("--select", "--types", help="Only these rules (repeatable).")
+    ] = None,
+    ignore: Annotated[
+        list[str] | None, typer.Option("--ignore", help="Not these rules (repeatable).")
+    ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No notes on stderr (patches that did not apply, skipped mail)."
+        ),
+    ] = False,
+    rules_version: Annotated[
+        str | None,
+        typer.Option(
+            "--rules-version",
+            help="Ignored; put it in b4's check command so that a rule-set change"
+            " invalidates b4's cache.",
+        ),
+    ] = None,
+) -> None:
+    """Review a patch, a series or a commit range."""
+    if output_format not in FORMATS:
+        raise UsageError(
+            f"--format {output_format}: unknown format (choose from {', '.join(FORMATS)})"
+        )
+    kernel = KernelTree(str(tree)) if tree is not None else None
+    if revision_range:
+        if kernel is None:
+            raise UsageError("--range needs --tree")
+        if inputs:
+            raise UsageError("give either patch files or --range, not both")
+        kernel.range_commits(revision_range)
+        series = read_series(["-"], stdin=kernel.format_patches(revision_range))
+    else:
+        if not inputs:
+            raise UsageError(
+                "no input: give patch or mbox files, '-' for stdin, or --tree DIR --range A..B"
+            )
+        stdin = sys.stdin.buffer.read() if "-" in inputs else None
+        series = read_series(inputs, stdin=stdin)
+    rules = select_rules(select, ignore)
+    result = review(series, rules, tree=kernel, base=base, show_all=show_all)
+    _tell(result, quiet)
+    _write(result, output_format, output)
+    raise typer.Exit(exit_code(result))
+
+
+def exit_code(result: Review) -> int:
+    if result.errors:
+        return EXIT_USAGE
+    blocking = (Severity.ERROR, Severity.WARNING)
+    return EXIT_FINDINGS if any(f.severity in blocking for f in result.findings) else EXIT_CLEAN
+
+
+def _tell(result: Review, quiet: bool) -> None:
+    for error in result.errors:
+        typer.echo(f"mmreview: error: {error}", err=True)
+    if not quiet:
+        for note in result.notes:
+            typer.echo(f"mmreview: note: {note}", err=True)
+
+
+def _write(result: Review, output_format: str, output: Path | None) -> None:
+    renderer = FORMATS[output_format]
+    if output is None:
+        renderer(result, sys.stdout)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as handle:
+            renderer(result, handle)
+    except OSError as err:
+        raise UsageError(f"--output {output}: {err.strerror}") from None
+
+
+@app.command("rules")
+def list_rules() -> None:
+    """List the rules (id, severity, summary)."""
+    for rule in all_rules():
+        typer.echo(f"{rule.id:<32} {rule.severity.value:<8} {rule.summary}")
+
+
+@app.command()
+def explain(
+    rule_id: Annotated[str, typer.Argument(help="Rule id, e.g. PMD_PRESENT_AS_EMPTY.")],
+) -> None:
+    """Print a rule's documentation."""
+    rule = get_rule(rule_id)
+    if rule is None:
+        raise UsageError(f"unknown rule '{rule_id}' (see 'mmreview rules')")
+    typer.echo(f"{rule.id} ({rule.severity.value}): {rule.summary}\n")
+    typer.echo(rule.doc)
+
+
+def main() -> None:
+    """Entry point: every expected failure is one line on stderr and exit 2."""
+    try:
+        app()
+    except (UsageError, InputError, RuleError) as err:
+        typer.echo(f"mmreview: error: {err}", err=True)
+        sys.exit(EXIT_USAGE)
+    except git.GitCommandError as err:
+        stderr = " ".join(str(err.stderr).split()).strip("' ")
+        typer.echo(
+            f"mmreview: error: git {err.command[1] if len(err.command) > 1 else ''}: {stderr}",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(EXIT_CLEAN)
+
+
+if __name__ == "__main__":
+    main()

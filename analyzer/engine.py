@@ -1,0 +1,296 @@
+"""The review: series -> tree images -> parsed functions -> rule findings ->
+diff filter.
+
+A function rule runs twice on every function a patch touches: on the
+function as the patch leaves it (knowing how it was before), and on the old
+function alone.  A finding the old function already had (same rule, same
+construct with local names abstracted) is not the patch's doing and is
+dropped, unless --all was asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+from tree_sitter import Node
+
+from analyzer import syntax
+from analyzer.images import FileImages, Image, images_from_patch
+from analyzer.parsing import Function, ParsedFile, parse
+from analyzer.patches import Patch, Series
+from analyzer.rule import (
+    Confidence,
+    Finding,
+    FunctionChange,
+    FunctionRule,
+    PatchChange,
+    PatchRef,
+    PatchRule,
+    ReviewContext,
+    Rule,
+    Severity,
+)
+from analyzer.tree import KernelTree, PatchImages
+
+
+@dataclass
+class Review:
+    series: Series
+    findings: list[Finding] = field(default_factory=list)
+    # Said to the user but not failures: skipped replies, patches reviewed
+    # from the patch alone because they did not apply.
+    notes: list[str] = field(default_factory=list)
+    # Patches that could not be reviewed at all.
+    errors: list[str] = field(default_factory=list)
+    base: str | None = None
+    base_reason: str | None = None
+    reviewed_patches: list[Patch] = field(default_factory=list)
+
+
+def review(
+    series: Series,
+    rules: Iterable[Rule],
+    tree: KernelTree | None = None,
+    base: str | None = None,
+    show_all: bool = False,
+) -> Review:
+    rules = list(rules)
+    result = Review(series=series, notes=list(series.notes))
+    result.errors = [p.error for p in series.patches if p.error]
+    patches = series.reviewable
+    result.reviewed_patches = patches
+    if not patches:
+        return result
+    for images in _images(series, tree, base, result):
+        read_file = tree.reader(images) if tree is not None else None
+        context = ReviewContext(read_file)
+        result.notes.extend(
+            f"{images.patch.label()}: {f.path}: {f.problem}; reviewed from the patch alone"
+            for f in images.files
+            if f.problem
+        )
+        ref = PatchRef(images.patch.index, images.patch.total, images.patch.title)
+        parsed: dict[str, ParsedFile] = {}
+        for file in images.files:
+            findings, post = review_file(file, rules, context, ref, show_all)
+            result.findings.extend(findings)
+            if post is not None:
+                parsed[file.path] = post
+        change = PatchChange(images.patch, context, tree, result.base, parsed)
+        for rule in rules:
+            if isinstance(rule, PatchRule):
+                result.findings.extend(
+                    _with_patch(f, ref)
+                    for f in _guarded(rule, lambda r=rule, c=change: r.check_patch(c), result)
+                )
+    result.findings.sort(
+        key=lambda f: (f.patch or PatchRef(0, 0, ""), f.path, f.line, f.column, f.rule)
+    )
+    return result
+
+
+def _images(
+    series: Series, tree: KernelTree | None, base: str | None, result: Review
+) -> list[PatchImages]:
+    patches = series.reviewable
+    if tree is None:
+        return [
+            PatchImages(
+                patch=p,
+                files=[
+                    images_from_patch(f.patched, None)
+                    for f in p.files
+                    if f.is_c and not f.is_binary
+                ],
+            )
+            for p in patches
+        ]
+    trailer_base = series.base_commit and tree.resolve(series.base_commit)
+    if (
+        base is None
+        and not trailer_base
+        and all(p.commit and tree.resolve(p.commit) for p in patches)
+    ):
+        result.base_reason = "the patches' own commits"
+        return [tree.commit_images(p, p.commit or "") for p in patches]
+    result.base, result.base_reason = tree.choose_base(series, base)
+    return tree.images(series, result.base)
+
+
+def review_file(
+    file: FileImages,
+    rules: list[Rule],
+    context: ReviewContext,
+    ref: PatchRef | None = None,
+    show_all: bool = False,
+) -> tuple[list[Finding], ParsedFile | None]:
+    """Findings the patch introduces in one file (all of them with show_all)."""
+    if file.post is None:
+        return [], None
+    function_rules = [r for r in rules if isinstance(r, FunctionRule) and r.applies_to(file.path)]
+    post = parse(file.post)
+    if not function_rules:
+        return [], post
+    pre = parse(file.pre) if file.pre is not None else None
+    findings = []
+    for after, before in touched_functions(file, post, pre):
+        added_rows = _rows(file.post, file.added, after)
+        removed_rows = _rows(file.pre, file.removed, before) if before and file.pre else frozenset()
+        for rule in function_rules:
+            change = FunctionChange(
+                file.path,
+                after,
+                before,
+                added_rows,
+                removed_rows,
+                context,
+                rule,
+                _emit,
+                file.added,
+                file.removed,
+            )
+            new = list(_guarded(rule, lambda c=change, r=rule: r.check(c)))
+            if not show_all and before is not None and new:
+                old_change = FunctionChange(
+                    file.path, before, None, frozenset(), frozenset(), context, rule, _emit
+                )
+                old = list(_guarded(rule, lambda c=old_change, r=rule: r.check(c)))
+                new = _introduced(new, old, added_rows, after.image)
+            findings.extend(_with_patch(f, ref) if ref else f for f in new)
+    return findings, post
+
+
+def touched_functions(
+    file: FileImages, post: ParsedFile, pre: ParsedFile | None
+) -> list[tuple[Function, Function | None]]:
+    """Post-image functions holding an added line or whose pre-image holds a
+    removed line, each paired with its pre-image by name."""
+    touched: dict[int, Function] = {}
+    for line in file.added:
+        row = file.post.row_of(line) if file.post else None
+        if row is not None and (function := post.function_at(row)):
+            touched[function.start_row] = function
+    old_by_name = _by_name(pre.functions) if pre else {}
+    new_by_name = _by_name(post.functions)
+    if pre is not None and file.pre is not None:
+        for line in file.removed:
+            row = file.pre.row_of(line)
+            old = pre.function_at(row) if row is not None else None
+            if old is None:
+                continue
+            index = old_by_name[old.name].index(old)
+            candidates = new_by_name.get(old.name, [])
+            if candidates:
+                new = candidates[min(index, len(candidates) - 1)]
+                touched[new.start_row] = new
+    pairs = []
+    for function in sorted(touched.values(), key=lambda f: f.start_row):
+        candidates = old_by_name.get(function.name, [])
+        index = new_by_name[function.name].index(function)
+        before = candidates[min(index, len(candidates) - 1)] if candidates else None
+        pairs.append((function, before))
+    return pairs
+
+
+def scan_functions(
+    parsed: ParsedFile, path: str, rules: Iterable[Rule], context: ReviewContext
+) -> list[Finding]:
+    """Every rule on every function of a whole file (not diff-aware)."""
+    findings: list[Finding] = []
+    for function in parsed.functions:
+        for rule in rules:
+            if isinstance(rule, FunctionRule) and rule.applies_to(path):
+                change = FunctionChange(
+                    path, function, None, frozenset(), frozenset(), context, rule, _emit
+                )
+                findings.extend(_guarded(rule, lambda c=change, r=rule: r.check(c)))
+    return sorted(findings)
+
+
+def _by_name(functions: list[Function]) -> dict[str, list[Function]]:
+    grouped: dict[str, list[Function]] = {}
+    for function in sorted(functions, key=lambda f: f.start_row):
+        grouped.setdefault(function.name, []).append(function)
+    return grouped
+
+
+def _rows(image: Image | None, lines: frozenset[int], function: Function | None) -> frozenset[int]:
+    if image is None:
+        return frozenset()
+    rows = (image.row_of(line) for line in lines)
+    return frozenset(
+        r for r in rows if r is not None and (function is None or function.contains_row(r))
+    )
+
+
+def _introduced(
+    new: list[Finding], old: list[Finding], added_rows: frozenset[int], image: Image
+) -> list[Finding]:
+    """Drop as many of each old finding as the old function had, keeping
+    the ones on added lines longest."""
+    remaining = Counter(f.key for f in old)
+    added_lines = {image.real_line(r) for r in added_rows}
+    kept = []
+    for finding in sorted(new, key=lambda f: (f.line in added_lines, f.line)):
+        if remaining[finding.key] > 0:
+            remaining[finding.key] -= 1
+            continue
+        kept.append(finding)
+    return sorted(kept)
+
+
+def _emit(
+    change: FunctionChange,
+    node: Node,
+    message: str,
+    confidence: Confidence,
+    key: str | None,
+    severity: Severity | None,
+) -> Finding:
+    rule = change.rule
+    assert rule is not None
+    image = change.after.image
+    row = node.start_point.row
+    if any(a.type == "ERROR" for a in syntax.ancestors(node)):
+        confidence = confidence.at_most(Confidence.LOW)
+    confidence = confidence.at_most(change.after.confidence)
+    end_row = node.end_point.row
+    return Finding(
+        path=change.path,
+        line=image.real_line(row),
+        column=node.start_point.column + 1,
+        rule=rule.id,
+        severity=severity or rule.severity,
+        message=message,
+        function=change.after.name,
+        confidence=confidence,
+        source_line=image.line_text(row),
+        key=f"{rule.id}:{change.after.name}:{key if key is not None else syntax.node_key(node)}",
+        end_line=image.real_line(end_row),
+        end_column=node.end_point.column + 1,
+    )
+
+
+def _with_patch(finding: Finding, ref: PatchRef) -> Finding:
+    return replace(finding, patch=ref)
+
+
+def _guarded(
+    rule: Rule, run: Callable[[], Iterable[Finding]], review: Review | None = None
+) -> list[Finding]:
+    """A rule bug must not cost the user the rest of the review."""
+    try:
+        return list(run())
+    except Exception as err:
+        message = f"rule {rule.id} failed: {type(err).__name__}: {err}"
+        if review is not None:
+            review.notes.append(message)
+        print(f"mmreview: internal error: {message}", file=sys.stderr)
+        if "MMREVIEW_DEBUG" in os.environ:
+            traceback.print_exc()
+        return []

@@ -1,0 +1,170 @@
+"""File images: a file's text before and after one patch, and which of its
+lines the patch removed and added.
+
+Images normally come from the tree (`analyzer.tree`).  When there is no tree,
+or a patch does not apply to it, they are rebuilt from the hunks alone: each
+hunk becomes a stand-alone fragment, wrapped in the function its hunk header
+names, with a map from fragment lines back to the file's real line numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from unidiff import PatchedFile
+
+
+@dataclass(frozen=True)
+class Image:
+    text: bytes
+    # Content hash: the parse cache key; equal to git's blob id for tree images.
+    blob_id: str
+    # For an image rebuilt from hunks: real line number of each fragment line
+    # (0 for lines the wrapper invented).  None when lines are the file's own.
+    line_map: tuple[int, ...] | None = None
+
+    @property
+    def partial(self) -> bool:
+        return self.line_map is not None
+
+    def real_line(self, row: int) -> int:
+        """1-based line in the real file for a 0-based row of this text."""
+        if self.line_map is None:
+            return row + 1
+        if 0 <= row < len(self.line_map) and self.line_map[row]:
+            return self.line_map[row]
+        # An invented wrapper line: report the nearest real line after it.
+        for real in self.line_map[row:]:
+            if real:
+                return real
+        return max((n for n in self.line_map if n), default=1)
+
+    def row_of(self, line: int) -> int | None:
+        """0-based row holding real line `line`, if the image has it."""
+        if self.line_map is None:
+            return line - 1
+        try:
+            return self.line_map.index(line)
+        except ValueError:
+            return None
+
+    def line_text(self, row: int) -> str:
+        lines = self.text.split(b"\n")
+        if 0 <= row < len(lines):
+            return lines[row].decode("utf-8", "replace")
+        return ""
+
+    @classmethod
+    def of(
+        cls, text: bytes, blob_id: str | None = None, line_map: tuple[int, ...] | None = None
+    ) -> Image:
+        return cls(text=text, blob_id=blob_id or git_blob_id(text), line_map=line_map)
+
+
+@dataclass
+class FileImages:
+    """One file of one patch: images and changed lines (1-based, real)."""
+
+    path: str
+    pre: Image | None
+    post: Image | None
+    added: frozenset[int]
+    removed: frozenset[int]
+    # Why the images were rebuilt from the patch alone, if they were.
+    problem: str | None = None
+
+    @property
+    def from_patch_only(self) -> bool:
+        return (self.post is not None and self.post.partial) or (
+            self.pre is not None and self.pre.partial
+        )
+
+
+def git_blob_id(text: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(text) + text).hexdigest()
+
+
+def changed_lines(patched: PatchedFile) -> tuple[frozenset[int], frozenset[int]]:
+    added = frozenset(
+        line.target_line_no
+        for hunk in patched
+        for line in hunk
+        if line.is_added and line.target_line_no
+    )
+    removed = frozenset(
+        line.source_line_no
+        for hunk in patched
+        for line in hunk
+        if line.is_removed and line.source_line_no
+    )
+    return added, removed
+
+
+def hunks_match_post(patched: PatchedFile, post: bytes) -> bool:
+    """Do the hunks' post-image lines sit at their stated line numbers?  False
+    when git applied a hunk at an offset."""
+    lines = post.split(b"\n")
+    for hunk in patched:
+        for line in hunk:
+            if line.target_line_no is None:
+                continue
+            row = line.target_line_no - 1
+            if row >= len(lines) or lines[row].decode(
+                "utf-8", "surrogateescape"
+            ) != line.value.rstrip("\n"):
+                return False
+    return True
+
+
+_FUNC_NAME_RE = re.compile(r"(\w+)\s*\([^()]*(\)[^;]*)?$")
+# A line in column 0 that opens a definition (labels and #if lines sit in
+# column 0 inside functions too, and do not count).
+_TOP_LEVEL_RE = re.compile(r"^[A-Za-z_][^:;=]*\(")
+
+
+def images_from_patch(patched: PatchedFile, problem: str | None) -> FileImages:
+    """Rebuild what can be known of the pre- and post-image from the hunks."""
+    added, removed = changed_lines(patched)
+    pre = None if patched.is_added_file else _fragment(patched, side="source")
+    post = None if patched.is_removed_file else _fragment(patched, side="target")
+    path = patched.path
+    return FileImages(path=path, pre=pre, post=post, added=added, removed=removed, problem=problem)
+
+
+def _fragment(patched: PatchedFile, side: str) -> Image:
+    out: list[str] = []
+    line_map: list[int] = []
+    for hunk in patched:
+        lines = [
+            (
+                line.value.rstrip("\n"),
+                line.source_line_no if side == "source" else line.target_line_no,
+            )
+            for line in hunk
+            if (line.is_context or (line.is_removed if side == "source" else line.is_added))
+        ]
+        name = _function_from_header(hunk.section_header)
+        # A hunk inside a function body is wrapped in that function so that
+        # the parser sees statements where statements belong.
+        wrap = name is not None and not any(_TOP_LEVEL_RE.match(text) for text, _ in lines)
+        if wrap:
+            out.append(f"void {name}(void) {{")
+            line_map.append(0)
+        for text, number in lines:
+            out.append(text)
+            line_map.append(number or 0)
+        if wrap:
+            depth = 1 + sum(t.count("{") - t.count("}") for t, _ in lines)
+            out.append("}" * max(depth, 1))
+            line_map.append(0)
+        out.append("")
+        line_map.append(0)
+    text = "\n".join(out).encode("utf-8", "surrogateescape")
+    return Image.of(text, line_map=tuple(line_map))
+
+
+def _function_from_header(header: str) -> str | None:
+    match = _FUNC_NAME_RE.search(header.strip())
+    return match.group(1) if match else None

@@ -1,0 +1,67 @@
+"""Finds the rules: every module in `rules/` whose name does not start with
+an underscore defines one rule class, exported as `RULE`."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from functools import lru_cache
+
+import rules as rules_package
+from analyzer.rule import FunctionRule, PatchRule, Rule
+
+REQUIRED_SECTIONS = (
+    "## What it does",
+    "## Why is this bad?",
+    "## Example",
+    "## Use instead",
+    "## References",
+)
+_ID_RE = re.compile(r"^[A-Z][A-Z0-9_]+$")
+
+
+class RuleError(Exception):
+    pass
+
+
+@lru_cache(maxsize=1)
+def all_rules() -> tuple[Rule, ...]:
+    found: dict[str, Rule] = {}
+    for info in sorted(pkgutil.iter_modules(rules_package.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"rules.{info.name}")
+        rule_class = getattr(module, "RULE", None)
+        if rule_class is None or not issubclass(rule_class, FunctionRule | PatchRule):
+            raise RuleError(f"rules/{info.name}.py: no RULE = <FunctionRule or PatchRule subclass>")
+        rule_class.doc = (module.__doc__ or "").strip()
+        rule = rule_class()
+        if not _ID_RE.match(rule.id):
+            raise RuleError(f"rules/{info.name}.py: rule id {rule.id!r} is not UPPER_SNAKE")
+        if rule.id in found:
+            raise RuleError(f"rules/{info.name}.py: duplicate rule id {rule.id}")
+        if missing := [s for s in REQUIRED_SECTIONS if s not in rule.doc]:
+            raise RuleError(f"rules/{info.name}.py: docstring lacks {', '.join(missing)}")
+        found[rule.id] = rule
+    return tuple(found.values())
+
+
+def get_rule(rule_id: str) -> Rule | None:
+    wanted = rule_id.upper().replace("-", "_")
+    return next((r for r in all_rules() if r.id == wanted), None)
+
+
+def select_rules(select: list[str] | None = None, ignore: list[str] | None = None) -> list[Rule]:
+    """Rules after --select/--ignore; unknown ids are an error."""
+    known = {r.id for r in all_rules()}
+    for rule_id in [*(select or []), *(ignore or [])]:
+        if rule_id.upper().replace("-", "_") not in known:
+            raise RuleError(f"unknown rule '{rule_id}' (see 'mmreview rules')")
+    chosen = [
+        r
+        for r in all_rules()
+        if not select or r.id in {s.upper().replace("-", "_") for s in select}
+    ]
+    ignored = {i.upper().replace("-", "_") for i in ignore or []}
+    return [r for r in chosen if r.id not in ignored]

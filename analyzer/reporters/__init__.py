@@ -1,0 +1,18 @@
+"""Output formats.  Each module renders a finished `Review`; `FORMATS` maps
+the --format name to its renderer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TextIO
+
+from analyzer.engine import Review
+from analyzer.reporters import checkpatch, json_report, text
+
+Renderer = Callable[[Review, TextIO], None]
+
+FORMATS: dict[str, Renderer] = {
+    "text": text.render,
+    "json": json_report.render,
+    "checkpatch": checkpatch.render,
+}

@@ -1,0 +1,216 @@
+"""What a rule is, what it sees, and what it reports.
+
+A function rule sees one changed function before and after a patch (a
+`FunctionChange`) and yields `Finding`s; a patch rule sees a whole patch
+(commit message and all).  Both are plain classes with their metadata as
+class attributes; the module docstring of the rule is its documentation.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from tree_sitter import Node
+
+    from analyzer.parsing import Function, ParsedFile
+    from analyzer.patches import Patch
+
+
+class Severity(enum.Enum):
+    """checkpatch's levels: ERROR is very likely wrong, WARNING needs a careful
+    look, CHECK may need some thought."""
+
+    ERROR = "ERROR"
+    WARNING = "WARNING"
+    CHECK = "CHECK"
+
+    @property
+    def rank(self) -> int:
+        return {"ERROR": 3, "WARNING": 2, "CHECK": 1}[self.value]
+
+
+class Confidence(enum.Enum):
+    """How sure the finding is, as pylint says it: HIGH when the code parsed
+    cleanly and the rule's evidence is direct, LOW when parser recovery or a
+    patch-only reconstruction was needed."""
+
+    HIGH = "HIGH"
+    MEDIUM = "MEDIUM"
+    LOW = "LOW"
+
+    @property
+    def rank(self) -> int:
+        return {"HIGH": 3, "MEDIUM": 2, "LOW": 1}[self.value]
+
+    def at_most(self, other: Confidence) -> Confidence:
+        return self if self.rank <= other.rank else other
+
+
+@dataclass(frozen=True, order=True)
+class PatchRef:
+    """Which patch of the series a finding belongs to."""
+
+    index: int
+    total: int
+    subject: str
+
+    def __str__(self) -> str:
+        return f"[{self.index}/{self.total}] {self.subject}"
+
+
+@dataclass(frozen=True, order=True)
+class Finding:
+    path: str
+    line: int
+    column: int
+    rule: str
+    severity: Severity = field(compare=False)
+    message: str = field(compare=False)
+    function: str | None = field(default=None, compare=False)
+    confidence: Confidence = field(default=Confidence.HIGH, compare=False)
+    source_line: str = field(default="", compare=False)
+    # What makes two findings "the same problem" across the pre- and
+    # post-image: the rule id plus the flagged construct with local names
+    # abstracted, so that renames do not make an old problem look new.
+    key: str = field(default="", compare=False, repr=False)
+    patch: PatchRef | None = field(default=None, compare=False)
+    end_line: int = field(default=0, compare=False)
+    end_column: int = field(default=0, compare=False)
+
+
+class ReviewContext:
+    """What a rule may ask of the tree: a file's text as of this patch."""
+
+    def __init__(self, read_file: Callable[[str], bytes | None] | None = None) -> None:
+        self._read_file = read_file
+
+    @property
+    def has_tree(self) -> bool:
+        return self._read_file is not None
+
+    def read_file(self, path: str) -> bytes | None:
+        return self._read_file(path) if self._read_file else None
+
+
+@dataclass
+class FunctionChange:
+    """One function as a patch leaves it (`after`), and as it was (`before`,
+    None for a new function or when only the post-image is judged)."""
+
+    path: str
+    after: Function
+    before: Function | None
+    added_rows: frozenset[int]
+    removed_rows: frozenset[int]
+    context: ReviewContext
+    rule: Rule | None = None
+    _emit: Callable[..., Finding] | None = field(default=None, repr=False)
+    # Real (1-based) line numbers the patch added to / removed from the file.
+    added_lines: frozenset[int] = frozenset()
+    removed_lines: frozenset[int] = frozenset()
+
+    def is_added(self, node: Node) -> bool:
+        rows = range(node.start_point.row, node.end_point.row + 1)
+        return any(row in self.added_rows for row in rows)
+
+    def is_removed(self, node: Node) -> bool:
+        """For a node of `before`: did the patch remove (part of) it?"""
+        rows = range(node.start_point.row, node.end_point.row + 1)
+        return any(row in self.removed_rows for row in rows)
+
+    def post_line_of(self, pre_line: int) -> int:
+        """Where a pre-image line (removed or not) sits in the post-image:
+        for a removed line, the line that took its place."""
+        line = pre_line - sum(1 for n in self.removed_lines if n < pre_line)
+        added = 0
+        while True:
+            count = sum(1 for n in self.added_lines if n < line + added)
+            if count == added:
+                return line + added
+            added = count
+
+    def anchor_for(self, before_node: Node) -> Node:
+        """The post-image node standing where `before_node` stood, for
+        findings about code the patch removed: the statement at that line,
+        else the function's name."""
+        assert self.before is not None
+        pre_line = self.before.image.real_line(before_node.start_point.row)
+        row = self.after.image.row_of(self.post_line_of(pre_line))
+        body = self.after.body
+        if row is not None and body is not None:
+            # Skip comments and blank lines the patch may have put there.
+            while body.start_point.row < row < body.end_point.row and (
+                not (stripped := self.after.image.line_text(row).strip())
+                or stripped.startswith(("/*", "*", "//"))
+            ):
+                row += 1
+        if row is not None and body is not None and body.start_point.row < row < body.end_point.row:
+            line_text = self.after.image.line_text(row)
+            column = len(line_text) - len(line_text.lstrip())
+            node = body.descendant_for_point_range((row, column), (row, column))
+            while (
+                node is not None
+                and node.parent is not None
+                and node.parent.start_point.row == row
+                and node.parent != body
+            ):
+                node = node.parent
+            if node is not None:
+                return node
+        declarator = self.after.node.child_by_field_name("declarator")
+        return declarator if declarator is not None else self.after.node
+
+    @property
+    def is_new_function(self) -> bool:
+        return self.before is None
+
+    def finding(
+        self,
+        node: Node,
+        message: str,
+        confidence: Confidence = Confidence.HIGH,
+        key: str | None = None,
+        severity: Severity | None = None,
+    ) -> Finding:
+        assert self._emit is not None, "FunctionChange built outside the engine"
+        return self._emit(self, node, message, confidence, key, severity)
+
+
+@dataclass
+class PatchChange:
+    """A whole patch, for rules about the commit message or the series."""
+
+    patch: Patch
+    context: ReviewContext
+    tree: object | None = None  # analyzer.tree.KernelTree, when one was given
+    base: str | None = None
+    files: dict[str, ParsedFile] = field(default_factory=dict)
+
+
+class Rule:
+    """Base of every rule; subclasses set the class attributes."""
+
+    id: ClassVar[str]
+    severity: ClassVar[Severity]
+    summary: ClassVar[str]
+    # fnmatch patterns of the kernel paths the lesson is about.
+    paths: ClassVar[tuple[str, ...]] = ("mm/*", "fs/userfaultfd.c", "include/linux/*")
+    doc: ClassVar[str] = ""
+
+    def applies_to(self, path: str) -> bool:
+        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.paths)
+
+
+class FunctionRule(Rule):
+    def check(self, change: FunctionChange) -> Iterator[Finding]:
+        raise NotImplementedError
+
+
+class PatchRule(Rule):
+    def check_patch(self, change: PatchChange) -> Iterator[Finding]:
+        raise NotImplementedError

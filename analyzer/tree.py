@@ -1,0 +1,322 @@
+"""The kernel tree: base revisions, and the pre/post image of every file a
+series touches, patch by patch.
+
+A series is applied in a scratch index and a scratch object directory (the
+tree's own objects borrowed read-only as alternates), so the user's working
+tree, index, HEAD, object store and hooks are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import git
+
+from analyzer.images import FileImages, Image, changed_lines, hunks_match_post, images_from_patch
+from analyzer.patches import FileDiff, InputError, Patch, Series
+
+_APPLY_FAILED_RE = re.compile(r"^error: patch failed: (.+):(\d+)$", re.MULTILINE)
+_NOT_IN_INDEX_RE = re.compile(r"^error: (.+): does not exist in index$", re.MULTILINE)
+_HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.MULTILINE)
+
+
+@dataclass
+class PatchImages:
+    patch: Patch
+    files: list[FileImages] = field(default_factory=list)
+    # The tree as this patch leaves it, for rules that read headers: files
+    # the series changed so far (path -> blob id, None if deleted), all
+    # others as of `read_rev`.
+    state: dict[str, str | None] = field(default_factory=dict)
+    read_rev: str | None = None
+
+
+class KernelTree:
+    def __init__(self, path: str) -> None:
+        try:
+            self.repo = git.Repo(path, search_parent_directories=True)
+        except git.NoSuchPathError:
+            raise InputError(f"--tree {path}: no such directory") from None
+        except git.InvalidGitRepositoryError:
+            raise InputError(f"--tree {path}: not a git repository") from None
+        self.top = self.repo.working_tree_dir or self.repo.git_dir
+        self.git = self.repo.git
+        # Nothing we run should ever start one of the user's hooks.
+        self.git.set_persistent_git_options(c="core.hooksPath=/dev/null")
+        self._blob_cache: dict[str, bytes] = {}
+
+    # -- revisions ---------------------------------------------------------
+
+    def resolve(self, rev: str) -> str | None:
+        try:
+            return self.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}")
+        except git.GitCommandError:
+            return None
+
+    def choose_base(self, series: Series, base: str | None) -> tuple[str, str]:
+        """The revision to apply the series to, and why it was chosen."""
+        if base:
+            sha = self.resolve(base)
+            if sha is None:
+                raise InputError(f"--base {base}: no such revision in {self.top}")
+            return sha, f"--base {base}"
+        if series.base_commit:
+            sha = self.resolve(series.base_commit)
+            if sha:
+                return sha, f"base-commit {series.base_commit[:12]}"
+        first = series.patches[0] if series.patches else None
+        if first and first.commit and (sha := self.resolve(f"{first.commit}^")):
+            return sha, f"parent of {first.commit[:12]}, the first patch's commit"
+        head = self.resolve("HEAD")
+        if head is None:
+            raise InputError(f"--tree {self.top}: the repository has no commits")
+        if series.base_commit:
+            return head, f"HEAD (base-commit {series.base_commit[:12]} is not in the tree)"
+        return head, "HEAD"
+
+    def range_commits(self, spec: str) -> list[str]:
+        if ".." not in spec:
+            raise InputError(f"--range {spec}: expected A..B")
+        try:
+            out = self.git.rev_list("--reverse", "--no-merges", spec)
+        except git.GitCommandError as err:
+            raise InputError(f"--range {spec}: {_git_error(err)}") from None
+        commits = out.split()
+        if not commits:
+            raise InputError(f"--range {spec}: no commits in range")
+        return commits
+
+    def format_patches(self, spec: str) -> bytes:
+        try:
+            return self.git.format_patch("--stdout", spec, stdout_as_string=False)
+        except git.GitCommandError as err:
+            raise InputError(f"--range {spec}: {_git_error(err)}") from None
+
+    # -- files -------------------------------------------------------------
+
+    def reader(self, images: PatchImages, env: dict[str, str] | None = None):
+        """read_file(path) for rules: the tree as this patch leaves it."""
+
+        def read_file(path: str) -> bytes | None:
+            if path in images.state:
+                sha = images.state[path]
+                return self.blobs([sha], env).get(sha) if sha else None
+            return self.read(images.read_rev or "HEAD", path)
+
+        return read_file
+
+    def read(self, rev: str, path: str) -> bytes | None:
+        try:
+            sha = self.git.rev_parse("--verify", "--quiet", f"{rev}:{path}")
+        except git.GitCommandError:
+            return None
+        return self.blobs([sha]).get(sha)
+
+    def blobs(self, shas: list[str], env: dict[str, str] | None = None) -> dict[str, bytes]:
+        wanted = [s for s in dict.fromkeys(shas) if s not in self._blob_cache]
+        if wanted:
+            proc = self.git.execute(
+                ["git", "cat-file", "--batch"],
+                as_process=True,
+                istream=subprocess.PIPE,
+                env=env,
+            )
+            stdin, stdout = proc.proc.stdin, proc.proc.stdout
+            stdin.write(("\n".join(wanted) + "\n").encode())
+            stdin.close()
+            for _ in wanted:
+                header = stdout.readline().split()
+                if len(header) == 3:
+                    self._blob_cache[header[0].decode()] = stdout.read(int(header[2]))
+                    stdout.read(1)
+            proc.wait()
+        return {s: self._blob_cache[s] for s in shas if s in self._blob_cache}
+
+    # -- images ------------------------------------------------------------
+
+    def images(self, series: Series, base: str) -> list[PatchImages]:
+        """Apply the series patch by patch; yield each patch's images."""
+        results = []
+        state: dict[str, str | None] = {}
+        with self._scratch(series, base) as scratch:
+            for patch in series.reviewable:
+                result = self._apply_one(scratch, patch, base)
+                state.update(result.state)
+                result.state = dict(state)
+                results.append(result)
+        return results
+
+    def commit_images(self, patch: Patch, commit: str) -> PatchImages:
+        """Images straight from a commit already in the tree."""
+        result = PatchImages(patch=patch, read_rev=commit)
+        paths = [p for f in _c_files(patch) for p in (f.old_path, f.new_path) if p]
+        before = self._ls_tree(f"{commit}^", paths)
+        after = self._ls_tree(commit, paths)
+        contents = self.blobs([*before.values(), *after.values()])
+        for diff in _c_files(patch):
+            pre_sha = before.get(diff.old_path or "")
+            post_sha = after.get(diff.new_path or "")
+            result.files.append(self._file_images(diff, pre_sha, post_sha, contents))
+        return result
+
+    @contextmanager
+    def _scratch(self, series: Series, base: str) -> Iterator[dict[str, str]]:
+        scratch = tempfile.mkdtemp(prefix="mmreview-")
+        try:
+            objects = os.path.join(scratch, "objects")
+            os.makedirs(objects)
+            env = {
+                "GIT_INDEX_FILE": os.path.join(scratch, "index"),
+                "GIT_OBJECT_DIRECTORY": objects,
+                "GIT_ALTERNATE_OBJECT_DIRECTORIES": os.path.abspath(
+                    os.path.join(self.repo.common_dir, "objects")
+                ),
+            }
+            paths = sorted(
+                {
+                    p
+                    for patch in series.reviewable
+                    for f in _c_files(patch)
+                    for p in (f.old_path, f.new_path)
+                    if p
+                }
+            )
+            listing = self.git.ls_tree("-r", "--full-tree", base, "--", *paths) if paths else ""
+            index_info = os.path.join(scratch, "index-info")
+            with open(index_info, "w") as handle:
+                handle.write(listing + "\n" if listing else "")
+            with open(index_info, "rb") as handle:
+                self.git.execute(["git", "update-index", "--index-info"], istream=handle, env=env)
+            env["MMREVIEW_SCRATCH"] = scratch
+            yield env
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _apply_one(self, env: dict[str, str], patch: Patch, base: str) -> PatchImages:
+        result = PatchImages(patch=patch, read_rev=base)
+        files = _c_files(patch)
+        paths = [p for f in files for p in (f.old_path, f.new_path) if p]
+        before = self._ls_files(env, paths)
+        applied: dict[str, str | None] = {}
+        for diff in files:
+            problem = self._git_apply(env, diff)
+            if problem:
+                result.files.append(images_from_patch(diff.patched, problem))
+                continue
+            applied[diff.path] = None
+        after = self._ls_files(env, paths)
+        contents = self.blobs([*before.values(), *after.values()], env=env)
+        for diff in files:
+            if diff.path not in applied:
+                continue
+            pre_sha = before.get(diff.old_path or "")
+            post_sha = after.get(diff.new_path or "")
+            result.files.append(self._file_images(diff, pre_sha, post_sha, contents, env))
+        result.state = {p: after.get(p) for p in paths}
+        return result
+
+    def _git_apply(self, env: dict[str, str], diff: FileDiff) -> str | None:
+        patch_file = os.path.join(env["MMREVIEW_SCRATCH"], "one.patch")
+        with open(patch_file, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.write(str(diff.patched))
+        status, _, stderr = self.git.execute(
+            ["git", "apply", "--cached", "--whitespace=nowarn", patch_file],
+            env=env,
+            with_extended_output=True,
+            with_exceptions=False,
+        )
+        if status == 0:
+            return None
+        return _apply_problem(stderr, diff)
+
+    def _file_images(
+        self,
+        diff: FileDiff,
+        pre_sha: str | None,
+        post_sha: str | None,
+        contents: dict[str, bytes],
+        env: dict[str, str] | None = None,
+    ) -> FileImages:
+        pre = Image.of(contents[pre_sha], pre_sha) if pre_sha in contents else None
+        post = Image.of(contents[post_sha], post_sha) if post_sha in contents else None
+        if (pre is None and diff.old_path) or (post is None and diff.new_path):
+            return images_from_patch(diff.patched, "file is not in the tree")
+        if post is None or hunks_match_post(diff.patched, post.text):
+            added, removed = changed_lines(diff.patched)
+        else:
+            added, removed = self._diff_lines(pre_sha, post_sha, env)
+        return FileImages(path=diff.path, pre=pre, post=post, added=added, removed=removed)
+
+    def _diff_lines(
+        self, pre_sha: str | None, post_sha: str | None, env: dict[str, str] | None
+    ) -> tuple[frozenset[int], frozenset[int]]:
+        """Changed lines when git applied a hunk at an offset."""
+        if pre_sha is None or post_sha is None:
+            text = self.blobs([s for s in (pre_sha, post_sha) if s], env)
+            lines = frozenset(range(1, next(iter(text.values()), b"").count(b"\n") + 1))
+            return (lines, frozenset()) if pre_sha is None else (frozenset(), lines)
+        out = self.git.execute(["git", "diff", "-U0", "--no-color", pre_sha, post_sha], env=env)
+        added: set[int] = set()
+        removed: set[int] = set()
+        for match in _HUNK_RE.finditer(out):
+            old, old_len, new, new_len = (int(g) if g is not None else 1 for g in match.groups())
+            removed.update(range(old, old + old_len))
+            added.update(range(new, new + new_len))
+        return frozenset(added), frozenset(removed)
+
+    def _ls_files(self, env: dict[str, str], paths: list[str]) -> dict[str, str]:
+        if not paths:
+            return {}
+        out = self.git.execute(["git", "ls-files", "-s", "--", *paths], env=env)
+        return _parse_listing(out, sha_field=1)
+
+    def _ls_tree(self, rev: str, paths: list[str]) -> dict[str, str]:
+        if not paths:
+            return {}
+        try:
+            out = self.git.ls_tree("-r", "--full-tree", rev, "--", *paths)
+        except git.GitCommandError:
+            return {}
+        return _parse_listing(out, sha_field=2)
+
+
+def _parse_listing(out: str, sha_field: int) -> dict[str, str]:
+    entries = {}
+    for line in out.splitlines():
+        meta, _, path = line.partition("\t")
+        fields = meta.split()
+        if len(fields) > sha_field:
+            entries[path] = fields[sha_field]
+    return entries
+
+
+def _c_files(patch: Patch) -> list[FileDiff]:
+    return [f for f in patch.files if f.is_c and not f.is_binary]
+
+
+def _apply_problem(stderr: str, diff: FileDiff) -> str:
+    if match := _APPLY_FAILED_RE.search(stderr):
+        line = int(match.group(2))
+        for number, hunk in enumerate(diff.patched, 1):
+            if hunk.source_start == line:
+                where = f"@@ -{hunk.source_start},{hunk.source_length} @@"
+                return f"hunk #{number} ({where}) does not apply"
+        return f"does not apply at line {line}"
+    if _NOT_IN_INDEX_RE.search(stderr):
+        return "file is not in the tree"
+    if "already exists in index" in stderr:
+        return "new file already exists in the tree"
+    return "does not apply: " + " ".join(stderr.replace("error:", "").split())[:120]
+
+
+def _git_error(err: git.GitCommandError) -> str:
+    stderr = err.stderr if isinstance(err.stderr, str) else str(err.stderr)
+    text = " ".join(stderr.replace("stderr:", "").split()).strip("' ")
+    return text.removeprefix("fatal: ")[:160] or "git failed"

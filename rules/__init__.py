@@ -1,0 +1,1 @@
+"""One module per mm review lesson; each exports its rule class as RULE."""

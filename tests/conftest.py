@@ -1,0 +1,101 @@
+"""Shared fixtures: a small kernel-style git tree built with real git, and the
+real Linux 6.12 tree from Debian's linux-source-6.12 package."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MINITREE = Path(__file__).parent / "minitree"
+MMREVIEW = [sys.executable, "-m", "analyzer.cli"]
+
+AUTHOR = {
+    "GIT_AUTHOR_NAME": "Jane Dev",
+    "GIT_AUTHOR_EMAIL": "jane@example.com",
+    "GIT_COMMITTER_NAME": "Jane Dev",
+    "GIT_COMMITTER_EMAIL": "jane@example.com",
+    "GIT_AUTHOR_DATE": "2026-11-02T10:00:00+0000",
+    "GIT_COMMITTER_DATE": "2026-11-02T10:00:00+0000",
+}
+
+
+def git(repo: Path, *args: str, input: bytes | None = None) -> str:
+    env = {**os.environ, **AUTHOR, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(repo.parent)}
+    out = subprocess.run(
+        ["git", "-c", "init.defaultBranch=master", "-c", "commit.gpgsign=false", *args],
+        cwd=repo,
+        env=env,
+        input=input,
+        capture_output=True,
+        check=True,
+    )
+    return out.stdout.decode()
+
+
+def mmreview(
+    *args: str, cwd: Path | None = None, input: bytes | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [*MMREVIEW, *args],
+        cwd=cwd or ROOT,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=False,
+    )
+
+
+class Tree:
+    """A kernel-style git tree in a temp directory, edited with real git."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def git(self, *args: str, input: bytes | None = None) -> str:
+        return git(self.path, *args, input=input)
+
+    def edit(self, relpath: str, old: str, new: str, count: int = 1) -> None:
+        file = self.path / relpath
+        text = file.read_text()
+        assert old in text, f"{relpath}: {old!r} not found"
+        file.write_text(text.replace(old, new, count))
+
+    def commit(self, subject: str, body: str = "") -> str:
+        self.git(
+            "commit",
+            "-q",
+            "-a",
+            "-m",
+            f"{subject}\n\n{body}\n\nSigned-off-by: Jane Dev <jane@example.com>",
+        )
+        return self.git("rev-parse", "HEAD").strip()
+
+    def format_patch(self, *args: str) -> bytes:
+        return git(self.path, "format-patch", "--stdout", *args).encode()
+
+
+@pytest.fixture
+def minitree(tmp_path: Path) -> Tree:
+    path = tmp_path / "linux"
+    shutil.copytree(MINITREE, path)
+    tree = Tree(path)
+    tree.git("init", "-q")
+    tree.git("add", ".")
+    tree.git("commit", "-q", "-m", "base")
+    return tree
+
+
+@pytest.fixture(scope="session")
+def kernel_tree() -> Path:
+    """The real 6.12 tree; fails loudly, never skips, when it cannot be had."""
+    out = subprocess.run([str(ROOT / "corpus" / "fetch-kernel")], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.fail(f"corpus/fetch-kernel failed: {out.stderr.strip()[-500:]}")
+    return Path(out.stdout.strip().splitlines()[-1])

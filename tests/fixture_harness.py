@@ -1,0 +1,127 @@
+"""Rule fixtures: kernel-style C with the expected findings written next to
+the code, as semgrep's tests do.
+
+A fixture is either a `.c` file (all of it new code) or a `.patchlet`: a diff
+body without headers, each line starting with ' ' (context), '-' (removed) or
+'+' (added), so one file tests a rule's logic and its diff-awareness.  An
+annotation comment alone on its line applies to the next code line:
+
+    /* ruleid: RULE_ID */      a finding of RULE_ID must start on the next line
+    /* ok: RULE_ID */          RULE_ID must not fire on the next line
+    /* todoruleid: RULE_ID */  known miss: expected not to fire (yet)
+    /* todook: RULE_ID */      known false alarm: expected to fire (yet)
+
+Text after " -- " inside the comment is an explanation.  `/* fixture-path:
+mm/khugepaged.c */` on any line sets the file's path (default mm/fixture.c).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from analyzer.engine import review_file
+from analyzer.images import FileImages, Image
+from analyzer.registry import all_rules
+from analyzer.rule import Finding, ReviewContext
+
+ANNOTATION_RE = re.compile(
+    r"^\s*/\*\s*(ruleid|ok|todoruleid|todook):\s*([A-Z][A-Z0-9_]*)(?:\s+--\s+[^*]*)?\s*\*/\s*$"
+)
+LOOSE_ANNOTATION_RE = re.compile(r"\b(ruleid|ok|todoruleid|todook):")
+PATH_RE = re.compile(r"/\*\s*fixture-path:\s*(\S+)\s*\*/")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    kind: str
+    rule: str
+    line: int  # post-image line the annotation applies to
+
+
+@dataclass
+class Fixture:
+    path: str
+    images: FileImages
+    expectations: list[Expectation]
+
+    @property
+    def rules(self) -> set[str]:
+        return {e.rule for e in self.expectations}
+
+
+def load(fixture: Path) -> Fixture:
+    raw = fixture.read_text().split("\n")
+    if raw and raw[-1] == "":
+        raw.pop()
+    if fixture.suffix == ".patchlet":
+        lines = [(line[:1] or " ", line[1:]) for line in raw]
+        for number, (kind, _) in enumerate(lines, 1):
+            if kind not in " +-":
+                raise ValueError(f"{fixture}:{number}: patchlet lines start with ' ', '+' or '-'")
+    else:
+        lines = [("+", line) for line in raw]
+    pre, post, added, removed = [], [], set(), set()
+    for kind, text in lines:
+        if kind in " -":
+            pre.append(text)
+            if kind == "-":
+                removed.add(len(pre))
+        if kind in " +":
+            post.append(text)
+            if kind == "+":
+                added.add(len(post))
+    path = next((m.group(1) for _, t in lines if (m := PATH_RE.search(t))), "mm/fixture.c")
+    is_new = fixture.suffix == ".c"
+    images = FileImages(
+        path=path,
+        pre=None if is_new else Image.of("\n".join(pre).encode() + b"\n"),
+        post=Image.of("\n".join(post).encode() + b"\n"),
+        added=frozenset(added),
+        removed=frozenset(removed),
+    )
+    return Fixture(path, images, _expectations(fixture, post))
+
+
+def _expectations(fixture: Path, post: list[str]) -> list[Expectation]:
+    found = []
+    pending: list[tuple[str, str]] = []
+    for number, text in enumerate(post, 1):
+        match = ANNOTATION_RE.match(text)
+        if match:
+            pending.append((match.group(1), match.group(2)))
+            continue
+        if LOOSE_ANNOTATION_RE.search(text) and "/*" in text:
+            raise ValueError(
+                f"{fixture}: line {number}: annotation must be alone in its comment line"
+            )
+        if pending and text.strip():
+            found.extend(Expectation(kind, rule, number) for kind, rule in pending)
+            pending = []
+    if pending:
+        raise ValueError(f"{fixture}: annotation at the end of the file applies to nothing")
+    return found
+
+
+def run(fixture: Fixture) -> list[Finding]:
+    rules = [r for r in all_rules() if r.id in fixture.rules]
+    findings, _ = review_file(fixture.images, rules, ReviewContext())
+    return findings
+
+
+def mismatches(fixture: Fixture, findings: list[Finding]) -> list[str]:
+    actual = {(f.line, f.rule) for f in findings if f.rule in fixture.rules}
+    expected = {(e.line, e.rule) for e in fixture.expectations if e.kind in ("ruleid", "todook")}
+    forbidden = {(e.line, e.rule) for e in fixture.expectations if e.kind in ("ok", "todoruleid")}
+    problems = [
+        f"line {line}: expected {rule}, not reported" for line, rule in sorted(expected - actual)
+    ]
+    problems += [
+        f"line {line}: {rule} reported on an ok line" for line, rule in sorted(actual & forbidden)
+    ]
+    problems += [
+        f"line {line}: {rule} reported on an unannotated line"
+        for line, rule in sorted(actual - expected - forbidden)
+    ]
+    return problems
