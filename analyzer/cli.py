@@ -11,6 +11,7 @@ import typer
 
 from analyzer import __version__
 from analyzer.engine import Review, review
+from analyzer.engine import scan as scan_tree
 from analyzer.patches import InputError, read_series
 from analyzer.registry import RuleError, all_rules, get_rule, select_rules
 from analyzer.reporters import FORMATS
@@ -149,6 +150,59 @@ def _write(result: Review, output_format: str, output: Path | None) -> None:
             renderer(result, handle)
     except OSError as err:
         raise UsageError(f"--output {output}: {err.strerror}") from None
+
+
+@app.command()
+def scan(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Files, directories or globs, relative to the tree top (default: mm/).",
+            show_default=False,
+        ),
+    ] = None,
+    tree: Annotated[Path, typer.Option("--tree", "-t", help="Kernel tree to scan.")] = Path("."),
+    output_format: Annotated[
+        str, typer.Option("--format", "-f", help=f"Output format: {', '.join(FORMATS)}.")
+    ] = "text",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report here.")
+    ] = None,
+    select: Annotated[
+        list[str] | None, typer.Option("--select", "--types", help="Only these rules.")
+    ] = None,
+    ignore: Annotated[list[str] | None, typer.Option("--ignore", help="Not these rules.")] = None,
+) -> None:
+    """Run every rule on whole files (not diff-aware): what upstream code already has."""
+    if output_format not in FORMATS:
+        raise UsageError(
+            f"--format {output_format}: unknown format (choose from {', '.join(FORMATS)})"
+        )
+    if not tree.is_dir():
+        raise UsageError(f"--tree {tree}: no such directory")
+    files = _expand(tree, paths or ["mm"])
+    if not files:
+        raise UsageError(f"no C files under {', '.join(paths or ['mm'])} in {tree}")
+    result = scan_tree(str(tree), files, select_rules(select, ignore))
+    _tell(result, quiet=False)
+    _write(result, output_format, output)
+    raise typer.Exit(exit_code(result))
+
+
+def _expand(tree: Path, patterns: list[str]) -> list[str]:
+    files: list[str] = []
+    for pattern in patterns:
+        matches = (
+            sorted(tree.glob(pattern)) if any(c in pattern for c in "*?[") else [tree / pattern]
+        )
+        for match in matches:
+            if match.is_dir():
+                files.extend(str(p.relative_to(tree)) for p in sorted(match.rglob("*.[ch]")))
+            elif match.suffix in (".c", ".h") and match.exists():
+                files.append(str(match.relative_to(tree)))
+            elif not match.exists():
+                raise UsageError(f"{pattern}: no such file in {tree}")
+    return list(dict.fromkeys(files))
 
 
 @app.command("rules")

@@ -50,6 +50,8 @@ class Review:
     base: str | None = None
     base_reason: str | None = None
     reviewed_patches: list[Patch] = field(default_factory=list)
+    # For `mmreview scan`: how many whole files were read.
+    scanned_files: int = 0
 
 
 def review(
@@ -153,11 +155,21 @@ def review_file(
                 _emit,
                 file.added,
                 file.removed,
+                post,
+                pre,
             )
             new = list(_guarded(rule, lambda c=change, r=rule: r.check(c)))
             if not show_all and before is not None and new:
                 old_change = FunctionChange(
-                    file.path, before, None, frozenset(), frozenset(), context, rule, _emit
+                    file.path,
+                    before,
+                    None,
+                    frozenset(),
+                    frozenset(),
+                    context,
+                    rule,
+                    _emit,
+                    after_file=pre,
                 )
                 old = list(_guarded(rule, lambda c=old_change, r=rule: r.check(c)))
                 new = _introduced(new, old, added_rows, after.image)
@@ -197,6 +209,30 @@ def touched_functions(
     return pairs
 
 
+def scan(tree_top: str, paths: list[str], rules: Iterable[Rule]) -> Review:
+    """Every rule on every function of whole files under `tree_top`."""
+    rules = list(rules)
+    result = Review(series=Series(patches=[]))
+
+    def read_file(path: str) -> bytes | None:
+        try:
+            with open(os.path.join(tree_top, path), "rb") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
+    context = ReviewContext(read_file)
+    for path in paths:
+        text = read_file(path)
+        if text is None:
+            result.errors.append(f"{path}: cannot read")
+            continue
+        parsed = parse(Image.of(text))
+        result.findings.extend(scan_functions(parsed, path, rules, context))
+        result.scanned_files += 1
+    return result
+
+
 def scan_functions(
     parsed: ParsedFile, path: str, rules: Iterable[Rule], context: ReviewContext
 ) -> list[Finding]:
@@ -206,7 +242,15 @@ def scan_functions(
         for rule in rules:
             if isinstance(rule, FunctionRule) and rule.applies_to(path):
                 change = FunctionChange(
-                    path, function, None, frozenset(), frozenset(), context, rule, _emit
+                    path,
+                    function,
+                    None,
+                    frozenset(),
+                    frozenset(),
+                    context,
+                    rule,
+                    _emit,
+                    after_file=parsed,
                 )
                 findings.extend(_guarded(rule, lambda c=change, r=rule: r.check(c)))
     return sorted(findings)

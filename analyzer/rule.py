@@ -113,6 +113,9 @@ class FunctionChange:
     # Real (1-based) line numbers the patch added to / removed from the file.
     added_lines: frozenset[int] = frozenset()
     removed_lines: frozenset[int] = frozenset()
+    # The whole files, for rules that look into same-file helpers.
+    after_file: ParsedFile | None = None
+    before_file: ParsedFile | None = None
 
     def is_added(self, node: Node) -> bool:
         rows = range(node.start_point.row, node.end_point.row + 1)

@@ -26,10 +26,14 @@ def render(review: Review, out: TextIO) -> None:
     for finding in review.findings:
         _render_finding(console, finding)
     counts = {s: sum(1 for f in review.findings if f.severity is s) for s in Severity}
-    patches = len(review.reviewed_patches)
+    if review.scanned_files:
+        scope = f"{review.scanned_files} file{'s' if review.scanned_files != 1 else ''}"
+    else:
+        patches = len(review.reviewed_patches)
+        scope = f"{patches} patch{'es' if patches != 1 else ''}"
     summary = Text(
         f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, "
-        f"{counts[Severity.CHECK]} checks in {patches} patch{'es' if patches != 1 else ''}"
+        f"{counts[Severity.CHECK]} checks in {scope}"
     )
     if review.base_reason:
         summary.append(f" (base: {review.base_reason})", style="dim")
