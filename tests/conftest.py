@@ -99,3 +99,16 @@ def kernel_tree() -> Path:
     if out.returncode != 0:
         pytest.fail(f"corpus/fetch-kernel failed: {out.stderr.strip()[-500:]}")
     return Path(out.stdout.strip().splitlines()[-1])
+
+
+def require_program(name: str, package: str) -> str:
+    """The path of a system program a test drives for real.  Missing in CI is
+    a failure (.ci/run installs it); missing on a developer's machine is a skip
+    that says what to install."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} not installed (apt-get install {package})"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
