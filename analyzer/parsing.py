@@ -332,6 +332,10 @@ def _parse_chunk(parsed: ParsedFile, text: bytes, start: int, end: int) -> None:
     chunk_range = Range(_point_at(text, start), _point_at(text, end), start, end)
     parser = Parser(C_LANGUAGE, included_ranges=[chunk_range])
     tree = parser.parse(text)
+    if not _function_nodes(tree.root_node) and _CONDITIONAL_RE.search(text, start, end):
+        # `#ifdef` branches that each open a block with one shared `}`: read
+        # the first branch only.
+        tree = parser.parse(flatten_conditionals(text, start, end))
     added = False
     for node in _function_nodes(tree.root_node):
         name = function_name(node)
@@ -345,6 +349,34 @@ def _parse_chunk(parsed: ParsedFile, text: bytes, start: int, end: int) -> None:
         added = True
     if added:
         parsed.extra_trees.append(tree)
+
+
+_CONDITIONAL_RE = re.compile(rb"^[ \t]*#[ \t]*if", re.MULTILINE)
+_DIRECTIVE_WORD_RE = re.compile(rb"^[ \t]*#[ \t]*(if|ifdef|ifndef|elif|else|endif)\b")
+
+
+def flatten_conditionals(text: bytes, start: int, end: int) -> bytes:
+    """Blank conditional directives and every branch but the first between
+    `start` and `end`, keeping all offsets."""
+    buf = bytearray(text)
+    branches: list[int] = []  # branch index at each nesting level
+    position = start
+    for line in text[start:end].split(b"\n"):
+        line_end = position + len(line)
+        word = _DIRECTIVE_WORD_RE.match(line)
+        if word is not None:
+            kind = word.group(1)
+            if kind.startswith(b"if"):
+                branches.append(0)
+            elif kind in (b"elif", b"else") and branches:
+                branches[-1] += 1
+            elif kind == b"endif" and branches:
+                branches.pop()
+            _blank(buf, position, line_end)
+        elif any(branches):
+            _blank(buf, position, line_end)
+        position = line_end + 1
+    return bytes(buf)
 
 
 def _point_at(buf: bytes, offset: int) -> Point:

@@ -323,11 +323,8 @@ def _parse_diff_into(patch: Patch, diff: str, where: str) -> None:
     patch.diff = diff
     try:
         patchset = PatchSet(diff)
-    except UnidiffParseError as err:
-        patch.error = f"{where}: malformed diff: {err}"
-        return
-    except Exception as err:  # unidiff raises bare errors on some garbage
-        patch.error = f"{where}: malformed diff: {err}"
+    except (UnidiffParseError, ValueError, IndexError) as err:
+        patch.error = f"{where}: malformed diff: {' '.join(str(err).split())}"
         return
     for patched in patchset:
         old = None if patched.is_added_file else _strip_prefix(patched.source_file)

@@ -1,0 +1,79 @@
+"""Applying a series in a scratch index: images, offsets, bases."""
+
+from __future__ import annotations
+
+import pytest
+
+from analyzer.patches import InputError, read_series
+from analyzer.tree import KernelTree
+from tests.conftest import Tree
+
+
+def three_patches(tree: Tree) -> bytes:
+    tree.edit("mm/fault.c", "\tint present = 0;", "\tint nr = 0;")
+    tree.commit("one")
+    tree.edit("mm/fault.c", "\t\tpresent++;", "\t\tnr++;")
+    tree.commit("two")
+    (tree.path / "mm/new.c").write_text("int demo_new;\n")
+    tree.git("add", "mm/new.c")
+    tree.git("rm", "-q", "include/linux/pgtable.h")
+    tree.commit("three")
+    return tree.format_patch("-3", "--base=HEAD~3")
+
+
+def test_series_images_chain_patch_to_patch(minitree: Tree) -> None:
+    mbox = three_patches(minitree)
+    minitree.git("reset", "-q", "--hard", "HEAD~3")
+    kernel = KernelTree(str(minitree.path))
+    series = read_series(["-"], stdin=mbox)
+    base, reason = kernel.choose_base(series, None)
+    assert reason.startswith("base-commit")
+    images = kernel.images(series, base)
+    first, second, third = (i.files for i in images)
+    assert first[0].post.blob_id == second[0].pre.blob_id
+    assert b"\tint nr = 0;" in second[0].post.text and b"\t\tnr++;" in second[0].post.text
+    paths = {f.path: (f.pre is None, f.post is None) for f in third}
+    assert paths == {"mm/new.c": (True, False), "include/linux/pgtable.h": (False, True)}
+    # Rules reading headers see the tree as each patch leaves it.
+    assert kernel.reader(images[0])("include/linux/pgtable.h") is not None
+    assert kernel.reader(images[2])("include/linux/pgtable.h") is None
+    assert kernel.reader(images[2])("mm/new.c") == b"int demo_new;\n"
+
+
+def test_offset_application_maps_lines_to_the_real_post_image(minitree: Tree) -> None:
+    minitree.edit("mm/fault.c", "\tint present = 0;", "\tint nr = 0;")
+    minitree.commit("change")
+    mbox = minitree.format_patch("-1")
+    minitree.git("reset", "-q", "--hard", "HEAD~1")
+    minitree.edit(
+        "mm/fault.c",
+        "#include <linux/mm.h>\n",
+        "#include <linux/mm.h>\n#include <linux/a.h>\n#include <linux/b.h>\n",
+    )
+    minitree.commit("two more includes")
+    kernel = KernelTree(str(minitree.path))
+    series = read_series(["-"], stdin=mbox)
+    file = kernel.images(series, kernel.resolve("HEAD"))[0].files[0]
+    (added,) = file.added
+    assert file.post.text.split(b"\n")[added - 1] == b"\tint nr = 0;"
+
+
+def test_base_choice(minitree: Tree) -> None:
+    kernel = KernelTree(str(minitree.path))
+    series = read_series(
+        ["-"],
+        stdin=b"diff --git a/mm/fault.c b/mm/fault.c\n--- a/mm/fault.c\n+++ b/mm/fault.c\n@@ -1 +1 @@\n-a\n+b\n\nbase-commit: 0123456789abcdef0123456789abcdef01234567\n",
+    )
+    head = kernel.resolve("HEAD")
+    assert kernel.choose_base(series, None) == (
+        head,
+        "HEAD (base-commit 0123456789ab is not in the tree)",
+    )
+    assert kernel.choose_base(series, "HEAD")[0] == head
+    with pytest.raises(InputError, match="--base nope: no such revision"):
+        kernel.choose_base(series, "nope")
+
+
+def test_not_a_repository(tmp_path) -> None:
+    with pytest.raises(InputError, match="not a git repository"):
+        KernelTree(str(tmp_path))
