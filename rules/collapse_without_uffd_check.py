@@ -59,9 +59,13 @@ afterwards.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
+from tree_sitter import Node
+
 from analyzer import syntax
+from analyzer.parsing import ParsedFile
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 UFFD_CHECKS = frozenset(
@@ -76,9 +80,17 @@ UFFD_CHECKS = frozenset(
         "pmd_uffd_wp",
     }
 )
+# A removed missing-mode check is PAGECACHE_HOLES_NOT_REVALIDATED's to report:
+# in khugepaged it guards hole filling in collapse_file(), not a page table.
+REPORTED_ELSEWHERE = frozenset({"userfaultfd_missing"})
 COLLAPSE_CALLS = frozenset({"pmdp_collapse_flush", "pte_free_defer"})
 LOCK_CALLS = frozenset({"pmd_lock", "spin_lock", "spin_lock_nested", "pte_offset_map_lock"})
 UNLOCK_CALLS = frozenset({"spin_unlock", "pte_unmap_unlock"})
+# UFFDIO_REGISTER changes VMA flags under mmap_lock held for write: a check
+# made while the mmap_lock is held stays true until it is dropped.
+MMAP_HELD_ASSERTS = frozenset({"mmap_assert_locked", "mmap_assert_write_locked"})
+MMAP_LOCKS = frozenset({"mmap_read_lock", "mmap_write_lock"})
+MMAP_UNLOCKS = frozenset({"mmap_read_unlock", "mmap_write_unlock"})
 
 
 class CollapseWithoutUffdCheck(FunctionRule):
@@ -91,7 +103,7 @@ class CollapseWithoutUffdCheck(FunctionRule):
         body = change.after.body
         if body is None:
             return
-        checks_after = syntax.calls(body, UFFD_CHECKS)
+        checks_after = _check_sites(body, change.after_file, change.after.name)
         collapses = syntax.calls(body, COLLAPSE_CALLS)
         removed = list(self._removed_checks(change, checks_after))
         yield from removed
@@ -105,39 +117,41 @@ class CollapseWithoutUffdCheck(FunctionRule):
                 "under the lock that is held while the page table changes",
             )
             return
-        yield from self._not_rechecked_under_lock(change, body, checks_after, collapses)
+        yield from self._not_rechecked_under_lock(change, body, list(checks_after), collapses)
 
     @staticmethod
-    def _removed_checks(change: FunctionChange, checks_after: list) -> Iterator[Finding]:
+    def _removed_checks(
+        change: FunctionChange, checks_after: dict[Node, Counter[str]]
+    ) -> Iterator[Finding]:
         if change.before is None or change.before.body is None:
             return
-        removed = [c for c in syntax.calls(change.before.body, UFFD_CHECKS) if change.is_removed(c)]
+        checks_before = _check_sites(change.before.body, change.before_file, change.before.name)
+        removed = [site for site in checks_before if change.is_removed(site)]
         if not removed:
             return
-        kept = {syntax.call_name(c) for c in checks_after}
-        before_counts: dict[str, int] = {}
-        for call in syntax.calls(change.before.body, UFFD_CHECKS):
-            name = syntax.call_name(call) or ""
-            before_counts[name] = before_counts.get(name, 0) + 1
-        for call in removed:
-            name = syntax.call_name(call) or ""
-            after_count = sum(1 for c in checks_after if syntax.call_name(c) == name)
-            if after_count >= before_counts[name]:
-                continue  # moved or reshaped, not dropped
-            what = "the only" if name not in kept else "a"
-            yield change.finding(
-                change.anchor_for(call),
-                f"patch removes {what} {name}() check on this collapse/retract path; "
-                "userfaultfd-registered ranges (uffd-wp markers, missing-mode holes) must be "
-                "skipped, and the check repeated under the lock held while the page table changes",
-                Confidence.HIGH,
-                key=f"removed:{name}",
-            )
-            before_counts[name] -= 1
+        before_counts = sum(checks_before.values(), Counter())
+        after_counts = sum(checks_after.values(), Counter())
+        for site in removed:
+            for name in sorted(checks_before[site]):
+                # Moved, reshaped or pulled into a helper: not dropped.
+                if name in REPORTED_ELSEWHERE or after_counts[name] >= before_counts[name]:
+                    continue
+                what = "the only" if after_counts[name] == 0 else "a"
+                via = "" if syntax.call_name(site) == name else f" (via {syntax.call_name(site)}())"
+                yield change.finding(
+                    change.anchor_for(site),
+                    f"patch removes {what} {name}() check{via} on this collapse/retract path; "
+                    "userfaultfd-registered ranges (uffd-wp markers, missing-mode holes) must be "
+                    "skipped, and the check repeated under the lock held while the page table "
+                    "changes",
+                    Confidence.HIGH,
+                    key=f"removed:{name}",
+                )
+                before_counts[name] -= 1
 
     @staticmethod
     def _not_rechecked_under_lock(
-        change: FunctionChange, body, checks_after: list, collapses: list
+        change: FunctionChange, body: Node, checks_after: list[Node], collapses: list[Node]
     ) -> Iterator[Finding]:
         locks = syntax.calls(body, LOCK_CALLS)
         unlocks = syntax.calls(body, UNLOCK_CALLS)
@@ -157,7 +171,8 @@ class CollapseWithoutUffdCheck(FunctionRule):
                 continue
             if any(lock.start_byte < c.start_byte < collapse.start_byte for c in checks_after):
                 continue
-            if not any(c.start_byte < lock.start_byte for c in checks_after):
+            early = [c for c in checks_after if c.start_byte < lock.start_byte]
+            if not early or any(_under_mmap_lock(body, c, collapse) for c in early):
                 continue
             yield change.finding(
                 collapse,
@@ -169,7 +184,40 @@ class CollapseWithoutUffdCheck(FunctionRule):
             )
 
 
-def _on_other_branch(node, other) -> bool:
+def _check_sites(body: Node, file: ParsedFile | None, name: str) -> dict[Node, Counter[str]]:
+    """Where a function checks userfaultfd state, and which checks: its own
+    calls, and calls to same-file helpers that make the check themselves
+    (one level: a check moved into a helper is still made)."""
+    sites: dict[Node, Counter[str]] = {
+        call: Counter({syntax.call_name(call) or "": 1}) for call in syntax.calls(body, UFFD_CHECKS)
+    }
+    if file is not None:
+        helpers = {f.name: f.body for f in file.functions if f.body is not None}
+        for call, helper in syntax.called_definitions(body, helpers, exclude=name):
+            inner = Counter(syntax.call_name(c) or "" for c in syntax.calls(helper, UFFD_CHECKS))
+            if inner:
+                sites[call] = inner
+    return dict(sorted(sites.items(), key=lambda item: item[0].start_byte))
+
+
+def _under_mmap_lock(body: Node, check: Node, collapse: Node) -> bool:
+    """Is the mmap_lock held from `check` to `collapse`: asserted on entry,
+    or taken before the check and not dropped in between?"""
+    called = syntax.calls(body)
+    if any(syntax.call_name(c) in MMAP_HELD_ASSERTS for c in called):
+        return True
+    taken = [
+        c for c in called if syntax.call_name(c) in MMAP_LOCKS and c.start_byte < check.start_byte
+    ]
+    return bool(taken) and not any(
+        syntax.call_name(c) in MMAP_UNLOCKS
+        and max(t.start_byte for t in taken) < c.start_byte < collapse.start_byte
+        and not _on_other_branch(c, collapse)
+        for c in called
+    )
+
+
+def _on_other_branch(node: Node, other: Node) -> bool:
     branch = syntax.enclosing(node, "if_statement")
     return branch is not None and not (branch.start_byte <= other.start_byte < branch.end_byte)
 
