@@ -13,12 +13,21 @@ annotation comment alone on its line applies to the next code line:
 
 Text after " -- " inside the comment is an explanation.  `/* fixture-path:
 mm/khugepaged.c */` on any line sets the file's path (default mm/fixture.c).
+
+A rule that reads other files of the tree (declarations in a header) gets
+them from blocks in the fixture itself; the block's lines are not part of
+the reviewed file, and a fixture with such blocks is reviewed as if the tree
+held exactly those files:
+
+    /* fixture-header: include/linux/mm.h */
+    spinlock_t *pte_lockptr(struct mm_struct *mm, pte_t *pte);
+    /* fixture-header-end */
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from analyzer.engine import review_file
@@ -31,6 +40,8 @@ ANNOTATION_RE = re.compile(
 )
 LOOSE_ANNOTATION_RE = re.compile(r"\b(ruleid|ok|todoruleid|todook):")
 PATH_RE = re.compile(r"/\*\s*fixture-path:\s*(\S+)\s*\*/")
+HEADER_RE = re.compile(r"^\s*/\*\s*fixture-header:\s*(\S+)\s*\*/\s*$")
+HEADER_END_RE = re.compile(r"^\s*/\*\s*fixture-header-end\s*\*/\s*$")
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,8 @@ class Fixture:
     path: str
     images: FileImages
     expectations: list[Expectation]
+    # Other files of the tree, from fixture-header blocks.
+    headers: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def rules(self) -> set[str]:
@@ -55,6 +68,7 @@ def load(fixture: Path) -> Fixture:
     raw = fixture.read_text().split("\n")
     if raw and raw[-1] == "":
         raw.pop()
+    raw, headers = _headers(fixture, raw)
     if fixture.suffix == ".patchlet":
         lines = [(line[:1] or " ", line[1:]) for line in raw]
         for number, (kind, _) in enumerate(lines, 1):
@@ -81,7 +95,30 @@ def load(fixture: Path) -> Fixture:
         added=frozenset(added),
         removed=frozenset(removed),
     )
-    return Fixture(path, images, _expectations(fixture, post))
+    return Fixture(path, images, _expectations(fixture, post), headers)
+
+
+def _headers(fixture: Path, raw: list[str]) -> tuple[list[str], dict[str, bytes]]:
+    """Take the fixture-header blocks out of the fixture's lines."""
+    strip = 1 if fixture.suffix == ".patchlet" else 0
+    code: list[str] = []
+    headers: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for number, line in enumerate(raw, 1):
+        body = line[strip:]
+        if current is None and (match := HEADER_RE.match(body)):
+            current = headers.setdefault(match.group(1), [])
+        elif current is not None and HEADER_END_RE.match(body):
+            current = None
+        elif current is not None:
+            if strip and line[:1] not in (" ", ""):
+                raise ValueError(f"{fixture}:{number}: fixture-header lines are context lines")
+            current.append(body)
+        else:
+            code.append(line)
+    if current is not None:
+        raise ValueError(f"{fixture}: fixture-header block without fixture-header-end")
+    return code, {path: ("\n".join(lines) + "\n").encode() for path, lines in headers.items()}
 
 
 def _expectations(fixture: Path, post: list[str]) -> list[Expectation]:
@@ -106,7 +143,8 @@ def _expectations(fixture: Path, post: list[str]) -> list[Expectation]:
 
 def run(fixture: Fixture) -> list[Finding]:
     rules = [r for r in all_rules() if r.id in fixture.rules]
-    findings, _ = review_file(fixture.images, rules, ReviewContext())
+    context = ReviewContext(fixture.headers.get) if fixture.headers else ReviewContext()
+    findings, _ = review_file(fixture.images, rules, context)
     return findings
 
 
