@@ -224,6 +224,28 @@ def explain(
     typer.echo(rule.doc)
 
 
+corpus_app = typer.Typer(no_args_is_help=True, help="Measure the rules on a real kernel tree.")
+app.add_typer(corpus_app, name="corpus")
+
+
+@corpus_app.command("eval")
+def corpus_eval(
+    tree: Annotated[Path, typer.Option("--tree", "-t", help="Kernel git tree to mutate.")],
+    recipes: Annotated[
+        Path | None,
+        typer.Option(help="Recipe file or directory (default: corpus/mutations)."),
+    ] = None,
+    select: Annotated[
+        list[str] | None, typer.Option("--select", help="Only these rules' recipes.")
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+) -> None:
+    """Apply every mutation recipe, review the patches, score each rule."""
+    from analyzer.evaluation import run
+
+    raise typer.Exit(run(tree, recipes, select, output_format, sys.stdout))
+
+
 def main() -> None:
     """Entry point: every expected failure is one line on stderr and exit 2."""
     try:
