@@ -1,20 +1,32 @@
 """`!pmd_present()` used where "nothing is mapped" is meant.
 
 ## What it does
-Flags a `!pmd_present(pmd)` test whose branch leaves early ("nothing to do",
-"must wait", "skip") in a function that never tells an empty PMD from a
-non-present one: no `pmd_none()` on the same value and no migration-entry
-handling.  A patch that replaces `pmd_none(x)` with `!pmd_present(x)` is
-flagged with high confidence.
+Flags, with high confidence, a patch that replaces an emptiness test of a
+PMD value by a presence test of the same polarity: `pmd_none(x)` becoming
+`!pmd_present(x)`, or `!pmd_none(x)` becoming `pmd_present(x)`.  It stays
+silent where both tests agree: when an earlier test on the same value has
+already left for non-present entries (`!pmd_present()`, `is_swap_pmd()`,
+migration-entry checks), when the old condition already held both tests,
+and for kernel page tables (vmalloc, vmemmap), which never hold migration
+entries.
+
+With medium confidence it also flags a waiting decision taken on
+`!pmd_present(x)`: in a function deciding whether to wait (its name says
+"wait"), a non-present branch that answers "wait" when the function never
+asks `pmd_none()` of that value.
+
+A plain early exit on `!pmd_present()` ("nothing for us here") is not
+flagged: page-table walkers legitimately skip migration entries.
 
 ## Why is this bad?
 Since THP migration (v4.14), a PMD can be non-present without being empty:
 it may hold a migration entry (or a device-private entry).  `pmd_none()` and
 `!pmd_present()` used to be equivalent and are not any longer.  Treating a
 migration entry as "nothing mapped" makes a fault path wait for a page that
-will never be mapped by userspace, or skips a range that is in fact mapped:
-userfaultfd_must_wait() did exactly that and blocked forever (a soft lockup)
-while the PMD was under migration.
+userspace will never provide, or installs a new table or huge page over an
+entry that is in fact mapped: userfaultfd_must_wait() waited on
+`!pmd_present()` and blocked forever (a soft lockup) while the PMD was under
+migration.
 
 ## Example
 ```c
@@ -28,8 +40,9 @@ while the PMD was under migration.
         pmd = pmdp_get_lockless(pmdp);
         if (pmd_none(pmd))
                 goto out;		/* really nothing mapped: wait */
+        ret = false;
         if (!pmd_present(pmd))
-                goto retry;		/* migration entry: not our business */
+                goto out;		/* migration entry: retry the fault */
 ```
 
 ## References
@@ -37,29 +50,28 @@ while the PMD was under migration.
   https://lore.kernel.org/all/20171103075231.25416-1-ying.huang@intel.com/
   (Andrea Arcangeli: "before that pmd_none or !pmd_present used to be
   equivalent, not the case any longer",
-  <20171106203527.GB26645@redhat.com>)
+  https://lore.kernel.org/all/20171106203527.GB26645@redhat.com/)
 - 84c3fc4e9c563 ("mm: thp: check pmd migration entry in common path")
 """
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterator
+
+from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
-# Seeing any of these, the function already deals with non-present PMDs that
-# are not empty.
-_MIGRATION_AWARE = frozenset(
-    {
-        "is_pmd_migration_entry",
-        "pmd_migration_entry_wait",
-        "is_swap_pmd",
-        "pmd_to_swp_entry",
-        "thp_migration_supported",
-        "is_pmd_device_private_entry",
-        "pmd_is_migration_entry",
-    }
+# Kernel page tables: no migration or swap entries, the two tests agree.
+KERNEL_PAGE_TABLE_FILES = (
+    "mm/vmalloc.c",
+    "mm/sparse-vmemmap.c",
+    "mm/hugetlb_vmemmap.c",
+    "mm/ptdump.c",
+    "mm/early_ioremap.c",
+    "mm/kasan/*",
 )
 
 
@@ -68,61 +80,235 @@ class PmdPresentAsEmpty(FunctionRule):
     severity = Severity.WARNING
     summary = "!pmd_present() is not pmd_none(): migration entries are non-present but not empty"
 
+    # The level's vocabulary; the PTE rule reuses the logic with its own.
+    level = "PMD"
+    none_tests = frozenset({"pmd_none"})
+    primary_none = "pmd_none"
+    present_test = "pmd_present"
+    # After an exit taken on one of these for a value, what is left of it is
+    # present or none, and the two tests agree.
+    non_present_exits = frozenset(
+        {
+            "pmd_present",
+            "is_swap_pmd",
+            "is_pmd_migration_entry",
+            "pmd_is_migration_entry",
+            "is_pmd_device_private_entry",
+        }
+    )
+    not_empty = "a PMD migration entry"
+    handle_hint = "handle migration entries apart"
+
     def check(self, change: FunctionChange) -> Iterator[Finding]:
         body = change.after.body
-        if body is None:
+        if body is None or self._kernel_page_tables(change, body):
             return
-        called = {syntax.call_name(c) for c in syntax.calls(body)}
-        # The function already distinguishes migration entries.
-        if called & _MIGRATION_AWARE:
+        swapped = list(self._swapped(change, body))
+        yield from (finding for _, finding in swapped)
+        flagged = {node.id for node, _ in swapped}
+        yield from self._waits_on_non_present(change, body, flagged)
+
+    # -- a patch turning an emptiness test into a presence test ------------
+
+    def _swapped(self, change: FunctionChange, body: Node) -> Iterator[tuple[Node, Finding]]:
+        if change.before is None or change.before.body is None:
             return
-        none_args = {
-            syntax.text(a) for c in syntax.calls(body, "pmd_none") for a in syntax.arguments(c)[:1]
+        old, new = change.before.body, body
+        for negated in (False, True):
+            # none(x) -> !present(x), or !none(x) -> present(x)
+            lost = self._count(old, self.none_tests, negated) - self._count(
+                new, self.none_tests, negated
+            )
+            gained = self._count(new, {self.present_test}, not negated) - self._count(
+                old, {self.present_test}, not negated
+            )
+            if lost <= 0 or gained <= 0:
+                continue
+            removed = {
+                syntax.text(args[0]): syntax.call_name(call) or ""
+                for call in self._tests(old, self.none_tests, negated)
+                if change.is_removed(call) and (args := syntax.arguments(call))
+            }
+            added = [
+                call
+                for call in self._tests(new, {self.present_test}, not negated)
+                if change.is_added(call) and syntax.arguments(call)
+            ]
+            # Same value first, so that the finding lands on the real swap.
+            added.sort(key=lambda c: syntax.text(syntax.arguments(c)[0]) not in removed)
+            for call in added[: min(lost, gained)]:
+                arg = syntax.text(syntax.arguments(call)[0])
+                if self._non_present_left_before(body, call, arg):
+                    continue
+                old_name = removed.get(arg) or self.primary_none
+                if negated:
+                    message = (
+                        f"!{old_name}({arg}) replaced by {self.present_test}({arg}): "
+                        f"{self.not_empty} is neither empty nor present, and is now handled "
+                        f"as empty; test {old_name}() and {self.handle_hint}"
+                    )
+                else:
+                    message = (
+                        f"{old_name}({arg}) replaced by !{self.present_test}({arg}): "
+                        f"{self.not_empty} is not present but not empty either; test "
+                        f"{old_name}() for 'nothing mapped' and {self.handle_hint}"
+                    )
+                yield call, change.finding(call, message, Confidence.HIGH)
+
+    @staticmethod
+    def _tests(body: Node, names: frozenset[str] | set[str], negated: bool) -> list[Node]:
+        return [c for c in syntax.calls(body, names) if syntax.is_negated(c) == negated]
+
+    def _count(self, body: Node, names: frozenset[str] | set[str], negated: bool) -> int:
+        return len(self._tests(body, names, negated))
+
+    def _non_present_left_before(self, body: Node, call: Node, arg: str) -> bool:
+        """Has an earlier test of `arg` already left for non-present entries?"""
+        for test in syntax.calls(body, self.non_present_exits):
+            if test.start_byte >= call.start_byte:
+                break
+            args = syntax.arguments(test)
+            if not args or syntax.text(args[0]) != arg:
+                continue
+            # !present(x) -> exit, or is_swap/migration(x) -> exit
+            if (syntax.call_name(test) == self.present_test) != syntax.is_negated(test):
+                continue
+            owner = syntax.condition_owner(test)
+            if (
+                owner is not None
+                and owner.type == "if_statement"
+                and syntax.branch_exits(owner.child_by_field_name("consequence"))
+                and not owner.start_byte <= call.start_byte < owner.end_byte
+            ):
+                return True
+        return False
+
+    @staticmethod
+    def _kernel_page_tables(change: FunctionChange, body: Node) -> bool:
+        if any(fnmatch.fnmatchcase(change.path, p) for p in KERNEL_PAGE_TABLE_FILES):
+            return True
+        return "init_mm" in syntax.identifiers(body)
+
+    # -- a waiting decision taken on a non-present entry -------------------
+
+    def _waits_on_non_present(
+        self, change: FunctionChange, body: Node, flagged: set[int]
+    ) -> Iterator[Finding]:
+        if "wait" not in change.after.name:
+            return
+        asked_none = {
+            syntax.text(args[0])
+            for call in syntax.calls(body, self.none_tests)
+            if (args := syntax.arguments(call))
         }
-        swapped_args = self._args_replaced(change)
+        result = _returned_variable(body)
         seen: set[str] = set()
-        for call in syntax.calls(body, "pmd_present"):
+        for call in syntax.calls(body, self.present_test):
             args = syntax.arguments(call)
-            if not args or not syntax.is_negated(call):
+            if not args or not syntax.is_negated(call) or call.id in flagged:
                 continue
             arg = syntax.text(args[0])
-            # After a pmd_none() test of the same value, !pmd_present() means
-            # exactly "not none but not present": the author knows.
-            if arg in none_args or arg in seen:
+            if arg in asked_none or arg in seen:
                 continue
             owner = syntax.condition_owner(call)
             if owner is None or owner.type != "if_statement":
                 continue
-            if not syntax.branch_exits(owner.child_by_field_name("consequence")):
+            if self._non_present_left_before(body, call, arg):
+                continue
+            if not _answers_wait(owner, body, result):
                 continue
             seen.add(arg)
-            if arg in swapped_args and change.is_added(call):
-                yield change.finding(
-                    call,
-                    f"pmd_none({arg}) replaced by !pmd_present({arg}): a PMD migration entry is "
-                    "not present but not empty either; test pmd_none() for 'nothing mapped' "
-                    "and handle migration entries apart",
-                    Confidence.HIGH,
-                )
-            else:
-                yield change.finding(
-                    call,
-                    f"!pmd_present({arg}) leaves early as if nothing were mapped; a PMD migration "
-                    "entry is non-present but not empty: use pmd_none() or handle migration "
-                    "entries (pmd_migration_entry_wait())",
-                    Confidence.MEDIUM,
-                )
+            yield change.finding(
+                call,
+                f"waits when !{self.present_test}({arg}): {self.not_empty} is non-present but "
+                f"not empty, and nobody will fill it; wait only on "
+                f"{self.primary_none}() and retry the fault otherwise",
+                Confidence.MEDIUM,
+            )
 
-    @staticmethod
-    def _args_replaced(change: FunctionChange) -> set[str]:
-        """Values whose pmd_none() test the patch removed."""
-        if change.before is None or change.before.body is None:
-            return set()
-        return {
-            syntax.text(args[0])
-            for call in syntax.calls(change.before.body, "pmd_none")
-            if change.is_removed(call) and (args := syntax.arguments(call))
-        }
+
+def _returned_variable(body: Node) -> str | None:
+    names = {
+        syntax.text(value)
+        for node in syntax.walk(body)
+        if node.type == "return_statement"
+        and (value := next(iter(node.named_children), None)) is not None
+        and value.type == "identifier"
+    }
+    return names.pop() if len(names) == 1 else None
+
+
+def _truthy(node: Node | None) -> bool | None:
+    """True/False for a literal answer, None when it is not one."""
+    while node is not None and node.type == "parenthesized_expression":
+        node = next(iter(node.named_children), None)
+    if node is None:
+        return None
+    if node.type == "true":
+        return True
+    if node.type == "false":
+        return False
+    if node.type == "number_literal":
+        return syntax.text(node).rstrip("uUlL") not in ("0", "0x0")
+    return None
+
+
+def _assigned_value(statement: Node, variable: str | None) -> bool | None:
+    """`variable = <literal>;` -> the literal's truth."""
+    if variable is None or statement.type != "expression_statement":
+        return None
+    expr = next(iter(statement.named_children), None)
+    if (
+        expr is None
+        or expr.type != "assignment_expression"
+        or syntax.text(expr.child_by_field_name("left")) != variable
+        or syntax.text(expr.child_by_field_name("operator")) != "="
+    ):
+        return None
+    return _truthy(expr.child_by_field_name("right"))
+
+
+def _value_before(body: Node, variable: str | None, position: int) -> bool | None:
+    """The literal last given to `variable` before `position`, in text order."""
+    if variable is None:
+        return None
+    value = None
+    for node in syntax.walk(body):
+        if node.start_byte >= position:
+            break
+        if (
+            node.type == "init_declarator"
+            and syntax.text(node.child_by_field_name("declarator")) == variable
+        ):
+            value = _truthy(node.child_by_field_name("value"))
+        elif node.type == "expression_statement":
+            assigned = _assigned_value(node, variable)
+            if assigned is not None:
+                value = assigned
+    return value
+
+
+def _answers_wait(branch: Node, body: Node, result: str | None) -> bool:
+    """Does the if's consequence answer "yes, wait"?"""
+    consequence = branch.child_by_field_name("consequence")
+    if consequence is None:
+        return False
+    statements = (
+        [c for c in consequence.named_children if c.type != "comment"]
+        if consequence.type == "compound_statement"
+        else [consequence]
+    )
+    for statement in statements:
+        if _assigned_value(statement, result) is True:
+            return True
+        if statement.type == "return_statement":
+            value = next(iter(statement.named_children), None)
+            if value is not None and value.type == "identifier":
+                return _value_before(body, result, branch.start_byte) is True
+            return _truthy(value) is True
+        if statement.type == "goto_statement":
+            return _value_before(body, result, branch.start_byte) is True
+    return False
 
 
 RULE = PmdPresentAsEmpty

@@ -50,17 +50,12 @@ def test_rename_only_is_silent(minitree: Tree) -> None:
 
 
 def test_already_there_is_not_the_patch_doing(minitree: Tree) -> None:
-    # demo_count_present() already has a !pmd_present() early exit; touching
-    # the function does not make it new.
-    minitree.edit(
-        "mm/fault.c",
-        "\t\tif (pmd_none(val))\n\t\t\tcontinue;\n\t\tif (is_pmd_migration_entry(val)) {\n"
-        "\t\t\tpmd_migration_entry_wait(mm, pmd);\n\t\t\tcontinue;\n\t\t}\n",
-        "",
-    )
-    minitree.commit("mm/demo: stop waiting for migration")
-    minitree.edit("mm/fault.c", "\t\tpresent++;", "\t\tpresent += 1;")
-    minitree.commit("mm/demo: spell the increment out")
+    # Once demo_must_wait() waits on !pmd_present(), touching the function
+    # again does not make that new.
+    minitree.edit("mm/fault.c", *SWAP)
+    minitree.commit("mm/demo: treat a non-present PMD as empty")
+    minitree.edit("mm/fault.c", "\tmmap_assert_locked(mm);", "\tmmap_assert_locked(ctx->mm);")
+    minitree.commit("mm/demo: assert on the context's mm")
     result = mmreview("check", "-", "--tree", str(minitree.path), input=minitree.format_patch("-1"))
     assert result.returncode == 0, result.stdout
     shown = mmreview(

@@ -41,6 +41,7 @@ def test_harness_catches_misses_and_false_alarms(tmp_path: Path) -> None:
     fixture.write_text(
         " static int probe(pmd_t *pmdp)\n"
         " {\n"
+        "-\tif (pmd_none(*pmdp))\n"
         "+\t/* ok: PMD_PRESENT_AS_EMPTY */\n"
         "+\tif (!pmd_present(*pmdp))\n"
         "+\t\treturn 0;\n"
