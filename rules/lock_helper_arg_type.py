@@ -44,10 +44,11 @@ later trees it still takes a `pmd_t *`.
 ## References
 - 5f75cfbd6bb0 ("mm/hugetlb: fix hugetlb vs. core-mm PT locking"), which added
   `ptep_lockptr()` and left `pte_lockptr(struct mm_struct *, pmd_t *)` as it was;
-  Fixes: 9cb28da54643 ("mm/gup: handle hugetlb in the generic follow_page_mask code")
-- Later `pte_lockptr(mm, pmd)` users: "mm: khugepaged: recheck pmd state in
-  retract_page_tables()" (v6.14), thread
-  https://lore.kernel.org/all/CAG48ez1S3nU0qzf6zZYAOTGO=RmK_2z+ZvHLzrpfamQ4uGK4hg@mail.gmail.com/
+  Fixes: 9cb28da54643 ("mm/gup: handle hugetlb in the generic follow_page_mask code");
+  v3 https://lore.kernel.org/all/20240731122103.382509-1-david@redhat.com/
+- The proposal that was not merged, "mm: let pte_lockptr() consume a pte_t pointer",
+  https://lore.kernel.org/all/20240725183955.2268884-2-david@redhat.com/
+  (dropped: `virt_to_page()` does not work on kmap'ed CONFIG_HIGHPTE page tables)
 """
 
 from __future__ import annotations
