@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +15,7 @@ from analyzer.engine import Review, review
 from analyzer.engine import scan as scan_tree
 from analyzer.patches import InputError, read_series
 from analyzer.registry import RuleError, all_rules, get_rule, select_rules
-from analyzer.reporters import FORMATS
+from analyzer.reporters import FORMATS, email_reply
 from analyzer.rule import Severity
 from analyzer.tree import KernelTree
 
@@ -97,6 +98,13 @@ def check(
             " invalidates b4's cache.",
         ),
     ] = None,
+    sender: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="From: of --format email replies (default: git config user.name/email).",
+        ),
+    ] = None,
 ) -> None:
     """Review a patch, a series or a commit range."""
     if output_format not in FORMATS:
@@ -121,7 +129,11 @@ def check(
     rules = select_rules(select, ignore)
     result = review(series, rules, tree=kernel, base=base, show_all=show_all)
     _tell(result, quiet)
-    _write(result, output_format, output)
+    options = {}
+    if output_format == "email":
+        where = str(tree) if tree is not None else None
+        options["sender"] = sender or email_reply.default_sender(where)
+    _write(result, output_format, output, **options)
     raise typer.Exit(exit_code(result))
 
 
@@ -140,8 +152,8 @@ def _tell(result: Review, quiet: bool) -> None:
             typer.echo(f"mmreview: note: {note}", err=True)
 
 
-def _write(result: Review, output_format: str, output: Path | None) -> None:
-    renderer = FORMATS[output_format]
+def _write(result: Review, output_format: str, output: Path | None, **options: str) -> None:
+    renderer = functools.partial(FORMATS[output_format], **options)
     if output is None:
         renderer(result, sys.stdout)
         return

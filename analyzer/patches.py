@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
 
@@ -382,12 +383,20 @@ def _assemble(patches: list[Patch], cover: EmailMessage | None, notes: list[str]
 def reply_addresses(message: EmailMessage) -> tuple[list[str], list[str]]:
     """To and Cc for a reply in the list's conventions."""
     reply_to = message.get_all("Reply-To") or message.get_all("From") or []
-    to = [f"{n} <{a}>" if n else a for n, a in getaddresses([str(x) for x in reply_to]) if a]
+    to = [_address(n, a) for n, a in getaddresses([str(x) for x in reply_to]) if a]
     cc_raw = [str(x) for x in (message.get_all("To") or []) + (message.get_all("Cc") or [])]
     seen = {a for _, a in getaddresses([str(x) for x in reply_to])}
     cc = []
     for name, addr in getaddresses(cc_raw):
         if addr and addr not in seen:
             seen.add(addr)
-            cc.append(f"{name} <{addr}>" if name else addr)
+            cc.append(_address(name, addr))
     return to, cc
+
+
+def _address(name: str, addr: str) -> str:
+    # Address() quotes a display name holding a comma or other specials.
+    try:
+        return str(Address(display_name=name, addr_spec=addr)) if name else addr
+    except (ValueError, IndexError):
+        return addr

@@ -104,8 +104,10 @@ def kernel_tree() -> Path:
 def require_program(name: str, package: str) -> str:
     """The path of a system program a test drives for real.  Missing in CI is
     a failure (.ci/run installs it); missing on a developer's machine is a skip
-    that says what to install."""
-    path = shutil.which(name)
+    that says what to install.  git's own programs (git-send-email) are
+    looked for in `git --exec-path` too."""
+    exec_path = subprocess.run(["git", "--exec-path"], capture_output=True, text=True).stdout
+    path = shutil.which(name) or shutil.which(name, path=exec_path.strip() or None)
     if path:
         return path
     message = f"{name} not installed (apt-get install {package})"

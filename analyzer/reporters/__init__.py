@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from analyzer.engine import Review
-from analyzer.reporters import checkpatch, json_report, text
+from analyzer.reporters import checkpatch, email_reply, json_report, text
 
 Renderer = Callable[[Review, TextIO], None]
 
@@ -15,4 +15,5 @@ FORMATS: dict[str, Renderer] = {
     "text": text.render,
     "json": json_report.render,
     "checkpatch": checkpatch.render,
+    "email": email_reply.render,
 }
