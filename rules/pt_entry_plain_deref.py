@@ -1,0 +1,200 @@
+"""A page-table entry read with a plain `*pmdp` / `*ptep` dereference.
+
+## What it does
+Flags, with high confidence, a patch that replaces an accessor read of a
+page-table entry (`pmdp_get_lockless()`, `ptep_get_lockless()`,
+`READ_ONCE(*p)`, `ptep_get()`, `pmdp_get()`, `pudp_get()`) by a plain
+dereference `*p` or `p[i]` of a `pte_t *`, `pmd_t *` or `pud_t *` (types
+resolved from the function's declarations).  With medium confidence it flags
+any new plain read of a `pte_t *` outside include/ (where the accessors
+are implemented): generic mm code reads PTEs through `ptep_get()` since
+v6.5.
+
+Plain `*pmd` reads are common and legitimate under the PMD lock, so a new
+one is only flagged when it takes the place of an accessor.
+
+## Why is this bad?
+A page-table entry read without its lock can change at any moment: the
+compiler may re-load a plain `*pmdp` between two uses (two different values
+for one decision), and on 32-bit PAE a 64-bit PMD or PTE read with one plain
+load can tear into halves of two different entries.  `pmdp_get_lockless()`
+and `ptep_get_lockless()` read the entry once and consistently;
+`READ_ONCE()` at least reads it once.  And since the `ptep_get()`
+conversion (v6.5), architectures such as arm64 with contiguous PTEs rely on
+every generic PTE read going through `ptep_get()` to fold in the access and
+dirty bits of the whole block: a plain `*ptep` misses them.
+
+## Example
+```c
+        pmd_t pmdval = *pmdp;		/* lockless: may tear or be re-read */
+
+        if (pmd_none(pmdval) || pmd_trans_huge(pmdval))
+                return 0;
+```
+
+## Use instead
+```c
+        pmd_t pmdval = pmdp_get_lockless(pmdp);
+
+        if (pmd_none(pmdval) || pmd_trans_huge(pmdval))
+                return 0;
+```
+
+## References
+- c33c794828f2 ("mm: ptep_get() conversion"), Ryan Roberts, v6.5
+- dab6e717429e ("mm: Rename pmd_read_atomic()"), Peter Zijlstra, v6.2
+  (pmdp_get_lockless() for torn PAE reads)
+- a365ac09d334 ("mm, userfaultfd, THP: avoid waiting when PMD under THP migration"):
+  "Read the PMD once",
+  https://lore.kernel.org/all/20171103075231.25416-1-ying.huang@intel.com/
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from tree_sitter import Node
+
+from analyzer import syntax
+from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
+
+ENTRY_POINTERS = frozenset({"pte_t *", "pmd_t *", "pud_t *"})
+LOCKLESS_ACCESSORS = frozenset({"pmdp_get_lockless", "ptep_get_lockless", "READ_ONCE"})
+ACCESSORS = LOCKLESS_ACCESSORS | {"ptep_get", "pmdp_get", "pudp_get", "huge_ptep_get"}
+
+
+class PtEntryPlainDeref(FunctionRule):
+    id = "PT_ENTRY_PLAIN_DEREF"
+    severity = Severity.WARNING
+    summary = "page-table entry read with a plain dereference instead of its accessor"
+
+    def check(self, change: FunctionChange) -> Iterator[Finding]:
+        body = change.after.body
+        if body is None:
+            return
+        reads = _plain_reads(change.after.node, body)
+        flagged: set[int] = set()
+        if change.before is not None and change.before.body is not None:
+            old_body = change.before.body
+            old_reads = _plain_reads(change.before.node, old_body)
+            lost = _accessor_reads(change.before.node, old_body, ACCESSORS) - _accessor_reads(
+                change.after.node, body, ACCESSORS
+            )
+            lost_lockless = _accessor_reads(
+                change.before.node, old_body, LOCKLESS_ACCESSORS
+            ) - _accessor_reads(change.after.node, body, LOCKLESS_ACCESSORS)
+            gained = len(reads) - len(old_reads)
+            added = [(n, t) for n, t in reads if change.is_added(n)]
+            for node, kind in added[: min(lost, gained)]:
+                flagged.add(node.id)
+                plain = f"'{syntax.text(node)}' ({kind})"
+                if lost_lockless > 0:
+                    message = (
+                        "patch replaces a lockless read (pmdp_get_lockless(), "
+                        f"ptep_get_lockless(), READ_ONCE()) by the plain {plain}: without the "
+                        "lock the entry can be re-loaded between uses and tear on 32-bit; read "
+                        f"it once with {_accessor_for(kind, True)}"
+                    )
+                else:
+                    message = (
+                        f"patch replaces an entry accessor by the plain {plain}: read it with "
+                        f"{_accessor_for(kind, False)}, which architectures with contiguous "
+                        "entries rely on (and which reads it once)"
+                    )
+                yield change.finding(
+                    node,
+                    message,
+                    Confidence.HIGH,
+                    severity=Severity.ERROR if lost_lockless > 0 else None,
+                )
+        if change.path.startswith("include/"):
+            return  # where the accessors themselves are implemented
+        for node, kind in reads:
+            if kind != "pte_t *" or node.id in flagged:
+                continue
+            yield change.finding(
+                node,
+                f"plain '{syntax.text(node)}' reads a PTE: use ptep_get() "
+                "(ptep_get_lockless() without the PTL), which architectures with contiguous "
+                "PTEs rely on",
+                Confidence.MEDIUM,
+            )
+
+
+def _accessor_for(kind: str, lockless: bool) -> str:
+    level = kind.split("_")[0]
+    if level == "pud":
+        return "pudp_get()"
+    return f"{level}p_get_lockless()" if lockless else f"{level}p_get()"
+
+
+def _entry_pointer(function: Node, node: Node | None) -> str | None:
+    """The entry-pointer type of an identifier, if it is one."""
+    if node is None or node.type != "identifier":
+        return None
+    declared = syntax.declared_type(function, syntax.text(node))
+    return declared if declared in ENTRY_POINTERS else None
+
+
+def _plain_reads(function: Node, body: Node) -> list[tuple[Node, str]]:
+    """`*p` and `p[i]` reads (not stores) of entry pointers, in order."""
+    reads = []
+    for node in syntax.walk(body):
+        if node.type == "pointer_expression":
+            if syntax.text(node.child_by_field_name("operator")) != "*":
+                continue
+            target = node.child_by_field_name("argument")
+        elif node.type == "subscript_expression":
+            target = node.child_by_field_name("argument")
+        else:
+            continue
+        kind = _entry_pointer(function, target)
+        if kind is None or _is_store(node) or _inside_accessor(node):
+            continue
+        reads.append((node, kind))
+    return reads
+
+
+def _is_store(node: Node) -> bool:
+    parent = node.parent
+    while parent is not None and parent.type == "parenthesized_expression":
+        node, parent = parent, parent.parent
+    if parent is None:
+        return False
+    if parent.type == "assignment_expression" and parent.child_by_field_name("left") == node:
+        return True
+    # &p[i] is an address, not a read
+    return (
+        parent.type == "pointer_expression"
+        and syntax.text(parent.child_by_field_name("operator")) == "&"
+    )
+
+
+def _inside_accessor(node: Node) -> bool:
+    """`READ_ONCE(*pmdp)` is the accessor, not a plain read."""
+    parent = node.parent
+    while parent is not None and parent.type == "parenthesized_expression":
+        parent = parent.parent
+    if parent is None or parent.type != "argument_list" or parent.parent is None:
+        return False
+    return syntax.call_name(parent.parent) in ("READ_ONCE", "WRITE_ONCE")
+
+
+def _accessor_reads(function: Node, body: Node, names: frozenset[str]) -> int:
+    count = 0
+    for call in syntax.calls(body, names):
+        args = syntax.arguments(call)
+        if not args:
+            continue
+        if syntax.call_name(call) in ("READ_ONCE",):
+            # READ_ONCE(*p) / READ_ONCE(p[i]) of an entry pointer only
+            arg = args[0]
+            if arg.type not in ("pointer_expression", "subscript_expression"):
+                continue
+            if _entry_pointer(function, arg.child_by_field_name("argument")) is None:
+                continue
+        count += 1
+    return count
+
+
+RULE = PtEntryPlainDeref
