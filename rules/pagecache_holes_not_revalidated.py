@@ -1,0 +1,423 @@
+"""A patch removes the re-validation done before holes are filled.
+
+## What it does
+Flags a patch that takes away one of the checks made before the kernel
+fills a hole that userspace may be watching:
+- in file/shmem collapse (`collapse_file()`), the re-count of the holes
+  under the final lock: the walk over the range that stores
+  `XA_RETRY_ENTRY` into every empty slot and counts them, under
+  `xas_lock_irq()`, and the comparison of that count with the one taken
+  during the scan (`nr_none`);
+- the missing-mode userfaultfd check, `userfaultfd_missing(vma)`, for every
+  VMA mapping the range (`vma_interval_tree_foreach(..., start, end)`
+  under `i_mmap_lock_read()`), or on a fault path before a page or the
+  zero page is mapped into the hole (`do_anonymous_page()`,
+  `shmem_get_folio_gfp()`, `hugetlb_no_page()`, ...);
+- a walk over the mappings of the collapsed range narrowed to a single
+  index (`start, start` instead of `start, end`), and re-validation moved
+  out from under the lock it needs.
+
+A check moved into a same-file helper counts as made.  The rule looks at
+what a patch removes, so it never reports code as it already is.
+
+## Why is this bad?
+Between the scan of the page cache and the moment the huge folio replaces
+the small ones, khugepaged drops the xarray lock many times.  Holes it
+counted early may have been filled (a fault, `fallocate()`, UFFDIO_COPY),
+so the count must be taken again, under the lock held while the huge
+folio goes in; the `XA_RETRY_ENTRY` stored in each hole makes RCU readers
+retry instead of seeing a state that may still be rolled back.
+A VMA registered with userfaultfd in MISSING mode has been promised a fault
+for every missing page: filling the hole behind its back (with a copy of
+zeroes, a new folio or the zero page) means userspace never gets the
+UFFD_EVENT_PAGEFAULT it waits for and its UFFDIO_COPY then fails with
+-EEXIST.  Only MISSING mode gives that promise (wp and minor modes do not),
+so this is the check that must stay, for every VMA mapping the range.
+
+## Example
+```c
+        i_mmap_lock_read(mapping);
+        xas_lock_irq(&xas);
+        /* holes counted during the scan are trusted: */
+        vma_interval_tree_foreach(vma, &mapping->i_mmap, start, start) {
+                ...
+```
+
+## Use instead
+```c
+        i_mmap_lock_read(mapping);
+        xas_lock_irq(&xas);
+        xas_set(&xas, start);
+        for (index = start; index < end; index++) {
+                if (!xas_next(&xas)) {
+                        xas_store(&xas, XA_RETRY_ENTRY);
+                        nr_none_check++;
+                }
+        }
+        if (nr_none != nr_none_check) {
+                result = SCAN_PAGE_FILLED;
+                goto immap_locked;
+        }
+        vma_interval_tree_foreach(vma, &mapping->i_mmap, start, end) {
+                if (userfaultfd_missing(vma)) {
+                        result = SCAN_EXCEED_NONE_PTE;
+                        goto immap_locked;
+                }
+        }
+```
+
+## References
+- ac492b9c70ca ("mm/khugepaged: skip shmem with userfaultfd"),
+  https://lore.kernel.org/all/20230404120117.2562166-4-stevensd@google.com/
+- Thread (v2): https://lore.kernel.org/all/20230206112856.1802547-1-stevensd@google.com/
+  (Matthew Wilcox on not filling holes early,
+  <Y+EN6oDi5k5L9651@casper.infradead.org>; Peter Xu on synchronising with
+  new registrations, <Y+Fq8lwsl7RXwlNS@x1n>)
+- cae106dd67b9 ("mm/khugepaged: refactor collapse_file control flow")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from tree_sitter import Node
+
+from analyzer import syntax
+from analyzer.images import Image
+from analyzer.parsing import Function, ParsedFile
+from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
+
+MISSING_CHECKS = frozenset({"userfaultfd_missing"})
+# Replacing the missing-mode test by the wider "any mode" one keeps the promise.
+MISSING_OR_WIDER = MISSING_CHECKS | {"userfaultfd_armed"}
+XA_READERS = frozenset(
+    {"xas_next", "xas_load", "xas_find", "xas_next_entry", "xas_find_marked", "xas_prev"}
+)
+XA_LOCKS = (
+    frozenset({"xas_lock_irq", "xas_lock", "xas_lock_irqsave", "xa_lock_irq"}),
+    frozenset({"xas_unlock_irq", "xas_unlock", "xas_unlock_irqrestore", "xa_unlock_irq"}),
+)
+I_MMAP_LOCKS = (
+    frozenset({"i_mmap_lock_read", "i_mmap_lock_write"}),
+    frozenset({"i_mmap_unlock_read", "i_mmap_unlock_write"}),
+)
+LOOPS = ("for_statement", "while_statement", "do_statement")
+COMPARISONS = frozenset({"!=", "==", "<", ">", "<=", ">="})
+
+MESSAGES = {
+    "missing": (
+        Severity.ERROR,
+        "patch removes the userfaultfd_missing() check before a hole is filled: a VMA "
+        "registered in MISSING mode was promised a fault for every missing page, and gets a "
+        "page it never asked for instead",
+    ),
+    "missing-locked": (
+        Severity.WARNING,
+        "the missing-mode userfaultfd check over mapping->i_mmap is no longer made under "
+        "i_mmap_lock_read() taken before the holes were re-counted: a registration racing with "
+        "the collapse goes unseen",
+    ),
+    "recount": (
+        Severity.ERROR,
+        "patch removes the re-count of the holes under the final lock: holes counted during "
+        "the scan may have been filled since the xarray lock was dropped; count them again "
+        "under xas_lock_irq() and bail out (SCAN_PAGE_FILLED) when the counts differ",
+    ),
+    "recount-locked": (
+        Severity.WARNING,
+        "the holes are no longer re-counted under xas_lock_irq(): a count taken without the "
+        "lock that is held while the huge folio goes in proves nothing",
+    ),
+    "retry": (
+        Severity.ERROR,
+        "patch removes the XA_RETRY_ENTRY store into the holes: RCU readers and late "
+        "userfaultfd registrations would see holes that are about to be filled",
+    ),
+    "ranged-walk": (
+        Severity.ERROR,
+        "the walk over the VMAs mapping the collapsed range is narrowed to a single index: "
+        "VMAs mapping the rest of the range are never checked for missing-mode userfaultfd; "
+        "walk [start, end)",
+    ),
+}
+
+
+@dataclass
+class Guards:
+    """The re-validations a function makes, by kind, with their nodes."""
+
+    sites: dict[str, list[Node]] = field(default_factory=dict)
+
+    def add(self, kind: str, node: Node, times: int = 1) -> None:
+        self.sites.setdefault(kind, []).extend([node] * times)
+
+    def count(self, kind: str) -> int:
+        return len(self.sites.get(kind, []))
+
+
+class PagecacheHolesNotRevalidated(FunctionRule):
+    id = "PAGECACHE_HOLES_NOT_REVALIDATED"
+    severity = Severity.ERROR
+    summary = (
+        "patch removes the re-count of page-cache holes under the final lock or the "
+        "missing-mode userfaultfd check made before holes are filled"
+    )
+    paths = ("mm/*",)
+
+    def check(self, change: FunctionChange) -> Iterator[Finding]:
+        # Only what a patch takes away: without a pre-image there is nothing to lose.
+        before, after = change.before, change.after
+        if before is None or before.body is None or after.body is None:
+            return
+        old = _guards(before, change.before_file)
+        if not old.sites:
+            return
+        new = _guards(after, change.after_file)
+        for kind, (severity, message) in MESSAGES.items():
+            lost = old.count(kind) - new.count(kind)
+            if lost <= 0:
+                continue
+            if kind == "missing" and not _removes_missing_check(change, old):
+                continue
+            # A check that lost its lock but is still there is reported as
+            # that, not also as a lost lock of a check that is gone.
+            base = kind.removesuffix("-locked")
+            if base != kind and old.count(base) > new.count(base):
+                continue
+            anchor = _anchor(change, old.sites[kind], new.sites.get(base, []))
+            yield change.finding(
+                anchor,
+                message,
+                Confidence.HIGH if severity is Severity.ERROR else Confidence.MEDIUM,
+                key=f"lost:{kind}",
+                severity=severity,
+            )
+
+
+def _removes_missing_check(change: FunctionChange, old: Guards) -> bool:
+    """Did the patch take away a userfaultfd_missing() test (not just a
+    userfaultfd_armed() one, which is another lesson's)?"""
+    return any(
+        change.is_removed(site) and syntax.call_name(site) != "userfaultfd_armed"
+        for site in old.sites.get("missing", [])
+    )
+
+
+def _anchor(change: FunctionChange, old_sites: list[Node], new_sites: list[Node]) -> Node:
+    """Where the lost check was, or else the first line the patch changed."""
+    assert change.before is not None and change.before.body is not None
+    removed = [s for s in old_sites if change.is_removed(s)]
+    if removed:
+        return change.anchor_for(removed[0])
+    added = [s for s in new_sites if change.is_added(s)]
+    if added:
+        return added[0]
+    if change.removed_rows:
+        return change.anchor_for(
+            _node_at(change.before.body, change.before.image, min(change.removed_rows))
+        )
+    assert change.after.body is not None
+    return _node_at(change.after.body, change.after.image, min(change.added_rows))
+
+
+def _node_at(body: Node, image: Image, row: int) -> Node:
+    """The outermost node starting at the first character of a line."""
+    line = image.line_text(row)
+    column = len(line.encode()) - len(line.lstrip().encode())
+    node = body.descendant_for_point_range((row, column), (row, column)) or body
+    while node.parent is not None and node.parent.start_point == node.start_point:
+        node = node.parent
+    return node
+
+
+class _File:
+    """What the rule knows of the file around a function: its helpers, and
+    which of them take or drop one of the locks (one level deep)."""
+
+    def __init__(self, file: ParsedFile | None) -> None:
+        self.helpers = {f.name: f for f in file.functions if f.body is not None} if file else {}
+        self.xa_locks = self._with_helpers(XA_LOCKS)
+        self.i_mmap_locks = self._with_helpers(I_MMAP_LOCKS)
+
+    def _with_helpers(self, pair: tuple[frozenset[str], ...]) -> tuple[frozenset[str], ...]:
+        acquire, release = set(pair[0]), set(pair[1])
+        for name, helper in self.helpers.items():
+            assert helper.body is not None
+            called = {syntax.call_name(c) for c in syntax.calls(helper.body)}
+            if called & pair[0] and not called & pair[1]:
+                acquire.add(name)
+            elif called & pair[1] and not called & pair[0]:
+                release.add(name)
+        return frozenset(acquire), frozenset(release)
+
+
+_files: dict[str, _File] = {}
+
+
+def _file(parsed: ParsedFile | None) -> _File:
+    """_File for a parse, once per blob (the rule runs on many functions of it)."""
+    if parsed is None:
+        return _File(None)
+    key = parsed.image.blob_id
+    if key not in _files:
+        if len(_files) > 64:
+            _files.clear()
+        _files[key] = _File(parsed)
+    return _files[key]
+
+
+def _guards(function: Function, parsed: ParsedFile | None) -> Guards:
+    body = function.body
+    assert body is not None
+    file = _file(parsed)
+    guards = _own_guards(body, function.image, file)
+    bodies = {name: f.body for name, f in file.helpers.items() if f.body is not None}
+    for call, helper_body in syntax.called_definitions(body, bodies, exclude=function.name):
+        inner = _own_guards(helper_body, function.image, file)
+        for kind in ("retry", "ranged-walk"):
+            guards.add(kind, call, inner.count(kind))
+        # The helper runs under whatever lock its caller holds there.
+        in_walk = _enclosing_range_walk(call)
+        missing_locked = in_walk is not None and _under_lock(body, in_walk, file.i_mmap_locks)
+        recount_locked = _under_lock(body, call, file.xa_locks)
+        for kind, locked in (("missing", missing_locked), ("recount", recount_locked)):
+            total = inner.count(kind)
+            guards.add(kind, call, total)
+            guards.add(f"{kind}-locked", call, total if locked else inner.count(f"{kind}-locked"))
+    return guards
+
+
+def _own_guards(body: Node, image: Image, file: _File) -> Guards:
+    guards = Guards()
+    for call in syntax.calls(body, MISSING_OR_WIDER):
+        guards.add("missing", call)
+        walk = _enclosing_range_walk(call)
+        if walk is not None and _under_lock(body, walk, file.i_mmap_locks):
+            guards.add("missing-locked", call)
+    for call in syntax.calls(body, "xas_store"):
+        args = syntax.arguments(call)
+        if len(args) > 1 and syntax.text(args[1]) == "XA_RETRY_ENTRY":
+            guards.add("retry", call)
+    for call in syntax.calls(body, "vma_interval_tree_foreach"):
+        args = syntax.arguments(call)
+        if len(args) == 4 and syntax.text(args[2]) != syntax.text(args[3]):
+            guards.add("ranged-walk", call)
+    counters = _hole_counters(body, image)
+    for statement in syntax.walk(body):
+        if statement.type != "if_statement":
+            continue
+        condition = statement.child_by_field_name("condition")
+        if condition is None or not syntax.branch_exits(
+            statement.child_by_field_name("consequence")
+        ):
+            continue
+        if not _compares_counters(condition, counters):
+            continue
+        guards.add("recount", statement)
+        # One of the counts compared must have been taken under the lock.
+        mentioned = syntax.identifiers(condition)
+        if any(
+            _under_lock(body, loop, file.xa_locks)
+            for name, loop in counters.items()
+            if name in mentioned
+        ):
+            guards.add("recount-locked", statement)
+    return guards
+
+
+def _hole_counters(body: Node, image: Image) -> dict[str, Node]:
+    """Locals incremented in the body of a loop that reads the xarray: the
+    loop for each, the last one winning (the re-count comes last)."""
+    counters: dict[str, Node] = {}
+    for node in syntax.walk(body):
+        if node.type != "expression_statement" or not node.named_children:
+            continue
+        expression = node.named_children[0]
+        if expression.type == "update_expression" and "++" in syntax.text(expression):
+            target = expression.child_by_field_name("argument")
+        elif expression.type == "assignment_expression" and (
+            syntax.text(expression.child_by_field_name("operator")) == "+="
+        ):
+            target = expression.child_by_field_name("left")
+        else:
+            continue
+        if target is None or target.type != "identifier":
+            continue
+        loop = syntax.enclosing(node, *LOOPS)
+        if loop is not None and _reads_xarray(loop, image):
+            counters[syntax.text(target)] = loop
+    return counters
+
+
+def _reads_xarray(loop: Node, image: Image) -> bool:
+    if syntax.calls(loop, XA_READERS):
+        return True
+    # xas_for_each() and friends were turned into `while` for the parser.
+    head = image.text[loop.start_byte : loop.start_byte + 16]
+    return head.startswith((b"xas_for_each", b"xa_for_each"))
+
+
+def _compares_counters(condition: Node, counters: dict[str, Node]) -> bool:
+    """`a != b` between a count of holes and another count, directly or
+    handed to a helper."""
+    for node in syntax.walk(condition):
+        if node.type == "binary_expression":
+            operator = syntax.text(node.child_by_field_name("operator"))
+            sides = [node.child_by_field_name("left"), node.child_by_field_name("right")]
+            names = [syntax.text(s) for s in sides if s is not None and s.type == "identifier"]
+            if operator in COMPARISONS and len(names) == 2 and _counts(names, counters):
+                return True
+        elif node.type == "call_expression":
+            names = [syntax.text(a) for a in syntax.arguments(node) if a.type == "identifier"]
+            if len(names) >= 2 and _counts(names, counters):
+                return True
+    return False
+
+
+def _counts(names: list[str], counters: dict[str, Node]) -> bool:
+    return any(name in counters for name in names)
+
+
+def _enclosing_range_walk(node: Node) -> Node | None:
+    """The `vma_interval_tree_foreach(...)` statement whose body holds `node`."""
+    for ancestor in syntax.ancestors(node):
+        statement = ancestor.prev_named_sibling
+        while statement is not None and statement.type == "comment":
+            statement = statement.prev_named_sibling
+        if statement is None or statement.type != "expression_statement":
+            continue
+        head = statement.named_children[0] if statement.named_children else None
+        if (
+            head is not None
+            and head.type == "call_expression"
+            and syntax.call_name(head) == "vma_interval_tree_foreach"
+            and syntax.macro_loop_body(head) == ancestor
+        ):
+            return statement
+    return None
+
+
+def _under_lock(body: Node, node: Node, locks: tuple[frozenset[str], ...]) -> bool:
+    """Is a lock of this kind taken before `node` and not released in
+    between, ignoring releases on bail-out branches that do not lead to it?"""
+    acquire, release = locks
+    called = syntax.calls(body)
+    taken = [c for c in called if syntax.call_name(c) in acquire and c.end_byte <= node.start_byte]
+    if not taken:
+        return False
+    last = max(c.start_byte for c in taken)
+    return not any(
+        syntax.call_name(c) in release
+        and last < c.start_byte < node.start_byte
+        and not _on_other_branch(c, node)
+        for c in called
+    )
+
+
+def _on_other_branch(node: Node, other: Node) -> bool:
+    branch = syntax.enclosing(node, "if_statement")
+    return branch is not None and not syntax.within(other, branch)
+
+
+RULE = PagecacheHolesNotRevalidated
