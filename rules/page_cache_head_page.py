@@ -1,0 +1,308 @@
+"""The head page of a page-cache folio used as the page of an index.
+
+## What it does
+Follows a folio that comes from the page cache or shmem for a given index
+(`filemap_get_folio()`, `__filemap_get_folio()`, `filemap_lock_folio()`,
+`read_mapping_folio()`, `shmem_get_folio()`, ...) to where its head page
+(`&folio->page`, `folio_page(folio, 0)`) is mapped, read, checked for
+poison, handed back as `vmf->page` or returned, directly or through a
+`struct page *` local, and flags it unless the function has made sure the
+folio is small (`folio_test_large()`, `folio_nr_pages()`, ...) or the index
+is 0.  Error-pointer conversions inside `if (IS_ERR(folio))` are left alone.
+
+## Why is this bad?
+The page cache holds large folios: shmem with huge pages, and every file
+system that enables large folios.  The folio found for `index` then starts
+at `folio->index`, which may be far below `index`, and its head page holds
+other data.  Mapping the head page maps the wrong 4 KiB of the file into
+the process (or reads, or poison-checks, the wrong one).  This came up when
+UFFDIO_CONTINUE met a shmem THP: the answer was to map exactly the subpage
+of the faulting offset, as mfill_atomic_pte_continue() does with
+`folio_file_page(folio, pgoff)`.
+
+## Example
+```c
+        ret = shmem_get_folio(inode, pgoff, 0, &folio, SGP_NOALLOC);
+        ...
+        page = &folio->page;			/* the folio may be a THP */
+        ret = mfill_atomic_install_pte(dst_pmd, dst_vma, dst_addr, page, false, flags);
+```
+
+## Use instead
+```c
+        ret = shmem_get_folio(inode, pgoff, 0, &folio, SGP_NOALLOC);
+        ...
+        page = folio_file_page(folio, pgoff);	/* the subpage of pgoff */
+        if (PageHWPoison(page))
+                goto out_release;
+        ret = mfill_atomic_install_pte(dst_pmd, dst_vma, dst_addr, page, false, flags);
+```
+
+## References
+- Thread "Re: [PATCH 1/3] userfaultfd/selftests: fix feature support detection"
+  (mcontinue_atomic_pte() and shmem_getpage() returning a THP): Peter Xu
+  <YUtoyNic4Jxfv9f7@t490s>, Axel Rasmussen
+  <CAJHvVcg6PRCK_JcYEhRqq2vPyypnc+ySOtLhtFf5GrcQjimsJQ@mail.gmail.com>,
+  in https://lore.kernel.org/all/20210922175156.130228-1-peterx@redhat.com/
+- "userfaultfd: convert mcontinue_atomic_pte() to use a folio" (Matthew Wilcox,
+  v6.1) and a734991ccaec ("mm: userfaultfd: rename functions for clarity +
+  consistency"): mfill_atomic_pte_continue() maps `folio_file_page(folio, pgoff)`
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from tree_sitter import Node
+
+from analyzer import syntax
+from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
+
+# Page-cache lookups of one index; the index is the second argument of all
+# of them.  shmem_get_folio*() hand the folio back through `&folio`.
+GETTERS = frozenset(
+    {
+        "filemap_get_folio",
+        "__filemap_get_folio",
+        "filemap_lock_folio",
+        "filemap_grab_folio",
+        "read_mapping_folio",
+        "read_cache_folio",
+        "mapping_read_folio_gfp",
+        "do_read_cache_folio",
+        "shmem_read_folio",
+        "shmem_read_folio_gfp",
+        "shmem_get_folio",
+        "shmem_get_folio_gfp",
+    }
+)
+INDEX_ARGUMENT = 1
+# Where the page stands for the data at the index.
+MAPPING_SINKS = frozenset(
+    {
+        "mfill_atomic_install_pte",
+        "mk_pte",
+        "set_pte_range",
+        "vm_insert_page",
+        "vmf_insert_page",
+        "insert_page",
+        "folio_add_file_rmap_pte",
+        "folio_add_file_rmap_ptes",
+        "page_add_file_rmap",
+    }
+)
+DATA_SINKS = frozenset(
+    {
+        "PageHWPoison",
+        "is_page_hwpoison",
+        "kmap",
+        "kmap_local_page",
+        "kmap_atomic",
+        "copy_page_to_iter",
+        "copy_page_from_iter",
+        "copy_page_from_iter_atomic",
+        "copy_highpage",
+        "copy_user_highpage",
+        "clear_highpage",
+        "clear_user_highpage",
+        "memcpy_from_page",
+        "memcpy_to_page",
+        "zero_user",
+        "zero_user_segment",
+        "zero_user_segments",
+    }
+)
+SIZE_CHECKS = frozenset(
+    {
+        "folio_test_large",
+        "folio_nr_pages",
+        "folio_order",
+        "folio_size",
+        "folio_test_pmd_mappable",
+        "folio_large_nr_pages",
+    }
+)
+HIGH_SINKS = ("mapped", "handed", "returned")
+HEAD_FIELD_RE = re.compile(r"&\s*(\w+)\s*->\s*page")
+
+
+class PageCacheHeadPage(FunctionRule):
+    id = "PAGE_CACHE_HEAD_PAGE"
+    severity = Severity.WARNING
+    summary = "head page of a page-cache folio used for an index: use folio_file_page()"
+
+    def check(self, change: FunctionChange) -> Iterator[Finding]:
+        body = change.after.body
+        if body is None or not syntax.calls(body, GETTERS):
+            return
+        function = change.after.node
+        for head, folio in _head_pages(body):
+            getter = _defining_getter(function, folio, head)
+            if getter is None:
+                continue
+            arguments = syntax.arguments(getter)
+            if len(arguments) <= INDEX_ARGUMENT:
+                continue
+            index = syntax.text(arguments[INDEX_ARGUMENT])
+            if index == "0" or _in_error_branch(head, folio) or _size_checked(body, folio, head):
+                continue
+            sink = _sink(function, head)
+            if sink is None:
+                continue
+            name = syntax.call_name(getter)
+            yield change.finding(
+                head,
+                f"{name}() may return a large folio: '{syntax.text(head)}' is its first page, "
+                f"not the page of index '{index}' ({sink}); use folio_file_page({folio}, "
+                f"{index}), or check folio_test_large() where a small folio is assumed",
+                Confidence.HIGH if sink.startswith(HIGH_SINKS) else Confidence.MEDIUM,
+            )
+
+
+def _head_pages(body: Node) -> Iterator[tuple[Node, str]]:
+    """(expression, folio variable) for `&folio->page` and `folio_page(folio, 0)`."""
+    for node in syntax.walk(body):
+        if node.type == "pointer_expression" and (
+            match := HEAD_FIELD_RE.fullmatch(syntax.text(node))
+        ):
+            yield node, match.group(1)
+        elif node.type == "call_expression" and syntax.call_name(node) == "folio_page":
+            arguments = syntax.arguments(node)
+            if (
+                len(arguments) == 2
+                and arguments[0].type == "identifier"
+                and syntax.text(arguments[1]) == "0"
+            ):
+                yield node, syntax.text(arguments[0])
+
+
+def _defining_getter(function: Node, folio: str, use: Node) -> Node | None:
+    """The page-cache lookup that last set `folio` before `use`, if the
+    last thing that set it was one."""
+    last: Node | None = None
+    for node in syntax.walk(function):
+        if node.start_byte >= use.start_byte:
+            break
+        value = _assigned_value(node, folio)
+        if value is not None:
+            last = value
+    if last is None:
+        return None
+    while last.type == "parenthesized_expression" and last.named_children:
+        last = last.named_children[0]
+    if last.type == "call_expression" and syntax.call_name(last) in GETTERS:
+        return last
+    return None
+
+
+def _assigned_value(node: Node, name: str) -> Node | None:
+    """What `node` stores into `name`: the right-hand side of an assignment
+    or initialiser, or the call a `&name` out-parameter is passed to."""
+    if node.type == "assignment_expression":
+        left = node.child_by_field_name("left")
+        if left is not None and left.type == "identifier" and syntax.text(left) == name:
+            return node.child_by_field_name("right")
+    elif node.type == "init_declarator":
+        declarator = node.child_by_field_name("declarator")
+        while declarator is not None and declarator.type == "pointer_declarator":
+            declarator = declarator.child_by_field_name("declarator")
+        if declarator is not None and syntax.text(declarator) == name:
+            return node.child_by_field_name("value")
+    elif node.type == "call_expression":
+        for argument in syntax.arguments(node):
+            if argument.type == "pointer_expression" and (
+                re.fullmatch(rf"&\s*{re.escape(name)}", syntax.text(argument))
+            ):
+                return node
+    return None
+
+
+def _in_error_branch(node: Node, folio: str) -> bool:
+    """Inside `if (IS_ERR(folio)) ...`: an error pointer changing type."""
+    for ancestor in syntax.ancestors(node):
+        if ancestor.type != "if_statement":
+            continue
+        condition = ancestor.child_by_field_name("condition")
+        consequence = ancestor.child_by_field_name("consequence")
+        if condition is None or consequence is None or not syntax.within(node, consequence):
+            continue
+        for call in syntax.calls(condition, ("IS_ERR", "IS_ERR_OR_NULL")):
+            arguments = syntax.arguments(call)
+            if arguments and syntax.text(arguments[0]) == folio and not syntax.is_negated(call):
+                return True
+    return False
+
+
+def _size_checked(body: Node, folio: str, use: Node) -> bool:
+    return any(
+        call.start_byte < use.start_byte
+        and (arguments := syntax.arguments(call))
+        and syntax.text(arguments[0]) == folio
+        for call in syntax.calls(body, SIZE_CHECKS)
+    )
+
+
+def _sink(function: Node, head: Node) -> str | None:
+    """How the head page is used for the index's data, directly or through
+    a `struct page *` local it is stored in; None when it is not."""
+    direct = _direct_sink(head)
+    if direct is not None:
+        return direct
+    local = _stored_in_local(head)
+    if local is None:
+        return None
+    statement = syntax.enclosing(head, "expression_statement", "declaration")
+    after = statement.end_byte if statement is not None else head.end_byte
+    for node in syntax.walk(function):
+        if node.start_byte < after:
+            continue
+        if _assigned_value(node, local) is not None:
+            return None  # from here on the local holds something else
+        if node.type == "identifier" and syntax.text(node) == local:
+            found = _direct_sink(node)
+            if found is not None:
+                return found
+    return None
+
+
+def _direct_sink(node: Node) -> str | None:
+    parent = syntax.unparenthesized_parent(node)
+    if parent is None:
+        return None
+    if parent.type == "argument_list" and parent.parent is not None:
+        name = syntax.call_name(parent.parent)
+        if name in MAPPING_SINKS:
+            return f"mapped by {name}()"
+        if name in DATA_SINKS:
+            return f"passed to {name}()"
+        return None
+    if parent.type == "return_statement":
+        return "returned"
+    if parent.type == "assignment_expression" and parent.child_by_field_name("right") == node:
+        left = parent.child_by_field_name("left")
+        if left is not None and (
+            (left.type == "field_expression" and syntax.text(left.child_by_field_name("field")))
+            == "page"
+            or (left.type == "pointer_expression" and syntax.text(left).startswith("*"))
+        ):
+            return f"handed back in {syntax.text(left)}"
+    return None
+
+
+def _stored_in_local(head: Node) -> str | None:
+    parent = syntax.unparenthesized_parent(head)
+    if parent is None:
+        return None
+    if parent.type == "assignment_expression" and parent.child_by_field_name("right") == head:
+        left = parent.child_by_field_name("left")
+        return syntax.text(left) if left is not None and left.type == "identifier" else None
+    if parent.type == "init_declarator":
+        declarator = parent.child_by_field_name("declarator")
+        while declarator is not None and declarator.type == "pointer_declarator":
+            declarator = declarator.child_by_field_name("declarator")
+        return syntax.text(declarator) if declarator is not None else None
+    return None
+
+
+RULE = PageCacheHeadPage
