@@ -11,6 +11,7 @@ import git
 import typer
 
 from analyzer import __version__
+from analyzer.bot.cli import app as bot_app
 from analyzer.engine import Review, review
 from analyzer.engine import scan as scan_tree
 from analyzer.patches import InputError, read_series
@@ -25,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Review Linux mm patches against the lessons of past review threads.",
 )
+app.add_typer(bot_app, name="bot")
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -251,11 +253,14 @@ def corpus_eval(
         list[str] | None, typer.Option("--select", help="Only these rules' recipes.")
     ] = None,
     output_format: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    patches: Annotated[
+        Path | None, typer.Option(help="Also write each recipe's patch into this directory.")
+    ] = None,
 ) -> None:
     """Apply every mutation recipe, review the patches, score each rule."""
     from analyzer.evaluation import run
 
-    raise typer.Exit(run(tree, recipes, select, output_format, sys.stdout))
+    raise typer.Exit(run(tree, recipes, select, output_format, sys.stdout, patches))
 
 
 def main() -> None:

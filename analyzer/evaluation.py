@@ -45,6 +45,7 @@ class Outcome:
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    patch: bytes | None = None  # the format-patch text that was reviewed
 
     @property
     def failed(self) -> bool:
@@ -91,7 +92,12 @@ class Evaluation:
 
 
 def run(
-    tree: Path, recipes: Path | None, select: list[str] | None, output_format: str, out: TextIO
+    tree: Path,
+    recipes: Path | None,
+    select: list[str] | None,
+    output_format: str,
+    out: TextIO,
+    patches: Path | None = None,
 ) -> int:
     """The whole command: load, evaluate, report; the exit code."""
     if output_format not in RENDERERS:
@@ -110,7 +116,11 @@ def run(
         loaded = [r for r in loaded if r.rule in wanted]
         if not loaded:
             raise InputError(f"no recipes for {', '.join(sorted(wanted))}")
+    if patches is not None and patches.exists() and not patches.is_dir():
+        raise InputError(f"--patches {patches}: not a directory")
     evaluation = evaluate(KernelTree(str(tree)), loaded, rules)
+    if patches is not None:
+        write_patches(evaluation, patches)
     RENDERERS[output_format](evaluation, out)
     return exit_code(evaluation)
 
@@ -122,13 +132,25 @@ def evaluate(tree: KernelTree, recipes: list[Recipe], rules: list[Rule]) -> Eval
         raise InputError(f"--tree {tree.top}: the repository has no commits")
     originals = _read_files(tree, head, sorted({r.file for r in recipes}))
     outcomes = []
-    with Scratch(tree.top, f"{tree.repo.common_dir}/objects", head) as scratch:
+    with Scratch(tree.top, f"{tree.repo.common_dir}/objects") as scratch:
         for recipe in recipes:
             began = time.perf_counter()
             outcome = _evaluate_one(recipe, tree, head, scratch, originals, rules)
             outcome.seconds = time.perf_counter() - began
             outcomes.append(outcome)
     return Evaluation(str(tree.top), head, outcomes, time.perf_counter() - started)
+
+
+def write_patches(evaluation: Evaluation, directory: Path) -> None:
+    """Each recipe's patch as DIRECTORY/<id, with / as _>.patch."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for outcome in evaluation.outcomes:
+            if outcome.patch is not None:
+                name = outcome.recipe.id.replace("/", "_") + ".patch"
+                (directory / name).write_bytes(outcome.patch)
+    except OSError as err:
+        raise InputError(f"--patches {directory}: {err.strerror or err}") from None
 
 
 def _read_files(tree: KernelTree, rev: str, paths: list[str]) -> dict[str, Image]:
@@ -161,16 +183,20 @@ def _evaluate_one(
         return Outcome(recipe, ERROR, error=str(err))
     series = read_series(["-"], stdin=patch)
     result = review(series, rules, tree=tree, base=head)
+    # A mutation the review could not apply to its own base is a bug here,
+    # not something to score.
     problems = result.errors + [n for n in result.notes if "reviewed from the patch alone" in n]
     if problems:
-        return Outcome(recipe, ERROR, result.findings, error="; ".join(problems))
+        return Outcome(recipe, ERROR, result.findings, "; ".join(problems), patch=patch)
     if recipe.kind == "bug":
         hit = any(
             f.rule == recipe.rule and f.path == recipe.file and f.function == recipe.function
             for f in result.findings
         )
-        return Outcome(recipe, CAUGHT if hit else MISSED, result.findings)
-    return Outcome(recipe, FLAGGED if result.findings else CLEAN, result.findings)
+        status = CAUGHT if hit else MISSED
+    else:
+        status = FLAGGED if result.findings else CLEAN
+    return Outcome(recipe, status, result.findings, patch=patch)
 
 
 def commit_message(recipe: Recipe) -> str:

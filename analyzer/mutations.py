@@ -286,8 +286,7 @@ def _find_target(recipe: Recipe, function: Function, text: bytes) -> _Target | N
         if len(matches) <= pick:
             return None
         node, (start, end) = matches[pick]
-        focus = node.descendant_for_byte_range(start, max(start, end - 1))
-        return _Target(function, text, node, focus)
+        return _Target(function, text, node, _covering(node, start, end))
     # Target-less edits work on the whole function.
     source = text[function.node.start_byte : function.node.end_byte].decode(
         "utf-8", "surrogateescape"
@@ -339,6 +338,23 @@ def _matching_statements(
         if next(inner, None) is None:
             found.append((node, _byte_span(text, node.start_byte, match)))
     return found
+
+
+def _covering(root: Node, start: int, end: int) -> Node:
+    """The smallest named node under `root` covering text[start:end], or the
+    call when that is only its callee's name."""
+    node = root.descendant_for_byte_range(start, max(start, end - 1)) or root
+    while node != root and (not node.is_named or node.start_byte > start or node.end_byte < end):
+        node = node.parent or root
+    parent = node.parent
+    if (
+        node.type == "identifier"
+        and parent is not None
+        and parent.type == "call_expression"
+        and parent.child_by_field_name("function") == node
+    ):
+        return parent
+    return node
 
 
 def _byte_span(text: bytes, base: int, match: re.Match[str]) -> tuple[int, int]:
@@ -556,14 +572,16 @@ def _insert_comment(recipe: Recipe, target: _Target) -> list[Edit]:
 
 
 def _extract_helper(recipe: Recipe, target: _Target) -> list[Edit]:
-    node = target.node
-    assert node is not None
+    node = target.focus
+    assert node is not None and target.node is not None
     if recipe.target == "condition":
-        condition = node.child_by_field_name("condition")
-        inner = [c for c in condition.named_children if c.type != "comment"] if condition else []
-        if condition is None or condition.type != "parenthesized_expression" or len(inner) != 1:
-            raise MutationError(f"{recipe.where}: cannot read the condition")
-        node = inner[0]
+        condition = target.node.child_by_field_name("condition")
+        # The parentheses of the if itself stay where they are.
+        if node == condition or (condition is not None and node.end_byte > condition.end_byte):
+            inner = [c for c in condition.named_children if c.type != "comment"]
+            if condition.type != "parenthesized_expression" or len(inner) != 1:
+                raise MutationError(f"{recipe.where}: cannot read the condition")
+            node = inner[0]
     expression = re.sub(rb"\s*\n\s*", b" ", target.src(node))
     name, params, args = (str(recipe.args[k]) for k in ("name", "params", "args"))
     helper = (
@@ -610,11 +628,16 @@ IDENTITY = {
 
 
 class Scratch:
-    """Commits on top of a tree's revisions, made in a scratch index and
-    object directory (the tree's objects borrowed read-only as alternates):
-    the tree's refs, index, objects and work tree are never written."""
+    """Commits on top of a tree's revisions, written to a scratch object
+    directory (the tree's objects borrowed read-only as alternates; a scratch
+    index file so that nothing can reach the tree's own): the tree's refs,
+    index, objects and work tree are never written.
 
-    def __init__(self, top: str, objects: str, base: str) -> None:
+    Trees are rebuilt with `git mktree` along the changed paths only, so a
+    commit costs a handful of small git calls however big the tree is.
+    """
+
+    def __init__(self, top: str, objects: str) -> None:
         self.top = top
         self.dir = tempfile.mkdtemp(prefix="mmreview-mutate-")
         os.makedirs(os.path.join(self.dir, "objects"))
@@ -625,10 +648,8 @@ class Scratch:
             "GIT_OBJECT_DIRECTORY": os.path.join(self.dir, "objects"),
             "GIT_ALTERNATE_OBJECT_DIRECTORIES": os.path.abspath(objects),
         }
-        self.git("read-tree", base)
-        self._index_rev = base
-        # Paths the index holds at something other than _index_rev.
-        self._dirty: set[str] = set()
+        # tree id -> its entries, name -> (mode, type, id)
+        self._trees: dict[str, dict[str, tuple[str, str, str]]] = {}
 
     def __enter__(self) -> Scratch:
         return self
@@ -652,24 +673,46 @@ class Scratch:
 
     def commit(self, parent: str, files: dict[str, bytes], message: str) -> str:
         """A commit of `files` (path -> new text) on top of `parent`, whose
-        tree is the parent's with those files replaced."""
-        if parent != self._index_rev:
-            self.git("read-tree", parent)
-            self._index_rev, self._dirty = parent, set()
-        entries = []
-        restore = sorted(self._dirty - set(files))
-        if restore:
-            listing = self.git("ls-tree", "-r", "--full-tree", parent, "--", *restore)
-            entries.extend(listing.decode().splitlines())
-            known = {line.partition("\t")[2] for line in listing.decode().splitlines()}
-            entries.extend(f"0 {'0' * 40}\t{p}" for p in restore if p not in known)
-        for path, text in files.items():
-            blob = self.git("hash-object", "-w", "--stdin", stdin=text).decode().strip()
-            entries.append(f"100644 {blob}\t{path}")
-        self.git("update-index", "--index-info", stdin=("\n".join(entries) + "\n").encode())
-        self._dirty = (self._dirty - set(restore)) | set(files)
-        tree = self.git("write-tree").decode().strip()
+        tree is the parent's with those files replaced or added."""
+        root = self.git("rev-parse", "--verify", f"{parent}^{{tree}}").decode().strip()
+        blobs = {
+            path: self.git("hash-object", "-w", "--stdin", stdin=text).decode().strip()
+            for path, text in files.items()
+        }
+        tree = self._rewrite(root, blobs)
         return self.git("commit-tree", tree, "-p", parent, stdin=message.encode()).decode().strip()
+
+    def _rewrite(self, tree: str | None, blobs: dict[str, str]) -> str:
+        """`tree` with the blobs at their (tree-relative) paths."""
+        entries = dict(self._entries(tree)) if tree else {}
+        below: dict[str, dict[str, str]] = {}
+        for path, blob in blobs.items():
+            name, _, rest = path.partition("/")
+            if rest:
+                below.setdefault(name, {})[rest] = blob
+            else:
+                mode = entries[name][0] if name in entries else "100644"
+                entries[name] = (mode, "blob", blob)
+        for name, inner in below.items():
+            old = entries.get(name)
+            subtree = old[2] if old and old[1] == "tree" else None
+            entries[name] = ("040000", "tree", self._rewrite(subtree, inner))
+        listing = b"".join(
+            f"{m} {t} {i}\t{n}\0".encode("utf-8", "surrogateescape")
+            for n, (m, t, i) in entries.items()
+        )
+        return self.git("mktree", "-z", stdin=listing).decode().strip()
+
+    def _entries(self, tree: str) -> dict[str, tuple[str, str, str]]:
+        if tree not in self._trees:
+            entries = {}
+            listing = self.git("ls-tree", "-z", tree).decode("utf-8", "surrogateescape")
+            for line in filter(None, listing.split("\0")):
+                meta, _, name = line.partition("\t")
+                mode, kind, object_id = meta.split()
+                entries[name] = (mode, kind, object_id)
+            self._trees[tree] = entries
+        return self._trees[tree]
 
     def format_patch(self, commit: str, count: int = 1, *extra: str) -> bytes:
         """`git format-patch --stdout -<count> <commit>`, as sent by mail."""

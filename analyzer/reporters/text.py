@@ -10,6 +10,7 @@ Colour only when writing to a terminal (rich decides; NO_COLOR is honoured).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TextIO
 
 from rich.console import Console
@@ -27,6 +28,7 @@ def render(review: Review, out: TextIO) -> None:
         _render_finding(console, finding)
     counts = {s: sum(1 for f in review.findings if f.severity is s) for s in Severity}
     if review.scanned_files:
+        _render_rule_counts(console, review)
         scope = f"{review.scanned_files} file{'s' if review.scanned_files != 1 else ''}"
     else:
         patches = len(review.reviewed_patches)
@@ -38,6 +40,20 @@ def render(review: Review, out: TextIO) -> None:
     if review.base_reason:
         summary.append(f" (base: {review.base_reason})", style="dim")
     console.print(summary)
+
+
+def _render_rule_counts(console: Console, review: Review) -> None:
+    """For `mmreview scan`: how many findings each rule made, most first."""
+    per_rule: dict[str, Counter[Severity]] = {}
+    for finding in review.findings:
+        per_rule.setdefault(finding.rule, Counter())[finding.severity] += 1
+    for rule, counts in sorted(per_rule.items(), key=lambda item: (-item[1].total(), item[0])):
+        detail = ", ".join(
+            f"{counts[s]} {s.value.lower()}{'s' if counts[s] != 1 else ''}"
+            for s in Severity
+            if counts[s]
+        )
+        console.print(Text(f"{counts.total():>6}  {rule} ({detail})"))
 
 
 def _render_finding(console: Console, finding: Finding) -> None:
