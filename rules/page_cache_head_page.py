@@ -123,7 +123,6 @@ SIZE_CHECKS = frozenset(
         "folio_large_nr_pages",
     }
 )
-HIGH_SINKS = ("mapped", "handed", "returned")
 HEAD_FIELD_RE = re.compile(r"&\s*(\w+)\s*->\s*page")
 
 
@@ -156,7 +155,7 @@ class PageCacheHeadPage(FunctionRule):
                 f"{name}() may return a large folio: '{syntax.text(head)}' is its first page, "
                 f"not the page of index '{index}' ({sink}); use folio_file_page({folio}, "
                 f"{index}), or check folio_test_large() where a small folio is assumed",
-                Confidence.HIGH if sink.startswith(HIGH_SINKS) else Confidence.MEDIUM,
+                Confidence.MEDIUM if "HWPoison" in sink else Confidence.HIGH,
             )
 
 
@@ -245,7 +244,8 @@ def _size_checked(body: Node, folio: str, use: Node) -> bool:
 
 def _sink(function: Node, head: Node) -> str | None:
     """How the head page is used for the index's data, directly or through
-    a `struct page *` local it is stored in; None when it is not."""
+    a `struct page *` local it is stored in (the strongest use, mapping
+    first); None when it is not."""
     direct = _direct_sink(head)
     if direct is not None:
         return direct
@@ -254,16 +254,26 @@ def _sink(function: Node, head: Node) -> str | None:
         return None
     statement = syntax.enclosing(head, "expression_statement", "declaration")
     after = statement.end_byte if statement is not None else head.end_byte
+    found: list[str] = []
     for node in syntax.walk(function):
         if node.start_byte < after:
             continue
         if _assigned_value(node, local) is not None:
-            return None  # from here on the local holds something else
+            break  # from here on the local holds something else
         if node.type == "identifier" and syntax.text(node) == local:
-            found = _direct_sink(node)
-            if found is not None:
-                return found
-    return None
+            sink = _direct_sink(node)
+            if sink is not None:
+                found.append(sink)
+    return min(found, key=_strength, default=None)
+
+
+def _strength(sink: str) -> int:
+    """Lower is stronger: mapping it, handing it back, reading or writing
+    its data, and last checking it for poison."""
+    for rank, prefix in enumerate(("mapped", "handed", "returned", "passed to copy", "passed")):
+        if sink.startswith(prefix):
+            return rank
+    return 9
 
 
 def _direct_sink(node: Node) -> str | None:
