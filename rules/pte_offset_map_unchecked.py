@@ -8,10 +8,12 @@ flags that use when it is not a NULL test: a dereference, `ptep_get()`,
 pointer arithmetic or a loop over it, `pte_unmap_unlock()`, `set_pte_at()`.
 The kernel's idioms are recognised as checks: `if (!pte)`, `if (!start_pte)`
 after `start_pte = pte = ...`, `if (unlikely(!vmf->pte))`, `if (pte) {...}`,
-`WARN_ON(!ptep)`, `return !!pvmw->pte`; returning the pointer or handing it
-to a helper that is not a page-table accessor leaves the check to the
-caller or helper and is not flagged.  When the patch removed the NULL check
-the function had, the finding says so.
+`WARN_ON(!ptep)`, `return !!pvmw->pte`.  A helper of the same file that
+is handed the pointer (or the struct holding it, `vmf` for `vmf->pte`) is
+followed one level: its first use of it counts.  Returning the pointer, or
+handing it to a function from elsewhere that is not a page-table accessor,
+leaves the check to the caller or that function and is not flagged.  When
+the patch removed the NULL check the function had, the finding says so.
 
 ## Why is this bad?
 Since v6.5 these helpers return NULL when the PMD did not point to a page
@@ -70,7 +72,7 @@ MAPPERS = frozenset(
 # Callees that dereference the pte_t * they are given.
 ACCESSORS = re.compile(
     r"ptep_\w+|huge_ptep_\w+|pte_unmap(_unlock)?|set_ptes?|set_pte_at|pte_clear|"
-    r"update_mmu_cache(_range)?|folio_pte_batch|pte_range_none|clear_(not_present_)?full_ptes"
+    r"update_mmu_(cache|tlb)(_range)?|folio_pte_batch|pte_range_none|clear_(not_present_)?full_ptes"
 )
 CHECKERS = frozenset(
     {
@@ -97,6 +99,11 @@ class PteOffsetMapUnchecked(FunctionRule):
         if body is None:
             return
         checked_before = self._checked_names(change)
+        helpers = {
+            f.name: f.node
+            for f in (change.after_file.functions if change.after_file else [])
+            if f.name != change.after.name
+        }
         for call in syntax.calls(body, MAPPERS):
             mapper = syntax.call_name(call)
             names, holder = _receivers(call)
@@ -104,19 +111,24 @@ class PteOffsetMapUnchecked(FunctionRule):
                 use = _direct_use(holder)
                 name = "the page table"
             else:
-                use = _first_unchecked_use(body, holder, names)
+                use = _first_unchecked_use(body, holder, names, helpers)
                 name = names[-1]
             if use is None:
                 continue
+            via = (
+                f"; {syntax.call_name(use)}() uses it"
+                if use.type == "call_expression" and syntax.call_name(use) in helpers
+                else ""
+            )
             if names and checked_before & set(names):
                 message = (
-                    f"patch removes the NULL check of {name} = {mapper}(): it returns NULL "
+                    f"patch removes the NULL check of {name} = {mapper}(){via}: it returns NULL "
                     "when the PMD changed under us (none, huge, migration, retracted); back "
                     "off (-EAGAIN, retry, ACTION_AGAIN) before using it"
                 )
             else:
                 message = (
-                    f"{name} from {mapper}() is used without a NULL check: it returns NULL "
+                    f"{name} from {mapper}() is used without a NULL check{via}: it returns NULL "
                     "when the PMD changed under us (none, huge, migration, retracted); test "
                     "it and back off (-EAGAIN, retry, ACTION_AGAIN) first"
                 )
@@ -194,12 +206,24 @@ def _reference_name(node: Node) -> str | None:
     return None
 
 
-def _first_unchecked_use(body: Node, holder: Node, names: list[str]) -> Node | None:
+def _first_unchecked_use(
+    body: Node, holder: Node | None, names: list[str], helpers: dict[str, Node], depth: int = 1
+) -> Node | None:
     """The first reference to one of `names` after `holder`, if it uses
-    the pointer before any NULL test."""
+    the pointer before any NULL test.  A same-file helper handed the pointer
+    (or the struct holding it, `vmf` for `vmf->pte`) is followed one level:
+    what it does first with it counts as done at the call."""
     aliases = set(names)
+    start = holder.end_byte if holder is not None else body.start_byte
     for node in syntax.walk(body):
-        if node.start_byte < holder.end_byte:
+        if node.start_byte < start:
+            continue
+        if node.type == "call_expression" and depth > 0:
+            verdict = _through_helper(node, aliases, helpers, depth)
+            if verdict == "checked":
+                return None
+            if verdict == "used":
+                return node
             continue
         name = _reference_name(node)
         if name is None or name not in aliases:
@@ -221,9 +245,61 @@ def _first_unchecked_use(body: Node, holder: Node, names: list[str]) -> Node | N
             callee = parent.parent
             callee_name = syntax.call_name(callee) if callee is not None else None
             if callee_name is None or not ACCESSORS.fullmatch(callee_name):
-                return None  # a helper; it may check
+                return None  # a helper from elsewhere; it may check
         return node
     return None
+
+
+def _through_helper(call: Node, names: set[str], helpers: dict[str, Node], depth: int) -> str:
+    """ "checked", "used" or "" (not handed over / helper does not look)."""
+    definition = helpers.get(syntax.call_name(call) or "")
+    if definition is None:
+        return ""
+    parameters = _parameter_names(definition)
+    for index, argument in enumerate(syntax.arguments(call)):
+        if index >= len(parameters):
+            break
+        passed = _normalized(_strip(argument))
+        for name in names:
+            if passed == name:
+                inner = parameters[index]
+            elif name.startswith(passed + "->"):
+                inner = parameters[index] + name[len(passed) :]
+            else:
+                continue
+            helper_body = definition.child_by_field_name("body")
+            if helper_body is None:
+                return ""
+            use = _first_unchecked_use(helper_body, None, [inner], helpers, depth - 1)
+            if use is not None:
+                return "used"
+            if _tests(helper_body, inner):
+                return "checked"
+    return ""
+
+
+def _tests(body: Node, name: str) -> bool:
+    return any(_reference_name(n) == name and _is_null_test(n) for n in syntax.walk(body))
+
+
+def _parameter_names(definition: Node) -> list[str]:
+    declarator = definition.child_by_field_name("declarator")
+    while declarator is not None and declarator.type != "function_declarator":
+        declarator = declarator.child_by_field_name("declarator")
+    parameters = declarator.child_by_field_name("parameters") if declarator else None
+    names = []
+    for parameter in parameters.named_children if parameters is not None else []:
+        inner = parameter.child_by_field_name("declarator")
+        while inner is not None and inner.type != "identifier":
+            inner = inner.child_by_field_name("declarator")
+        names.append(syntax.text(inner))
+    return names
+
+
+def _strip(node: Node) -> Node:
+    while node.type in _TRANSPARENT and node.named_children:
+        node = node.named_children[-1]
+    return node
 
 
 def _direct_use(holder: Node) -> Node | None:
