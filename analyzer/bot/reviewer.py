@@ -1,0 +1,97 @@
+"""A recorded series reviewed against the configured kernel tree.
+
+The messages are handed to analyzer.patches exactly as the archive holds
+them (one file each in a private temporary directory), so the bot reads mail
+the way `mmreview check` does: same subject parsing, same refusal of unsafe
+diff paths, same per-patch errors.  The base is the series' `base-commit:`
+when the tree has it, else the configured branch; the tree is only read
+(KernelTree applies in a scratch index and object directory, hooks off).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+
+from analyzer.bot.config import BotConfig
+from analyzer.engine import Review, review
+from analyzer.patches import InputError, read_series
+from analyzer.registry import select_rules
+from analyzer.tree import KernelTree
+
+_SAFE_RE = re.compile(r"[^A-Za-z0-9._@+-]")
+
+
+class SeriesSkipped(Exception):
+    """The series cannot be reviewed at all (said in one line)."""
+
+
+@dataclass
+class Mail:
+    msgid: str
+    raw: bytes
+
+
+class Reviewer:
+    def __init__(self, config: BotConfig) -> None:
+        self.config = config
+        self.rules = select_rules(config.select or None, config.ignore or None)
+        self._tree: KernelTree | None = None
+
+    @property
+    def tree(self) -> KernelTree:
+        if self._tree is None:
+            self._tree = KernelTree(str(self.config.tree.path))
+        return self._tree
+
+    def review(self, mails: list[Mail]) -> Review:
+        limits = self.config.limits
+        if len(mails) > limits.max_patches_per_series + 1:
+            raise SeriesSkipped(
+                f"{len(mails)} messages (limit {limits.max_patches_per_series} patches)"
+            )
+        with tempfile.TemporaryDirectory(prefix="mmreview-bot-") as scratch:
+            paths = []
+            for number, mail in enumerate(mails):
+                name = f"{number:04d}-{_SAFE_RE.sub('_', mail.msgid.strip('<>'))[:80]}.eml"
+                path = os.path.join(scratch, name)
+                with open(path, "wb") as handle:
+                    handle.write(_with_header_line(mail.raw))
+                paths.append(path)
+            try:
+                series = read_series(paths)
+            except InputError as err:
+                raise SeriesSkipped(str(err).replace(scratch + os.sep, "")) from None
+            prefix = scratch + os.sep
+            series.notes = [n.replace(prefix, "") for n in series.notes]
+            for patch in series.patches:
+                patch.source = patch.source.replace(prefix, "")
+                if patch.error:
+                    patch.error = patch.error.replace(prefix, "")
+                elif len(patch.files) > limits.max_files_per_patch:
+                    patch.error = (
+                        f"{patch.label()}: touches {len(patch.files)} files"
+                        f" (limit {limits.max_files_per_patch}); not reviewed"
+                    )
+            if not series.patches:
+                raise SeriesSkipped("no patches")
+            base = self._base(series.base_commit)
+            result = review(series, self.rules, tree=self.tree, base=base)
+            result.notes = [n.replace(prefix, "") for n in result.notes]
+            result.errors = [e.replace(prefix, "") for e in result.errors]
+        return result
+
+    def _base(self, base_commit: str | None) -> str | None:
+        if base_commit and self.tree.resolve(base_commit):
+            return None  # the engine takes the trailer and says so
+        return self.config.tree.base or "HEAD"
+
+
+def _with_header_line(raw: bytes) -> bytes:
+    """Make sure the message starts with a header line analyzer.patches
+    recognises (a first header without a space after the colon, or a
+    folded first line, is legal mail)."""
+    newline = b"\r\n" if raw[:1000].find(b"\r\n") != -1 else b"\n"
+    return b"X-Mmreview-Bot: archive" + newline + raw
