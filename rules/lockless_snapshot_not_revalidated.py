@@ -76,6 +76,7 @@ SNAPSHOT_CALLS = frozenset(
     }
 )
 
+FRESH_READS = frozenset({"ptep_get", "pmdp_get", "pudp_get", "huge_ptep_get", "READ_ONCE"})
 LOCK_CALLS = frozenset(
     {"pmd_lock", "pte_offset_map_lock", "pmd_trans_huge_lock", "spin_lock", "spin_lock_nested"}
 )
@@ -157,24 +158,33 @@ def _in_helpers(body: Node, parsed: ParsedFile | None, own_name: str) -> int:
 
 
 def _read_under_lock(body: Node, name: str) -> bool:
-    """Is every value `name` gets in the function read after a lock is
-    taken?  Then it is no snapshot any more, and needs no re-check."""
+    """Does `name` only ever get entries read fresh after a lock is taken?
+    Then it is no snapshot any more, and needs no re-check.  A copy of
+    another value (`entry = vmf->orig_pte`) is no fresh read."""
     locks = syntax.calls(body, LOCK_CALLS)
     if not locks:
         return False
-    stores = [
-        node
-        for node in syntax.walk(body)
-        if (
-            node.type == "assignment_expression"
-            and _normalized(node.child_by_field_name("left")) == name
-        )
-        or (
-            node.type == "init_declarator"
-            and _normalized(node.child_by_field_name("declarator")) == name
-        )
-    ]
-    return bool(stores) and all(s.start_byte > locks[0].start_byte for s in stores)
+    values = []
+    for node in syntax.walk(body):
+        if node.type == "assignment_expression" and (
+            _normalized(node.child_by_field_name("left")) == name
+        ):
+            values.append(node.child_by_field_name("right"))
+        elif node.type == "init_declarator" and (
+            _normalized(node.child_by_field_name("declarator")) == name
+        ):
+            values.append(node.child_by_field_name("value"))
+    return bool(values) and all(
+        value is not None and value.start_byte > locks[0].start_byte and _fresh_read(value)
+        for value in values
+    )
+
+
+def _fresh_read(value: Node) -> bool:
+    return bool(syntax.calls(value, FRESH_READS)) or any(
+        n.type == "pointer_expression" and syntax.text(n.child_by_field_name("operator")) == "*"
+        for n in syntax.walk(value)
+    )
 
 
 def _strip(node: Node | None) -> Node | None:
