@@ -91,6 +91,10 @@ GUARD_KINDS: dict[str, str] = {
     "is_swap_pmd": "migration-entry test",
     "pmd_migration_entry_wait": "migration wait",
 }
+# Tests that only refine a THP test: dropping one while the same value still
+# goes through a THP test is not a lost guard.
+REFINEMENTS = frozenset({"pmd_devmap"})
+PRIMARY_TESTS = frozenset({"pmd_trans_huge", "pmd_leaf", "pmd_is_huge", "pmd_trans_huge_lock"})
 CONSEQUENCE = {
     "huge-PMD test": "a PMD mapping a THP now reaches it; bail out, or split_huge_pmd() first",
     "split": "a PMD mapping a THP is no longer split before it",
@@ -180,20 +184,20 @@ class PteWorkOnHugePmd(FunctionRule):
             for c in syntax.calls(before_body, GUARD_KINDS)
             if change.is_removed(c) and any(w.start_byte > c.start_byte for w in work_before)
         ]
-        # Calls whose own name lost a count first: those are the ones dropped.
-        removed.sort(
-            key=lambda c: (
-                names_after.get(syntax.call_name(c), 0) >= names_before.get(syntax.call_name(c), 0)
-            )
-        )
         deficit = {k: counts_before.get(k, 0) - counts_after.get(k, 0) for k in counts_before}
+        # A removed line may have been rewritten with the same calls: only a
+        # name with fewer calls than before lost one.
+        lost = {n: names_before[n] - names_after.get(n, 0) for n in names_before}
         for call in removed:
             name = syntax.call_name(call) or ""
             kind = GUARD_KINDS[name]
-            if deficit.get(kind, 0) <= 0:
+            if deficit.get(kind, 0) <= 0 or lost.get(name, 0) <= 0:
                 continue
+            lost[name] -= 1
             if kind == "huge-PMD test" and deficit.get("split", 0) <= 0 and _gates_split(call):
                 continue  # split_huge_pmd() tests for itself; the split is still there
+            if name in REFINEMENTS and _still_tested(change.after.body, call):
+                continue  # e.g. pmd_devmap() dropped with devmap itself: THPs still caught
             deficit[kind] -= 1
             anchor = change.anchor_for(call)
             work = next((w for w in work_after if w.start_byte >= anchor.start_byte), work_after[0])
@@ -231,6 +235,18 @@ class PteWorkOnHugePmd(FunctionRule):
                 Confidence.MEDIUM,
             )
             return
+
+
+def _still_tested(body: Node, removed: Node) -> bool:
+    """Does `body` still put the removed test's argument through a THP test?"""
+    arguments = syntax.arguments(removed)
+    if not arguments:
+        return False
+    value = syntax.text(arguments[0])
+    return any(
+        (args := syntax.arguments(c)) and syntax.text(args[0]) == value
+        for c in syntax.calls(body, PRIMARY_TESTS)
+    )
 
 
 def _gates_split(test: Node) -> bool:
