@@ -124,32 +124,37 @@ class PmdPresentAsEmpty(FunctionRule):
             )
             if lost <= 0 or gained <= 0:
                 continue
-            removed = {
-                syntax.text(args[0]): syntax.call_name(call) or ""
+            removed = [
+                call
                 for call in self._tests(old, self.none_tests, negated)
-                if change.is_removed(call) and (args := syntax.arguments(call))
-            }
+                if change.is_removed(call) and syntax.arguments(call)
+            ]
             added = [
                 call
                 for call in self._tests(new, {self.present_test}, not negated)
                 if change.is_added(call) and syntax.arguments(call)
             ]
-            # Same value first, so that the finding lands on the real swap.
-            added.sort(key=lambda c: syntax.text(syntax.arguments(c)[0]) not in removed)
-            for call in added[: min(lost, gained)]:
+            budget = min(lost, gained)
+            for call in added:
                 arg = syntax.text(syntax.arguments(call)[0])
+                partner = _partner(change, call, arg, removed)
+                if partner is None or budget == 0:
+                    continue
+                removed.remove(partner)
+                budget -= 1
                 if self._non_present_left_before(body, call, arg):
                     continue
-                old_name = removed.get(arg) or self.primary_none
+                old_name = syntax.call_name(partner) or self.primary_none
+                old_arg = syntax.text(syntax.arguments(partner)[0])
                 if negated:
                     message = (
-                        f"!{old_name}({arg}) replaced by {self.present_test}({arg}): "
+                        f"!{old_name}({old_arg}) replaced by {self.present_test}({arg}): "
                         f"{self.not_empty} is neither empty nor present, and is now handled "
                         f"as empty; test {old_name}() and {self.handle_hint}"
                     )
                 else:
                     message = (
-                        f"{old_name}({arg}) replaced by !{self.present_test}({arg}): "
+                        f"{old_name}({old_arg}) replaced by !{self.present_test}({arg}): "
                         f"{self.not_empty} is not present but not empty either; test "
                         f"{old_name}() for 'nothing mapped' and {self.handle_hint}"
                     )
@@ -225,6 +230,24 @@ class PmdPresentAsEmpty(FunctionRule):
                 f"{self.primary_none}() and retry the fault otherwise",
                 Confidence.MEDIUM,
             )
+
+
+def _partner(change: FunctionChange, added: Node, arg: str, removed: list[Node]) -> Node | None:
+    """The removed test this added one replaces: one on the same value, else
+    one whose lines the added block holding it took the place of."""
+    same = [r for r in removed if syntax.text(syntax.arguments(r)[0]) == arg]
+    if same:
+        return same[0]
+    assert change.before is not None
+    line = change.after.image.real_line(added.start_point.row)
+    for candidate in removed:
+        pre_line = change.before.image.real_line(candidate.start_point.row)
+        start = end = change.post_line_of(pre_line)
+        while end + 1 in change.added_lines:
+            end += 1
+        if start - 1 <= line <= end + 1:
+            return candidate
+    return None
 
 
 def _returned_variable(body: Node) -> str | None:

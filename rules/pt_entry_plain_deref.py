@@ -76,36 +76,39 @@ class PtEntryPlainDeref(FunctionRule):
         flagged: set[int] = set()
         if change.before is not None and change.before.body is not None:
             old_body = change.before.body
-            old_reads = _plain_reads(change.before.node, old_body)
-            lost = _accessor_reads(change.before.node, old_body, ACCESSORS) - _accessor_reads(
-                change.after.node, body, ACCESSORS
-            )
-            lost_lockless = _accessor_reads(
-                change.before.node, old_body, LOCKLESS_ACCESSORS
-            ) - _accessor_reads(change.after.node, body, LOCKLESS_ACCESSORS)
-            gained = len(reads) - len(old_reads)
-            added = [(n, t) for n, t in reads if change.is_added(n)]
-            for node, kind in added[: min(lost, gained)]:
+            old_accessors = _accessor_reads(change.before.node, old_body, ACCESSORS)
+            lost = len(old_accessors) - len(_accessor_reads(change.after.node, body, ACCESSORS))
+            gained = len(reads) - len(_plain_reads(change.before.node, old_body))
+            removed = [c for c in old_accessors if change.is_removed(c)]
+            budget = min(lost, gained)
+            for node, kind in reads:
+                if budget <= 0 or not change.is_added(node):
+                    continue
+                partner = _partner(change, node, removed)
+                if partner is None:
+                    continue
+                removed.remove(partner)
+                budget -= 1
                 flagged.add(node.id)
+                lockless = syntax.call_name(partner) in LOCKLESS_ACCESSORS
                 plain = f"'{syntax.text(node)}' ({kind})"
-                if lost_lockless > 0:
+                if lockless:
                     message = (
-                        "patch replaces a lockless read (pmdp_get_lockless(), "
-                        f"ptep_get_lockless(), READ_ONCE()) by the plain {plain}: without the "
-                        "lock the entry can be re-loaded between uses and tear on 32-bit; read "
-                        f"it once with {_accessor_for(kind, True)}"
+                        f"patch replaces the lockless {syntax.call_name(partner)}() by the plain "
+                        f"{plain}: without the lock the entry can be re-loaded between uses and "
+                        f"tear on 32-bit; read it once with {_accessor_for(kind, True)}"
                     )
                 else:
                     message = (
-                        f"patch replaces an entry accessor by the plain {plain}: read it with "
-                        f"{_accessor_for(kind, False)}, which architectures with contiguous "
-                        "entries rely on (and which reads it once)"
+                        f"patch replaces {syntax.call_name(partner)}() by the plain {plain}: "
+                        f"read it with {_accessor_for(kind, False)}, which architectures with "
+                        "contiguous entries rely on (and which reads it once)"
                     )
                 yield change.finding(
                     node,
                     message,
                     Confidence.HIGH,
-                    severity=Severity.ERROR if lost_lockless > 0 else None,
+                    severity=Severity.ERROR if lockless else None,
                 )
         if change.path.startswith("include/"):
             return  # where the accessors themselves are implemented
@@ -180,21 +183,52 @@ def _inside_accessor(node: Node) -> bool:
     return syntax.call_name(parent.parent) in ("READ_ONCE", "WRITE_ONCE")
 
 
-def _accessor_reads(function: Node, body: Node, names: frozenset[str]) -> int:
-    count = 0
+def _accessor_reads(function: Node, body: Node, names: frozenset[str]) -> list[Node]:
+    found = []
     for call in syntax.calls(body, names):
         args = syntax.arguments(call)
         if not args:
             continue
-        if syntax.call_name(call) in ("READ_ONCE",):
+        if syntax.call_name(call) == "READ_ONCE":
             # READ_ONCE(*p) / READ_ONCE(p[i]) of an entry pointer only
             arg = args[0]
             if arg.type not in ("pointer_expression", "subscript_expression"):
                 continue
             if _entry_pointer(function, arg.child_by_field_name("argument")) is None:
                 continue
-        count += 1
-    return count
+        found.append(call)
+    return found
+
+
+def _pointer(node: Node) -> str:
+    """The entry pointer a read goes through: `pmd` for *pmd, pmd[i],
+    pmdp_get_lockless(pmd), READ_ONCE(*pmd)."""
+    if node.type == "call_expression":
+        args = syntax.arguments(node)
+        node = args[0] if args else node
+    while node.type in ("pointer_expression", "subscript_expression", "parenthesized_expression"):
+        inner = node.child_by_field_name("argument") or next(iter(node.named_children), None)
+        if inner is None:
+            break
+        node = inner
+    return syntax.text(node)
+
+
+def _partner(change: FunctionChange, read: Node, removed: list[Node]) -> Node | None:
+    """The removed accessor call this plain read replaces: one through the
+    same pointer, else one whose lines the added block holding it replaced."""
+    same = [c for c in removed if _pointer(c) == _pointer(read)]
+    if same:
+        return same[0]
+    assert change.before is not None
+    line = change.after.image.real_line(read.start_point.row)
+    for call in removed:
+        start = end = change.post_line_of(change.before.image.real_line(call.start_point.row))
+        while end + 1 in change.added_lines:
+            end += 1
+        if start - 1 <= line <= end + 1:
+            return call
+    return None
 
 
 RULE = PtEntryPlainDeref

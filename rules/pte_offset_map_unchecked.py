@@ -111,7 +111,12 @@ class PteOffsetMapUnchecked(FunctionRule):
                 use = _direct_use(holder)
                 name = "the page table"
             else:
-                use = _first_unchecked_use(body, holder, names, helpers)
+                # `if (!(pte = pte_offset_map(...)))` tests it on the spot
+                use = (
+                    None
+                    if _is_null_test(holder)
+                    else _first_unchecked_use(body, holder, names, helpers)
+                )
                 name = names[-1]
             if use is None:
                 continue
