@@ -11,6 +11,7 @@ import git
 import typer
 
 from analyzer import __version__
+from analyzer import b4 as b4_integration
 from analyzer.bot.cli import app as bot_app
 from analyzer.engine import Review, review
 from analyzer.engine import scan as scan_tree
@@ -128,6 +129,9 @@ def check(
             )
         stdin = sys.stdin.buffer.read() if "-" in inputs else None
         series = read_series(inputs, stdin=stdin)
+    if kernel is not None and base is None and not revision_range:
+        # A b4 prep branch's commit on stdin: review it as it sits in HEAD.
+        b4_integration.find_own_commits(kernel, series)
     rules = select_rules(select, ignore)
     result = review(series, rules, tree=kernel, base=base, show_all=show_all)
     _tell(result, quiet)
@@ -136,6 +140,10 @@ def check(
         where = str(tree) if tree is not None else None
         options["sender"] = sender or email_reply.default_sender(where)
     _write(result, output_format, output, **options)
+    if output_format == "checkpatch" and (
+        stale := b4_integration.stale_token_warning(rules_version)
+    ):
+        typer.echo(stale)
     raise typer.Exit(exit_code(result))
 
 
@@ -220,8 +228,19 @@ def _expand(tree: Path, patterns: list[str]) -> list[str]:
 
 
 @app.command("rules")
-def list_rules() -> None:
+def list_rules(
+    version_token: Annotated[
+        bool,
+        typer.Option(
+            "--version-token",
+            help="Print a token of the installed rules, for b4's check command line.",
+        ),
+    ] = False,
+) -> None:
     """List the rules (id, severity, summary)."""
+    if version_token:
+        typer.echo(b4_integration.version_token())
+        return
     for rule in all_rules():
         typer.echo(f"{rule.id:<32} {rule.severity.value:<8} {rule.summary}")
 
@@ -261,6 +280,36 @@ def corpus_eval(
     from analyzer.evaluation import run
 
     raise typer.Exit(run(tree, recipes, select, output_format, sys.stdout, patches))
+
+
+b4_app = typer.Typer(no_args_is_help=True, help="Wire mm-review into b4's check commands.")
+app.add_typer(b4_app, name="b4")
+
+
+@b4_app.command("setup")
+def b4_setup(
+    tree: Annotated[Path, typer.Option("--tree", "-t", help="Kernel git tree.")] = Path("."),
+    which: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--for", help="prep, am, review (repeatable; default: prep and review)."
+        ),
+    ] = None,
+    command: Annotated[
+        str | None, typer.Option(help="How b4 should run mmreview (default: this one).")
+    ] = None,
+    global_: Annotated[
+        bool, typer.Option("--global", help="Write ~/.gitconfig, not the tree's config.")
+    ] = False,
+) -> None:
+    """Set (or refresh the rules token of) b4's check commands in git config."""
+    chosen = which or ["prep", "review"]
+    if bad := [w for w in chosen if w not in b4_integration.CHECK_KEYS]:
+        raise UsageError(f"--for {bad[0]}: choose from prep, am, review")
+    kernel = KernelTree(str(tree))
+    scope = "--global" if global_ else "--local"
+    for line in b4_integration.setup(kernel.top, chosen, command, scope):
+        typer.echo(line)
 
 
 def main() -> None:

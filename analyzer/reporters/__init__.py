@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from analyzer.engine import Review
-from analyzer.reporters import checkpatch, email_reply, json_report, text
+from analyzer.reporters import b4_review, checkpatch, email_reply, json_report, text
 
 Renderer = Callable[[Review, TextIO], None]
 
@@ -16,4 +16,5 @@ FORMATS: dict[str, Renderer] = {
     "json": json_report.render,
     "checkpatch": checkpatch.render,
     "email": email_reply.render,
+    "b4-review": b4_review.render,
 }
