@@ -56,6 +56,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 from analyzer import syntax
 from analyzer.images import Image
@@ -132,9 +133,18 @@ def _declarations(parsed: ParsedFile) -> _Declarations:
     return _by_blob[blob]
 
 
+# The headers one review context (one patch, or one scan) has read.
+_read_by_context: WeakKeyDictionary[ReviewContext, dict[str, _Declarations | None]] = (
+    WeakKeyDictionary()
+)
+
+
 def _header(context: ReviewContext, path: str) -> _Declarations | None:
-    text = context.read_file(path)
-    return _declarations(parse(Image.of(text))) if text is not None else None
+    headers = _read_by_context.setdefault(context, {})
+    if path not in headers:
+        text = context.read_file(path)
+        headers[path] = _declarations(parse(Image.of(text))) if text is not None else None
+    return headers[path]
 
 
 @dataclass(frozen=True)
@@ -186,18 +196,15 @@ class _Lookup:
     def __init__(self, change: FunctionChange) -> None:
         self.context = change.context
         self.own = _declarations(change.after_file) if change.after_file is not None else None
-        self._headers: dict[str, _Declarations | None] = {}
 
-    def _read(self, path: str) -> _Declarations | None:
-        if path not in self._headers:
-            self._headers[path] = _header(self.context, path)
-        return self._headers[path]
+    def _sources(self, headers: tuple[str, ...]) -> Iterator[tuple[str, _Declarations | None]]:
+        yield "this file", self.own
+        if self.context.has_tree:
+            for path in headers:
+                yield path, _header(self.context, path)
 
     def parameter(self, name: str, index: int, arity: int) -> _Expected | None:
-        sources: list[tuple[str, _Declarations | None]] = [("this file", self.own)]
-        if self.context.has_tree:
-            sources += [(path, self._read(path)) for path in SIGNATURE_HEADERS]
-        for where, declarations in sources:
+        for where, declarations in self._sources(SIGNATURE_HEADERS):
             if declarations is None or name not in declarations.signatures:
                 continue
             candidates = [s for s in declarations.signatures[name] if len(s) == arity]
@@ -212,10 +219,7 @@ class _Lookup:
         return _Expected(builtin[index], "Linux 6.12", Confidence.MEDIUM)
 
     def field(self, struct: str, field: str) -> str | None:
-        sources = [self.own]
-        if self.context.has_tree:
-            sources += [self._read(path) for path in STRUCT_HEADERS]
-        for declarations in sources:
+        for _, declarations in self._sources(STRUCT_HEADERS):
             if declarations is not None and struct in declarations.structs:
                 return declarations.structs[struct].get(field)
         return BUILTIN_FIELDS.get(struct, {}).get(field)
