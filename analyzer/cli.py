@@ -10,7 +10,7 @@ from typing import Annotated
 import git
 import typer
 
-from analyzer import __version__
+from analyzer import __version__, hooks
 from analyzer import b4 as b4_integration
 from analyzer.bot.cli import app as bot_app
 from analyzer.engine import Review, review
@@ -310,6 +310,60 @@ def b4_setup(
     scope = "--global" if global_ else "--local"
     for line in b4_integration.setup(kernel.top, chosen, command, scope):
         typer.echo(line)
+
+
+hook_app = typer.Typer(no_args_is_help=True, help="The git send-email pre-send hook.")
+app.add_typer(hook_app, name="hook")
+
+BlockOn = Annotated[
+    str | None,
+    typer.Option(
+        "--block-on", help="Stop the send on findings of this level: error, warning, never."
+    ),
+]
+
+
+def _block_level(value: str | None) -> None:
+    if value is not None and value not in hooks.BLOCK_LEVELS:
+        raise UsageError(f"--block-on {value}: choose from {', '.join(hooks.BLOCK_LEVELS)}")
+
+
+@hook_app.command("install")
+def hook_install(
+    repo: Annotated[Path, typer.Option("--repo", help="Git repository.")] = Path("."),
+    block_on: BlockOn = None,
+) -> None:
+    """Install the sendemail-validate hook (an existing one still runs first)."""
+    _block_level(block_on)
+    try:
+        done = hooks.install(str(repo), b4_integration.mmreview_command(), block_on)
+    except hooks.HookError as err:
+        raise UsageError(str(err)) from None
+    typer.echo(f"mmreview: {done}")
+
+
+@hook_app.command("uninstall")
+def hook_uninstall(
+    repo: Annotated[Path, typer.Option("--repo", help="Git repository.")] = Path("."),
+) -> None:
+    """Remove the hook and put back the one that was there before."""
+    try:
+        typer.echo(f"mmreview: {hooks.uninstall(str(repo))}")
+    except hooks.HookError as err:
+        raise UsageError(str(err)) from None
+
+
+@hook_app.command("sendemail-validate")
+def hook_sendemail_validate(
+    patch: Annotated[str, typer.Argument(help="The file git send-email is about to send.")],
+    headers: Annotated[
+        str | None, typer.Option(help="The SMTP headers file (git >= 2.41 passes it).")
+    ] = None,
+    block_on: BlockOn = None,
+) -> None:
+    """Run by the hook for each file: review it, stop the send if it must."""
+    _block_level(block_on)
+    raise typer.Exit(hooks.validate(patch, headers, block_on or "error", sys.stderr))
 
 
 def main() -> None:
