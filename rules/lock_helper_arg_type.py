@@ -248,7 +248,8 @@ def _message(name: str, index: int, argument: str, actual: str, expected: _Expec
     elif expected.type == "spinlock_t **" and actual == "spinlock_t *":
         hint = f"; pass &{argument}, the helper stores the lock there"
     elif expected.type == "spinlock_t *" and actual == "spinlock_t **":
-        hint = f"; pass *{argument.lstrip('&')} or the lock itself"
+        lock = argument[1:].strip() if argument.startswith("&") else f"*{argument}"
+        hint = f"; pass the lock itself ({lock})"
     source = "" if expected.where == "this file" else f" (per {expected.where})"
     return (
         f"{name}() takes {expected.type} as its {ordinal} argument{source}, "
