@@ -184,6 +184,11 @@ class FunctionChange:
         return self._emit(self, node, message, confidence, key, severity)
 
 
+# The path of findings on a patch's commit message (Gerrit's name for it),
+# line 1 being the subject and the body starting on line 3.
+COMMIT_MESSAGE_PATH = "COMMIT_MSG"
+
+
 @dataclass
 class PatchChange:
     """A whole patch, for rules about the commit message or the series."""

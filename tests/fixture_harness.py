@@ -11,6 +11,13 @@ annotation comment alone on its line applies to the next code line:
     /* todoruleid: RULE_ID */  known miss: expected not to fire (yet)
     /* todook: RULE_ID */      known false alarm: expected to fire (yet)
 
+A `.msg` fixture is a commit message for rules on the message (subject on
+line 1, body from line 3), annotated with git's comment lines, which are
+not part of the message:
+
+    # ruleid: BAD_FIXES_TAG -- why
+    Fixes: e1e267c79 (khugepaged: skip collapse if uffd-wp detected)
+
 Text after " -- " inside the comment is an explanation.  `/* fixture-path:
 mm/khugepaged.c */` on any line sets the file's path (default mm/fixture.c).
 
@@ -30,10 +37,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from email.message import EmailMessage
+
 from analyzer.engine import review_file
 from analyzer.images import FileImages, Image
+from analyzer.patches import Patch, Subject
 from analyzer.registry import all_rules
-from analyzer.rule import Finding, ReviewContext
+from analyzer.rule import COMMIT_MESSAGE_PATH, Finding, PatchChange, PatchRule, ReviewContext
 
 ANNOTATION_RE = re.compile(
     r"^\s*/\*\s*(ruleid|ok|todoruleid|todook):\s*([A-Z][A-Z0-9_]*)(?:\s+--\s+[^*]*)?\s*\*/\s*$"
@@ -42,6 +52,9 @@ LOOSE_ANNOTATION_RE = re.compile(r"\b(ruleid|ok|todoruleid|todook):")
 PATH_RE = re.compile(r"/\*\s*fixture-path:\s*(\S+)\s*\*/")
 HEADER_RE = re.compile(r"^\s*/\*\s*fixture-header:\s*(\S+)\s*\*/\s*$")
 HEADER_END_RE = re.compile(r"^\s*/\*\s*fixture-header-end\s*\*/\s*$")
+MESSAGE_ANNOTATION_RE = re.compile(
+    r"^#\s*(ruleid|ok|todoruleid|todook):\s*([A-Z][A-Z0-9_]*)(?:\s+--\s+.*)?$"
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,8 @@ class Fixture:
     expectations: list[Expectation]
     # Other files of the tree, from fixture-header blocks.
     headers: dict[str, bytes] = field(default_factory=dict)
+    # A `.msg` fixture's commit message, git's comment lines taken out.
+    message: str | None = None
 
     @property
     def rules(self) -> set[str]:
@@ -68,6 +83,8 @@ def load(fixture: Path) -> Fixture:
     raw = fixture.read_text().split("\n")
     if raw and raw[-1] == "":
         raw.pop()
+    if fixture.suffix == ".msg":
+        return _load_message(fixture, raw)
     raw, headers = _headers(fixture, raw)
     if fixture.suffix == ".patchlet":
         lines = [(line[:1] or " ", line[1:]) for line in raw]
@@ -141,8 +158,44 @@ def _expectations(fixture: Path, post: list[str]) -> list[Expectation]:
     return found
 
 
+def _load_message(fixture: Path, raw: list[str]) -> Fixture:
+    message: list[str] = []
+    expectations, pending = [], []
+    for text in raw:
+        if text.startswith("#"):
+            match = MESSAGE_ANNOTATION_RE.match(text)
+            if match is None and LOOSE_ANNOTATION_RE.search(text):
+                raise ValueError(f"{fixture}: malformed annotation: {text}")
+            if match is not None:
+                pending.append((match.group(1), match.group(2)))
+            continue
+        message.append(text)
+        if pending and text.strip():
+            line = len(message)
+            expectations.extend(Expectation(kind, rule, line) for kind, rule in pending)
+            pending = []
+    if pending:
+        raise ValueError(f"{fixture}: annotation at the end of the file applies to nothing")
+    images = FileImages(COMMIT_MESSAGE_PATH, None, None, frozenset(), frozenset())
+    return Fixture(COMMIT_MESSAGE_PATH, images, expectations, message="\n".join(message))
+
+
+def _run_message(fixture: Fixture, rules: list) -> list[Finding]:
+    assert fixture.message is not None
+    subject, _, body = fixture.message.partition("\n")
+    mail = EmailMessage()
+    mail["Subject"] = subject
+    patch = Patch(
+        1, 1, Subject.parse(subject), commit_message=body.removeprefix("\n"), message=mail
+    )
+    change = PatchChange(patch, ReviewContext())
+    return [f for r in rules if isinstance(r, PatchRule) for f in r.check_patch(change)]
+
+
 def run(fixture: Fixture) -> list[Finding]:
     rules = [r for r in all_rules() if r.id in fixture.rules]
+    if fixture.message is not None:
+        return _run_message(fixture, rules)
     context = ReviewContext(fixture.headers.get) if fixture.headers else ReviewContext()
     findings, _ = review_file(fixture.images, rules, context)
     return findings

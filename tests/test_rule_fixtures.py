@@ -10,7 +10,7 @@ from analyzer.registry import all_rules
 from tests import fixture_harness
 
 FIXTURES = Path(__file__).parent / "fixtures" / "rules"
-FILES = sorted(p for p in FIXTURES.iterdir() if p.suffix in (".c", ".patchlet"))
+FILES = sorted(p for p in FIXTURES.iterdir() if p.suffix in (".c", ".patchlet", ".msg"))
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
