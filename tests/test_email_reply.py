@@ -301,3 +301,25 @@ def test_reply_to_and_re_subject_are_honoured(minitree: Tree) -> None:
     patch.message["Subject"] = "RE: [PATCH v2 2/3] mm/demo: treat a non-present PMD as empty"
     again = compose_replies(result, "mm-review <mm-review@localhost>", now=now)
     assert again[0]["Subject"] == "RE: [PATCH v2 2/3] mm/demo: treat a non-present PMD as empty"
+
+
+def test_commit_message_finding_is_quoted_from_the_message(minitree: Tree) -> None:
+    minitree.edit("mm/khugepaged.c", "vma->anon_vma || userfaultfd_wp(vma)", "vma->anon_vma")
+    minitree.commit(
+        "mm/demo: drop the uffd-wp re-check",
+        "The caller checked already.\n\nFixes: e1e267c79 (khugepaged: skip collapse)",
+    )
+    patch_bytes = minitree.format_patch("--thread", "-1")
+    minitree.git("reset", "-q", "--hard", "HEAD~1")
+    result = review(read_series(["-"], stdin=patch_bytes), select_rules(), tree=None)
+    [code] = [f for f in result.findings if f.rule == "COLLAPSE_WITHOUT_UFFD_CHECK"]
+    # A finding on the commit message: path COMMIT_MSG, line 5 = the Fixes: line.
+    on_message = replace(code, path="COMMIT_MSG", line=5, message="Fixes: tag lacks a subject")
+    [reply] = compose_replies(replace(result, findings=[on_message, code]), REVIEWER)
+    body = reply.get_content()
+    lines = body.splitlines()
+    at = lines.index("> Fixes: e1e267c79 (khugepaged: skip collapse)")
+    assert lines[at - 2 : at] == ["> The caller checked already.", ">"]
+    assert lines[at + 1] == "" and "tag lacks a subject" in lines[at + 2]
+    assert lines.index("> diff --git a/mm/khugepaged.c b/mm/khugepaged.c") > at
+    assert not [line for line in body.split("\n-- \n")[0].splitlines() if TRAILER_LIKE.match(line)]

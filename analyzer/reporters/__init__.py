@@ -7,7 +7,15 @@ from collections.abc import Callable
 from typing import TextIO
 
 from analyzer.engine import Review
-from analyzer.reporters import b4_review, checkpatch, email_reply, json_report, text
+from analyzer.reporters import (
+    b4_review,
+    checkpatch,
+    email_reply,
+    json_report,
+    rdjsonl,
+    sarif,
+    text,
+)
 
 Renderer = Callable[[Review, TextIO], None]
 
@@ -17,4 +25,6 @@ FORMATS: dict[str, Renderer] = {
     "checkpatch": checkpatch.render,
     "email": email_reply.render,
     "b4-review": b4_review.render,
+    "sarif": sarif.render,
+    "rdjsonl": rdjsonl.render,
 }

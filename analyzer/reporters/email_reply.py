@@ -59,6 +59,8 @@ from analyzer.registry import get_rule
 from analyzer.rule import Finding
 
 DEFAULT_SENDER = "mm-review <mm-review@localhost>"
+# analyzer.rule.COMMIT_MESSAGE_PATH: where findings on the commit message sit.
+COMMIT_MESSAGE = "COMMIT_MSG"
 # Lines quoted above a comment; a longer stretch of the hunk becomes "[...]".
 CONTEXT = 5
 WIDTH = 72
@@ -198,6 +200,10 @@ def quoted_diff(patch: Patch, findings: list[Finding]) -> list[str]:
     """The hunks with findings, quoted and trimmed, each comment under its line."""
     out: list[str] = []
     placed: set[int] = set()
+    on_message = [(n, f) for n, f in enumerate(findings) if f.path == COMMIT_MESSAGE]
+    if on_message:
+        out += _quote_message(patch, [f for _, f in on_message])
+        placed.update(n for n, _ in on_message)
     for file in patch.files:
         in_file = [(n, f) for n, f in enumerate(findings) if f.path == file.path]
         if not in_file:
@@ -208,7 +214,11 @@ def quoted_diff(patch: Patch, findings: list[Finding]) -> list[str]:
             comments_by_hunk.setdefault(_hunk_for(hunks, finding.line), []).append(
                 (number, finding)
             )
-        out += [">", *(f"> {line}" for line in _file_header(file))]
+        # A quoted blank line joins two quoted parts; after a comment, a blank.
+        out += [
+            ">" if out and out[-1].startswith(">") else "",
+            *(f"> {line}" for line in _file_header(file)),
+        ]
         for index, hunk in enumerate(hunks):
             if index in comments_by_hunk:
                 out += _quote_hunk(hunk, comments_by_hunk[index])
@@ -218,8 +228,32 @@ def quoted_diff(patch: Patch, findings: list[Finding]) -> list[str]:
     for number, finding in enumerate(findings):
         if number not in placed:
             out += ["", *_comment(finding, outside_hunk=True)]
-    while out and out[0] == ">":
+    while out and out[0] in (">", ""):
         out.pop(0)
+    return out
+
+
+def _quote_message(patch: Patch, findings: list[Finding]) -> list[str]:
+    """The commit message lines with findings (line 1 is the subject, the
+    body starts on line 3, as `git log --format=%B` numbers them)."""
+    lines = [patch.title, "", *patch.commit_message.split("\n")]
+    by_line: dict[int, list[Finding]] = {}
+    for finding in findings:
+        by_line.setdefault(min(max(finding.line, 1), len(lines)), []).append(finding)
+    out: list[str] = []
+    last = 0
+    for line in sorted(by_line):
+        start = max(last + 1, line - CONTEXT)
+        if start - (last + 1) >= 3:
+            out.append("> [...]")
+        else:
+            start = last + 1
+        out += [f"> {text}".rstrip() for text in lines[start - 1 : line]]
+        for finding in by_line[line]:
+            out += ["", *_comment(finding), ""]
+        last = max(line, last)
+    while out and out[-1] == "":
+        out.pop()
     return out
 
 
