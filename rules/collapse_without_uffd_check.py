@@ -84,6 +84,7 @@ UFFD_CHECKS = frozenset(
 # in khugepaged it guards hole filling in collapse_file(), not a page table.
 REPORTED_ELSEWHERE = frozenset({"userfaultfd_missing"})
 COLLAPSE_CALLS = frozenset({"pmdp_collapse_flush", "pte_free_defer"})
+DETACH_CALLS = frozenset({"pmdp_collapse_flush"})
 LOCK_CALLS = frozenset({"pmd_lock", "spin_lock", "spin_lock_nested", "pte_offset_map_lock"})
 UNLOCK_CALLS = frozenset({"spin_unlock", "pte_unmap_unlock"})
 # UFFDIO_REGISTER changes VMA flags under mmap_lock held for write: a check
@@ -110,8 +111,13 @@ class CollapseWithoutUffdCheck(FunctionRule):
         if not collapses or removed:
             return
         if not checks_after:
+            # Freeing a table someone else detached, or detaching for a
+            # caller that made the check: the check is not this function's.
+            detaches = [c for c in collapses if syntax.call_name(c) in DETACH_CALLS]
+            if not detaches or _callers_check(change.after_file, change.after.name):
+                return
             yield change.finding(
-                collapses[0],
+                detaches[0],
                 f"{syntax.call_name(collapses[0])}() in a function that never checks the VMA's "
                 "userfaultfd state: uffd-wp markers would be dropped; check userfaultfd_wp(vma) "
                 "under the lock that is held while the page table changes",
@@ -198,6 +204,27 @@ def _check_sites(body: Node, file: ParsedFile | None, name: str) -> dict[Node, C
             if inner:
                 sites[call] = inner
     return dict(sorted(sites.items(), key=lambda item: item[0].start_byte))
+
+
+def _callers_check(file: ParsedFile | None, name: str) -> bool:
+    """Is `name` a same-file helper whose every caller checks userfaultfd
+    state before calling it?"""
+    if file is None:
+        return False
+    calls = [
+        (caller, call)
+        for caller in file.functions
+        if caller.name != name and caller.body is not None
+        for call in syntax.calls(caller.body, name)
+    ]
+    return bool(calls) and all(
+        any(
+            site.start_byte < call.start_byte
+            for site in _check_sites(caller.body, file, caller.name)
+        )
+        for caller, call in calls
+        if caller.body is not None
+    )
 
 
 def _under_mmap_lock(body: Node, check: Node, collapse: Node) -> bool:
