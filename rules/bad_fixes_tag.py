@@ -73,6 +73,7 @@ from analyzer.tree import KernelTree
 _TAG_RE = re.compile(
     r"^(?P<tag>fixes:?)(?P<space>\s*)(?:commit\s*)?(?P<sha>[0-9a-f]{5,40})\b", re.I
 )
+_IN_BODY_HEADER_RE = re.compile(r"^(?:From|Date|Subject): ")
 _SUBJECT_RE = re.compile(r'^\s*\("(?P<subject>.*)"\)\s*$')
 MIN_SHA = 12
 
@@ -139,6 +140,11 @@ def fixes_tags(message: str, has_subject: bool = True) -> list[FixesTag]:
     is line 1 of the commit message (and a blank line 2)."""
     lines = message.split("\n")
     offset = 3 if has_subject else 1
+    # In-body headers (git send-email's From: for someone else's patch) are
+    # taken out of the message by git am.
+    if has_subject and lines and _IN_BODY_HEADER_RE.match(lines[0]):
+        end = next((n for n, line in enumerate(lines) if not line.strip()), len(lines) - 1)
+        offset -= end + 1
     tags = []
     for index, line in enumerate(lines):
         match = _TAG_RE.match(line.lstrip())

@@ -140,7 +140,19 @@ class MmBugOn(FunctionRule):
     summary = (
         "new BUG_ON()/VM_BUG_ON*() in mm: on racy page-table state or refcounts, warn and recover"
     )
-    paths = ("mm/*", "fs/userfaultfd.c")
+    paths = (
+        "mm/*",
+        "fs/userfaultfd.c",
+        "include/linux/mm*.h",
+        "include/linux/huge_mm.h",
+        "include/linux/hugetlb.h",
+        "include/linux/page_ref.h",
+        "include/linux/pagemap.h",
+        "include/linux/pgtable.h",
+        "include/linux/rmap.h",
+        "include/linux/swapops.h",
+        "include/linux/userfaultfd_k.h",
+    )
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
         body = change.after.body

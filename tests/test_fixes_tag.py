@@ -203,3 +203,14 @@ def test_real_tree_does_not_have_the_named_commit(kernel_tree: Path, tmp_path: P
         f"COMMIT_MSG:5: WARNING:BAD_FIXES_TAG: Fixes: 1d65b771bc08: no such commit in the tree "
         f"{kernel_tree} (is --tree the branch this fixes?)\n"
     )
+
+
+def test_in_body_from_does_not_shift_the_line(minitree: Tree) -> None:
+    # Sending someone else's patch puts their From: at the top of the body;
+    # git am takes it out of the commit message again.
+    sha, _ = broken_commit(minitree)
+    fix_patch(minitree, f'Fixes: {sha[:12]} ("wrong")')
+    patch = minitree.format_patch("-1", "--from=Maintainer Max <max@example.com>")
+    assert b"\n\nFrom: Jane Dev <jane@example.com>\n\n" in patch
+    _, out = check(minitree, patch, "-f", "checkpatch")
+    assert out.startswith(f"COMMIT_MSG:{message_line(minitree, 'Fixes:')}: ")
