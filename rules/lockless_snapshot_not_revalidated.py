@@ -43,6 +43,11 @@ with THP collapse (70cbc3cc78a9).
         set_pmd_at(mm, addr, pmd, pmd_mkyoung(orig_pmd));
 ```
 
+## Known problems
+A re-check made by a same-file helper counts only one call deep; a re-check
+replaced by a different mechanism (a sequence count, holding the mmap lock
+for writing) is reported and needs a reviewer's eye.
+
 ## References
 - 70cbc3cc78a9 ("mm: gup: fix the fast GUP race against THP collapse"),
   Yang Shi, v6.0 cycle

@@ -3,8 +3,9 @@
 ## What it does
 Flags, with high confidence, a patch that replaces an emptiness test of a
 PMD value by a presence test of the same polarity: `pmd_none(x)` becoming
-`!pmd_present(x)`, or `!pmd_none(x)` becoming `pmd_present(x)`.  It stays
-silent where both tests agree: when an earlier test on the same value has
+`!pmd_present(x)`, or `!pmd_none(x)` becoming `pmd_present(x)` (the new
+test on the same value, or in the lines that replaced the old one).  It
+stays silent where both tests agree: when an earlier test on the same value has
 already left for non-present entries (`!pmd_present()`, `is_swap_pmd()`,
 migration-entry checks), when the old condition already held both tests,
 and for kernel page tables (vmalloc, vmemmap), which never hold migration

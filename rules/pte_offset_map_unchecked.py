@@ -40,6 +40,11 @@ from address 0 when arithmetic is done first.
                 goto out_unlock;
 ```
 
+## Known problems
+"First use" is the first reference after the assignment in text order, not
+along control flow: a use in a branch that cannot follow the assignment is
+taken for one.  Helpers in other files are trusted to check.
+
 ## References
 - 0d940a9b270b ("mm/pgtable: allow pte_offset_map[_lock]() to fail"),
   Hugh Dickins, v6.5
