@@ -94,6 +94,7 @@ LOCKLESS_READS = frozenset(
 )
 PT_LOCKS = frozenset(
     {
+        "get_locked_pte",
         "pmd_lock",
         "pud_lock",
         "pte_offset_map_lock",
@@ -171,7 +172,7 @@ class MmBugOn(FunctionRule):
             )
             instead = ASSERTIONS[name]
             reads = _table_reads(condition, entries) if condition is not None else []
-            if reads and not _pt_lock_held(change.after, body, call):
+            if reads and not _pt_lock_held(change.after, body, call, change.after_file):
                 lockless = any(kind == "lockless" for kind, _ in reads)
                 yield change.finding(
                     call,
@@ -316,26 +317,46 @@ def _table_reads(condition: Node, entries: dict[str, str]) -> list[tuple[str, No
     return reads
 
 
-def _pt_lock_held(function: Function, body: Node, node: Node) -> bool:
+def _pt_lock_held(
+    function: Function, body: Node, node: Node, file: ParsedFile | None = None
+) -> bool:
     """A page-table lock taken before `node` and not dropped in between, or
-    held by the caller as the function states."""
+    held by the caller: as the function states, or as walk_page_range()
+    holds it for a pte_entry callback."""
     called = syntax.calls(body)
     names = {syntax.call_name(c) for c in called}
     if names & HELD_ASSERTS or function.name.endswith("_locked"):
         return True
     head = function.image.text[function.node.start_byte : body.start_byte]
-    if b"__must_hold" in head:
+    if b"__must_hold" in head or (b"struct mm_walk" in head and b"pte_t *" in head):
         return True
-    taken = [c for c in called if syntax.call_name(c) in PT_LOCKS and c.end_byte <= node.start_byte]
+    acquire, release = PT_LOCKS | _lock_helpers(file, PT_LOCKS, PT_UNLOCKS), PT_UNLOCKS
+    taken = [c for c in called if syntax.call_name(c) in acquire and c.end_byte <= node.start_byte]
     if not taken:
         return False
     last = max(c.start_byte for c in taken)
     return not any(
-        syntax.call_name(c) in PT_UNLOCKS
+        syntax.call_name(c) in release
         and last < c.start_byte < node.start_byte
         and not _on_other_branch(c, node)
         for c in called
     )
+
+
+def _lock_helpers(
+    file: ParsedFile | None, acquire: frozenset[str], release: frozenset[str]
+) -> frozenset[str]:
+    """Same-file functions that return with a page-table lock taken."""
+    if file is None:
+        return frozenset()
+    found = set()
+    for helper in file.functions:
+        if helper.body is None:
+            continue
+        called = {syntax.call_name(c) for c in syntax.calls(helper.body)}
+        if called & acquire and not called & release:
+            found.add(helper.name)
+    return frozenset(found)
 
 
 def _counts(condition: Node) -> list[Node]:
