@@ -529,11 +529,20 @@ def expected_targets(series: list[Series]) -> set[str]:
 # -- fixtures ----------------------------------------------------------------------
 
 
+_TEMPLATE: list[tuple[Path, Inbox, list[Series]]] = []
+
+
 @pytest.fixture(scope="session")
 def archive_template(tmp_path_factory: pytest.TempPathFactory):
     """The standard series, a review reply and an unrelated mail, delivered
-    once to a real public-inbox archive; tests work on copies."""
-    root = tmp_path_factory.mktemp("bot-template")
+    once to a real public-inbox archive; tests work on copies.  (Built once
+    per session even though each tests/test_bot_*.py imports the fixture.)"""
+    if not _TEMPLATE:
+        _TEMPLATE.append(_build_template(tmp_path_factory.mktemp("bot-template")))
+    return _TEMPLATE[0]
+
+
+def _build_template(root: Path) -> tuple[Path, Inbox, list[Series]]:
     tree = kernel_tree(root)
     series = standard_series(tree)
     inbox = Inbox(root)
