@@ -124,11 +124,6 @@ MESSAGES = {
         "the scan may have been filled since the xarray lock was dropped; count them again "
         "under xas_lock_irq() and bail out (SCAN_PAGE_FILLED) when the counts differ",
     ),
-    "recount-locked": (
-        Severity.WARNING,
-        "the holes are no longer re-counted under xas_lock_irq(): a count taken without the "
-        "lock that is held while the huge folio goes in proves nothing",
-    ),
     "retry": (
         Severity.ERROR,
         "patch removes the XA_RETRY_ENTRY store into the holes: RCU readers and late "
@@ -274,21 +269,22 @@ def _guards(function: Function, parsed: ParsedFile | None) -> Guards:
     guards = _own_guards(body, function.image, file)
     bodies = {name: f.body for name, f in file.helpers.items() if f.body is not None}
     for call, helper_body in syntax.called_definitions(body, bodies, exclude=function.name):
-        inner = _own_guards(helper_body, function.image, file)
-        for kind in ("retry", "ranged-walk"):
-            guards.add(kind, call, inner.count(kind))
         # The helper runs under whatever lock its caller holds there.
+        xa_held = _under_lock(body, call, file.xa_locks)
+        inner = _own_guards(helper_body, function.image, file, xa_held)
+        for kind in ("retry", "ranged-walk", "recount", "missing"):
+            guards.add(kind, call, inner.count(kind))
         in_walk = _enclosing_range_walk(call)
-        missing_locked = in_walk is not None and _under_lock(body, in_walk, file.i_mmap_locks)
-        recount_locked = _under_lock(body, call, file.xa_locks)
-        for kind, locked in (("missing", missing_locked), ("recount", recount_locked)):
-            total = inner.count(kind)
-            guards.add(kind, call, total)
-            guards.add(f"{kind}-locked", call, total if locked else inner.count(f"{kind}-locked"))
+        if in_walk is not None and _under_lock(body, in_walk, file.i_mmap_locks):
+            guards.add("missing-locked", call, inner.count("missing"))
+        else:
+            guards.add("missing-locked", call, inner.count("missing-locked"))
     return guards
 
 
-def _own_guards(body: Node, image: Image, file: _File) -> Guards:
+def _own_guards(body: Node, image: Image, file: _File, xa_held: bool = False) -> Guards:
+    """The re-validations `body` makes itself; `xa_held`: its caller holds
+    the xarray lock when calling it."""
     guards = Guards()
     for call in syntax.calls(body, MISSING_OR_WIDER):
         guards.add("missing", call)
@@ -314,15 +310,15 @@ def _own_guards(body: Node, image: Image, file: _File) -> Guards:
             continue
         if not _compares_counters(condition, counters):
             continue
-        guards.add("recount", statement)
-        # One of the counts compared must have been taken under the lock.
+        # A re-count: one of the counts compared was taken under the xarray
+        # lock (the scan's own limits, counted under RCU, are not one).
         mentioned = syntax.identifiers(condition)
         if any(
-            _under_lock(body, loop, file.xa_locks)
+            _under_lock(body, loop, file.xa_locks, xa_held)
             for name, loop in counters.items()
             if name in mentioned
         ):
-            guards.add("recount-locked", statement)
+            guards.add("recount", statement)
     return guards
 
 
@@ -398,15 +394,18 @@ def _enclosing_range_walk(node: Node) -> Node | None:
     return None
 
 
-def _under_lock(body: Node, node: Node, locks: tuple[frozenset[str], ...]) -> bool:
-    """Is a lock of this kind taken before `node` and not released in
-    between, ignoring releases on bail-out branches that do not lead to it?"""
+def _under_lock(
+    body: Node, node: Node, locks: tuple[frozenset[str], ...], held_on_entry: bool = False
+) -> bool:
+    """Is a lock of this kind held at `node`: taken before it (or held on
+    entry) and not released in between, ignoring releases on bail-out
+    branches that do not lead to it?"""
     acquire, release = locks
     called = syntax.calls(body)
     taken = [c for c in called if syntax.call_name(c) in acquire and c.end_byte <= node.start_byte]
-    if not taken:
+    if not taken and not held_on_entry:
         return False
-    last = max(c.start_byte for c in taken)
+    last = max((c.start_byte for c in taken), default=body.start_byte)
     return not any(
         syntax.call_name(c) in release
         and last < c.start_byte < node.start_byte
