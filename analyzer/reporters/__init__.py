@@ -11,6 +11,7 @@ from analyzer.reporters import (
     b4_review,
     checkpatch,
     email_reply,
+    html,
     json_report,
     rdjsonl,
     sarif,
@@ -27,4 +28,5 @@ FORMATS: dict[str, Renderer] = {
     "b4-review": b4_review.render,
     "sarif": sarif.render,
     "rdjsonl": rdjsonl.render,
+    "html": html.render,
 }
