@@ -3,14 +3,17 @@
 ## What it does
 In `mm/khugepaged.c`, flags:
 - a patch that removes a userfaultfd state check (`userfaultfd_wp()`,
-  `userfaultfd_armed()`, `userfaultfd_missing()`, `pte_uffd_wp()`,
-  `pte_swp_uffd_wp*()`) from a function that scans, collapses or retracts
-  page tables;
-- code that collapses a PMD or frees a page table (`pmdp_collapse_flush()`,
-  `pte_free_defer()`) in a function that never checks the VMA's
-  userfaultfd state;
-- a retraction done under the page-table lock whose only `userfaultfd_wp()`
-  check was made before the lock was taken.
+  `userfaultfd_armed()`, `pte_uffd_wp()`, `pte_swp_uffd_wp*()`) from a
+  function that scans, collapses or retracts page tables (a removed
+  `userfaultfd_missing()` is PAGECACHE_HOLES_NOT_REVALIDATED's);
+- code that detaches a PTE table (`pmdp_collapse_flush()`) in a function
+  that never checks the VMA's userfaultfd state, unless every caller checks
+  before calling it;
+- a retraction done under the page-table lock whose only userfaultfd check
+  was made before the lock was taken, with no mmap_lock held in between.
+
+A check moved into a same-file helper, or made by a same-file helper the
+function calls, counts as made (one level deep).
 
 ## Why is this bad?
 A VMA registered for userfaultfd write-protect keeps its protection in the
