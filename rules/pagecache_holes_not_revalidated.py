@@ -297,7 +297,14 @@ def _own_guards(body: Node, image: Image, file: _File, xa_held: bool = False) ->
             guards.add("retry", call)
     for call in syntax.calls(body, "vma_interval_tree_foreach"):
         args = syntax.arguments(call)
-        if len(args) == 4 and syntax.text(args[2]) != syntax.text(args[3]):
+        walk_body = syntax.macro_loop_body(call)
+        # Only the walks that ask each VMA about missing-mode userfaultfd.
+        if (
+            len(args) == 4
+            and walk_body is not None
+            and _asks_missing(walk_body, file)
+            and syntax.text(args[2]) != syntax.text(args[3])
+        ):
             guards.add("ranged-walk", call)
     counters = _hole_counters(body, image)
     for statement in syntax.walk(body):
@@ -320,6 +327,20 @@ def _own_guards(body: Node, image: Image, file: _File, xa_held: bool = False) ->
         ):
             guards.add("recount", statement)
     return guards
+
+
+def _asks_missing(node: Node, file: _File) -> bool:
+    """Does `node` test missing-mode userfaultfd, itself or in a helper?"""
+    for call in syntax.calls(node):
+        name = syntax.call_name(call) or ""
+        helper = file.helpers.get(name)
+        if name in MISSING_OR_WIDER or (
+            helper is not None
+            and helper.body is not None
+            and bool(syntax.calls(helper.body, MISSING_OR_WIDER))
+        ):
+            return True
+    return False
 
 
 def _hole_counters(body: Node, image: Image) -> dict[str, Node]:
