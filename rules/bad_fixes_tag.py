@@ -70,9 +70,7 @@ from analyzer.rule import (
 from analyzer.tree import KernelTree
 
 # As checkpatch finds them: any case, colon optional, 5 to 40 hex digits.
-_TAG_RE = re.compile(
-    r"^(?P<tag>fixes:?)(?P<space>\s*)(?:commit\s*)?(?P<sha>[0-9a-f]{5,40})\b", re.I
-)
+_TAG_RE = re.compile(r"^(?P<tag>fixes:?)\s*(?:commit\s*)?(?P<sha>[0-9a-f]{5,40})\b", re.I)
 _IN_BODY_HEADER_RE = re.compile(r"^(?:From|Date|Subject): ")
 _SUBJECT_RE = re.compile(r'^\s*\("(?P<subject>.*)"\)\s*$')
 MIN_SHA = 12
@@ -153,8 +151,9 @@ def fixes_tags(message: str, has_subject: bool = True) -> list[FixesTag]:
         indent = len(line) - len(line.lstrip())
         sha = match.group("sha")
         problems = []
-        if match.group("tag") != "Fixes:" or match.group("space") != " " or indent:
-            problems.append('write the tag as "Fixes: " at the start of the line')
+        between = line.lstrip()[match.end("tag") : match.start("sha")]
+        if match.group("tag") != "Fixes:" or between != " " or indent:
+            problems.append('write the tag as "Fixes: <sha>" from the start of the line')
         if len(sha) < MIN_SHA:
             problems.append(f"the SHA has {len(sha)} characters, use at least {MIN_SHA}")
         if sha != sha.lower():
@@ -163,6 +162,8 @@ def fixes_tags(message: str, has_subject: bool = True) -> list[FixesTag]:
         subject, wrapped = _quoted_subject(rest, lines[index + 1 :])
         if subject is None:
             problems.append('quote the subject: ("<subject>")')
+        elif not rest.startswith(' ("'):
+            problems.append("put one space between the SHA and the subject")
         elif wrapped:
             problems.append("keep the tag on one line (tags are exempt from line wrapping)")
         tags.append(
