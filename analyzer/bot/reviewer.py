@@ -53,23 +53,30 @@ class Reviewer:
                 f"{len(mails)} messages (limit {limits.max_patches_per_series} patches)"
             )
         with tempfile.TemporaryDirectory(prefix="mmreview-bot-") as scratch:
+            # Each message in a file named after its Message-ID, so that what
+            # analyzer.patches says about it names the message.
             paths = []
             for number, mail in enumerate(mails):
-                name = f"{number:04d}-{_SAFE_RE.sub('_', mail.msgid.strip('<>'))[:80]}.eml"
-                path = os.path.join(scratch, name)
+                folder = os.path.join(scratch, f"{number:04d}")
+                os.mkdir(folder)
+                path = os.path.join(folder, f"<{_SAFE_RE.sub('_', mail.msgid.strip('<>'))}>")
                 with open(path, "wb") as handle:
                     handle.write(_with_header_line(mail.raw))
                 paths.append(path)
+            scratch_re = re.compile(re.escape(scratch + os.sep) + r"\d{4}" + re.escape(os.sep))
+
+            def named(text: str) -> str:
+                return scratch_re.sub("", text)
+
             try:
                 series = read_series(paths)
             except InputError as err:
-                raise SeriesSkipped(str(err).replace(scratch + os.sep, "")) from None
-            prefix = scratch + os.sep
-            series.notes = [n.replace(prefix, "") for n in series.notes]
+                raise SeriesSkipped(named(str(err))) from None
+            series.notes = [named(n) for n in series.notes]
             for patch in series.patches:
-                patch.source = patch.source.replace(prefix, "")
+                patch.source = named(patch.source)
                 if patch.error:
-                    patch.error = patch.error.replace(prefix, "")
+                    patch.error = named(patch.error)
                 elif len(patch.files) > limits.max_files_per_patch:
                     patch.error = (
                         f"{patch.label()}: touches {len(patch.files)} files"
@@ -79,8 +86,8 @@ class Reviewer:
                 raise SeriesSkipped("no patches")
             base = self._base(series.base_commit)
             result = review(series, self.rules, tree=self.tree, base=base)
-            result.notes = [n.replace(prefix, "") for n in result.notes]
-            result.errors = [e.replace(prefix, "") for e in result.errors]
+            result.notes = [named(n) for n in result.notes]
+            result.errors = [named(e) for e in result.errors]
         return result
 
     def _base(self, base_commit: str | None) -> str | None:
