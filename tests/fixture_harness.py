@@ -35,9 +35,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-
 from email.message import EmailMessage
+from pathlib import Path
 
 from analyzer.engine import review_file
 from analyzer.images import FileImages, Image
