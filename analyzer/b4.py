@@ -28,6 +28,7 @@ import git
 
 import analyzer
 import rules as rules_package
+from analyzer import config as tree_config
 from analyzer.patches import Series
 from analyzer.registry import all_rules
 from analyzer.tree import KernelTree
@@ -49,11 +50,14 @@ CHECKPATCH_DEFAULT = {
 }
 
 
-def version_token() -> str:
+def version_token(config: Path | None = None) -> str:
     """A short hash of the installed rule set: mm-review's version, the rule
-    ids and every rule module's source.  A new, changed or dropped rule
-    changes it; so does a release."""
+    ids and every rule module's source, and the tree's `.mmreview.toml`
+    (`config`) when it has one.  A new, changed or dropped rule changes it;
+    so do a release and an edit of the configuration."""
     digest = hashlib.sha256(analyzer.__version__.encode())
+    if config is not None and config.is_file():
+        digest.update(b"config\0" + config.read_bytes())
     digest.update(" ".join(r.id for r in all_rules()).encode())
     root = Path(rules_package.__file__).parent
     for path in sorted(root.glob("*.py")):
@@ -61,14 +65,15 @@ def version_token() -> str:
     return digest.hexdigest()[:12]
 
 
-def stale_token_warning(given: str | None) -> str | None:
+def stale_token_warning(given: str | None, config: Path | None = None) -> str | None:
     """One line for b4 to show (as a warning) when the command line carries
     an old token: b4 may be serving results cached under it."""
-    if given is None or given == version_token():
+    current = version_token(config)
+    if given is None or given == current:
         return None
     return (
         f"mm-review: WARNING: --rules-version={given} is not the installed rules' token "
-        f"({version_token()}); run 'mmreview b4 setup' so that b4 stops using old cached results"
+        f"({current}); run 'mmreview b4 setup' so that b4 stops using old cached results"
     )
 
 
@@ -122,9 +127,10 @@ def mmreview_command() -> str:
     return shutil.which("mmreview") or "mmreview"
 
 
-def check_commands(command: str | None = None) -> dict[str, str]:
+def check_commands(command: str | None = None, config: Path | None = None) -> dict[str, str]:
     """The command line for each b4 check key, with the current token."""
-    base = f"{command or mmreview_command()} check -q --tree=. --rules-version={version_token()}"
+    token = version_token(config)
+    base = f"{command or mmreview_command()} check -q --tree=. --rules-version={token}"
     return {
         "prep": f"{base} --format=checkpatch -",
         "am": f"{base} --format=checkpatch -",
@@ -139,7 +145,7 @@ def setup(
     `git config` lines it ran, for the user to see.  An earlier mm-review
     command is replaced; other commands (checkpatch) are kept, and added
     when b4's checkpatch default would otherwise be lost."""
-    commands = check_commands(command)
+    commands = check_commands(command, tree_config.find(top))
     checkpatch = Path(top, "scripts", "checkpatch.pl")
     done = []
     for name in which:

@@ -12,6 +12,7 @@ import typer
 
 from analyzer import __version__, hooks
 from analyzer import b4 as b4_integration
+from analyzer import config as tree_config
 from analyzer.bot.cli import app as bot_app
 from analyzer.engine import Review, review
 from analyzer.engine import scan as scan_tree
@@ -115,6 +116,7 @@ def check(
             f"--format {output_format}: unknown format (choose from {', '.join(FORMATS)})"
         )
     kernel = KernelTree(str(tree)) if tree is not None else None
+    config = tree_config.load(kernel.top if kernel is not None else None)
     if revision_range:
         if kernel is None:
             raise UsageError("--range needs --tree")
@@ -132,16 +134,18 @@ def check(
     if kernel is not None and base is None and not revision_range:
         # A b4 prep branch's commit on stdin: review it as it sits in HEAD.
         b4_integration.find_own_commits(kernel, series)
-    rules = select_rules(select, ignore)
-    result = review(series, rules, tree=kernel, base=base, show_all=show_all)
+    rules = select_rules(*config.rules(select, ignore))
+    result = config.apply(review(series, rules, tree=kernel, base=base, show_all=show_all))
     _tell(result, quiet)
-    options = {}
+    options: dict = {}
     if output_format == "email":
         where = str(tree) if tree is not None else None
-        options["sender"] = sender or email_reply.default_sender(where)
+        options["sender"] = sender or config.reply_from or email_reply.default_sender(where)
+    if output_format == "sarif":
+        options["severity"] = config.severity
     _write(result, output_format, output, **options)
     if output_format == "checkpatch" and (
-        stale := b4_integration.stale_token_warning(rules_version)
+        stale := b4_integration.stale_token_warning(rules_version, config.path)
     ):
         typer.echo(stale)
     raise typer.Exit(exit_code(result))
@@ -162,7 +166,7 @@ def _tell(result: Review, quiet: bool) -> None:
             typer.echo(f"mmreview: note: {note}", err=True)
 
 
-def _write(result: Review, output_format: str, output: Path | None, **options: str) -> None:
+def _write(result: Review, output_format: str, output: Path | None, **options: object) -> None:
     renderer = functools.partial(FORMATS[output_format], **options)
     if output is None:
         renderer(result, sys.stdout)
@@ -205,9 +209,11 @@ def scan(
     files = _expand(tree, paths or ["mm"])
     if not files:
         raise UsageError(f"no C files under {', '.join(paths or ['mm'])} in {tree}")
-    result = scan_tree(str(tree), files, select_rules(select, ignore))
+    config = tree_config.load(str(tree))
+    result = config.apply(scan_tree(str(tree), files, select_rules(*config.rules(select, ignore))))
     _tell(result, quiet=False)
-    _write(result, output_format, output)
+    options = {"severity": config.severity} if output_format == "sarif" else {}
+    _write(result, output_format, output, **options)
     raise typer.Exit(exit_code(result))
 
 
@@ -239,7 +245,7 @@ def list_rules(
 ) -> None:
     """List the rules (id, severity, summary)."""
     if version_token:
-        typer.echo(b4_integration.version_token())
+        typer.echo(b4_integration.version_token(tree_config.find()))
         return
     for rule in all_rules():
         typer.echo(f"{rule.id:<32} {rule.severity.value:<8} {rule.summary}")
@@ -291,9 +297,7 @@ def b4_setup(
     tree: Annotated[Path, typer.Option("--tree", "-t", help="Kernel git tree.")] = Path("."),
     which: Annotated[
         list[str] | None,
-        typer.Option(
-            "--for", help="prep, am, review (repeatable; default: prep and review)."
-        ),
+        typer.Option("--for", help="prep, am, review (repeatable; default: prep and review)."),
     ] = None,
     command: Annotated[
         str | None, typer.Option(help="How b4 should run mmreview (default: this one).")
@@ -363,14 +367,14 @@ def hook_sendemail_validate(
 ) -> None:
     """Run by the hook for each file: review it, stop the send if it must."""
     _block_level(block_on)
-    raise typer.Exit(hooks.validate(patch, headers, block_on or "error", sys.stderr))
+    raise typer.Exit(hooks.validate(patch, headers, block_on, sys.stderr))
 
 
 def main() -> None:
     """Entry point: every expected failure is one line on stderr and exit 2."""
     try:
         app()
-    except (UsageError, InputError, RuleError) as err:
+    except (UsageError, InputError, RuleError, tree_config.ConfigError) as err:
         typer.echo(f"mmreview: error: {err}", err=True)
         sys.exit(EXIT_USAGE)
     except git.GitCommandError as err:

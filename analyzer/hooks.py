@@ -19,6 +19,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import TextIO
 
+from analyzer import config as tree_config
 from analyzer.b4 import find_own_commits
 from analyzer.engine import review
 from analyzer.patches import InputError, Series, read_series
@@ -31,7 +32,7 @@ HOOK = "sendemail-validate"
 SAVED = f"{HOOK}.pre-mmreview"
 MARKER = "# installed by mmreview"
 CREATED_DIR = "# mmreview created this hooks directory"
-BLOCK_LEVELS = ("error", "warning", "never")
+BLOCK_LEVELS = tree_config.BLOCK_LEVELS
 
 _SCRIPT = """\
 #!/bin/sh
@@ -134,17 +135,13 @@ def sent_subject(message_file: bytes, headers_file: bytes | None) -> str:
     return ""
 
 
-def validate(
-    patch_file: str,
-    headers_file: str | None,
-    block_on: str,
-    out: TextIO,
-    select: list[str] | None = None,
-    ignore: list[str] | None = None,
-) -> int:
+def validate(patch_file: str, headers_file: str | None, block_on: str | None, out: TextIO) -> int:
     """Review one file git send-email is about to send, against the
-    repository the hook runs in; 1 (do not send) when a finding is at or
-    above `block_on`."""
+    repository the hook runs in (and its `.mmreview.toml`); 1 (do not
+    send) when a finding is at or above `block_on` (default: the file's
+    `[hook] block-on`, else error)."""
+    config = tree_config.load(os.getcwd())
+    block_on = block_on or config.block_on or "error"
     try:
         with open(patch_file, "rb") as handle:
             data = handle.read()
@@ -170,7 +167,8 @@ def validate(
         tree = None
     if tree is not None:
         _review_as_own_commit(tree, series)
-    result = review(series, select_rules(select, ignore), tree=tree)
+    select, ignore = config.rules(None, None)
+    result = config.apply(review(series, select_rules(select, ignore), tree=tree))
     if not result.findings:
         return 0
     text.render(result, out)

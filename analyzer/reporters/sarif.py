@@ -37,7 +37,8 @@ PROBLEM_SEVERITY = {
 }
 
 
-def rule_descriptor(rule: Rule) -> dict:
+def rule_descriptor(rule: Rule, severity: Severity | None = None) -> dict:
+    severity = severity or rule.severity
     what = rule.doc.partition("## What it does")[2].split("\n## ", 1)[0].strip()
     first_paragraph = " ".join(what.split("\n\n", 1)[0].split()) or rule.summary
     descriptor: dict = {
@@ -46,10 +47,10 @@ def rule_descriptor(rule: Rule) -> dict:
         "shortDescription": {"text": rule.summary},
         "fullDescription": {"text": first_paragraph},
         "help": {"text": rule.doc, "markdown": rule.doc},
-        "defaultConfiguration": {"level": LEVEL[rule.severity]},
+        "defaultConfiguration": {"level": LEVEL[severity]},
         "properties": {
             "tags": ["linux-kernel", "mm"],
-            "problem.severity": PROBLEM_SEVERITY[rule.severity],
+            "problem.severity": PROBLEM_SEVERITY[severity],
         },
     }
     if link := lesson(rule.id).link:
@@ -95,7 +96,9 @@ def result_object(finding: Finding, rule_index: dict[str, int], occurrence: int)
     return result
 
 
-def sarif_log(review: Review) -> dict:
+def sarif_log(review: Review, severity: dict[str, Severity] | None = None) -> dict:
+    """The log; `severity` holds the rule severities a configuration set."""
+    severity = severity or {}
     rules = list(all_rules())
     rule_index = {rule.id: number for number, rule in enumerate(rules)}
     seen: Counter[str] = Counter()
@@ -109,7 +112,7 @@ def sarif_log(review: Review) -> dict:
                 "name": "mm-review",
                 "version": __version__,
                 "semanticVersion": __version__,
-                "rules": [rule_descriptor(rule) for rule in rules],
+                "rules": [rule_descriptor(rule, severity.get(rule.id)) for rule in rules],
             }
         },
         "automationDetails": {"id": "mm-review/"},
@@ -128,6 +131,6 @@ def sarif_log(review: Review) -> dict:
     return {"$schema": SCHEMA, "version": "2.1.0", "runs": [run]}
 
 
-def render(review: Review, out: TextIO) -> None:
-    json.dump(sarif_log(review), out, indent=2)
+def render(review: Review, out: TextIO, severity: dict[str, Severity] | None = None) -> None:
+    json.dump(sarif_log(review, severity), out, indent=2)
     out.write("\n")
