@@ -13,6 +13,7 @@ the same patch text a developer would send.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -23,6 +24,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import git
+from git.objects.fun import tree_entries_from_data, tree_to_stream
+from gitdb import IStream, LooseObjectDB
 from tree_sitter import Node
 
 from analyzer import syntax
@@ -331,7 +335,7 @@ def _matching_statements(
         inner = (
             n
             for n in syntax.walk(node)
-            if n is not node
+            if n != node
             and _is_statement(n)
             and regex.search(_decode(text[n.start_byte : n.end_byte]))
         )
@@ -617,6 +621,9 @@ assert set(_OPERATIONS) == set(OPERATIONS)
 
 # -- commits ------------------------------------------------------------------
 
+_TREE_MODE = 0o040000
+_EPOCH = 1731801600  # 2024-11-17T00:00:00Z, the date in IDENTITY
+
 IDENTITY = {
     "GIT_AUTHOR_NAME": "mm-review mutation",
     "GIT_AUTHOR_EMAIL": "mutation@mm-review.invalid",
@@ -633,28 +640,33 @@ class Scratch:
     index file so that nothing can reach the tree's own): the tree's refs,
     index, objects and work tree are never written.
 
-    Trees are rebuilt with `git mktree` along the changed paths only, so a
-    commit costs a handful of small git calls however big the tree is.
+    Blobs, the trees along the changed paths and the commit are written as
+    loose objects with gitdb (GitPython's object store) rather than by a
+    handful of git processes per commit; only `format_patch` runs git.
     """
 
     def __init__(self, top: str, objects: str) -> None:
         self.top = top
         self.dir = tempfile.mkdtemp(prefix="mmreview-mutate-")
-        os.makedirs(os.path.join(self.dir, "objects"))
+        scratch_objects = os.path.join(self.dir, "objects")
+        os.makedirs(scratch_objects)
         self.env = {
             **os.environ,
             **IDENTITY,
             "GIT_INDEX_FILE": os.path.join(self.dir, "index"),
-            "GIT_OBJECT_DIRECTORY": os.path.join(self.dir, "objects"),
+            "GIT_OBJECT_DIRECTORY": scratch_objects,
             "GIT_ALTERNATE_OBJECT_DIRECTORIES": os.path.abspath(objects),
         }
-        # tree id -> its entries, name -> (mode, type, id)
-        self._trees: dict[str, dict[str, tuple[str, str, str]]] = {}
+        self._scratch = LooseObjectDB(scratch_objects)
+        # Reads of the tree's own objects go through one `git cat-file`.
+        self._repo = git.Repo(top)
+        self._trees: dict[bytes, list[tuple[bytes, int, str]]] = {}
 
     def __enter__(self) -> Scratch:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        self._repo.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def git(self, *args: str, stdin: bytes | None = None) -> bytes:
@@ -672,47 +684,59 @@ class Scratch:
         return out.stdout
 
     def commit(self, parent: str, files: dict[str, bytes], message: str) -> str:
-        """A commit of `files` (path -> new text) on top of `parent`, whose
-        tree is the parent's with those files replaced or added."""
-        root = self.git("rev-parse", "--verify", f"{parent}^{{tree}}").decode().strip()
-        blobs = {
-            path: self.git("hash-object", "-w", "--stdin", stdin=text).decode().strip()
-            for path, text in files.items()
-        }
+        """A commit of `files` (path -> new text) on top of `parent` (a full
+        commit id), whose tree is the parent's with those files replaced or
+        added."""
+        kind, data = self._read(bytes.fromhex(parent))
+        if kind != b"commit" or not data.startswith(b"tree "):
+            raise MutationError(f"{parent}: not a commit")
+        root = bytes.fromhex(data[5:45].decode())
+        blobs = {path: self._store(b"blob", text) for path, text in files.items()}
         tree = self._rewrite(root, blobs)
-        return self.git("commit-tree", tree, "-p", parent, stdin=message.encode()).decode().strip()
+        who = f"{IDENTITY['GIT_AUTHOR_NAME']} <{IDENTITY['GIT_AUTHOR_EMAIL']}> {_EPOCH} +0000"
+        body = message if message.endswith("\n") else message + "\n"
+        commit = f"tree {tree.hex()}\nparent {parent}\nauthor {who}\ncommitter {who}\n\n{body}"
+        return self._store(b"commit", commit.encode()).hex()
 
-    def _rewrite(self, tree: str | None, blobs: dict[str, str]) -> str:
+    def _rewrite(self, tree: bytes | None, blobs: dict[str, bytes]) -> bytes:
         """`tree` with the blobs at their (tree-relative) paths."""
-        entries = dict(self._entries(tree)) if tree else {}
-        below: dict[str, dict[str, str]] = {}
+        entries = {name: (sha, mode) for sha, mode, name in self._entries(tree)} if tree else {}
+        below: dict[str, dict[str, bytes]] = {}
         for path, blob in blobs.items():
             name, _, rest = path.partition("/")
             if rest:
                 below.setdefault(name, {})[rest] = blob
             else:
-                mode = entries[name][0] if name in entries else "100644"
-                entries[name] = (mode, "blob", blob)
+                mode = entries[name][1] if name in entries else 0o100644
+                entries[name] = (blob, mode)
         for name, inner in below.items():
             old = entries.get(name)
-            subtree = old[2] if old and old[1] == "tree" else None
-            entries[name] = ("040000", "tree", self._rewrite(subtree, inner))
-        listing = b"".join(
-            f"{m} {t} {i}\t{n}\0".encode("utf-8", "surrogateescape")
-            for n, (m, t, i) in entries.items()
+            subtree = old[0] if old and old[1] == _TREE_MODE else None
+            entries[name] = (self._rewrite(subtree, inner), _TREE_MODE)
+        # git's order: names as bytes, a tree's name as if it ended in "/".
+        ordered = sorted(
+            ((sha, mode, name) for name, (sha, mode) in entries.items()),
+            key=lambda e: e[2].encode() + (b"/" if e[1] == _TREE_MODE else b""),
         )
-        return self.git("mktree", "-z", stdin=listing).decode().strip()
+        out = io.BytesIO()
+        tree_to_stream(ordered, out.write)
+        return self._store(b"tree", out.getvalue())
 
-    def _entries(self, tree: str) -> dict[str, tuple[str, str, str]]:
+    def _entries(self, tree: bytes) -> list[tuple[bytes, int, str]]:
         if tree not in self._trees:
-            entries = {}
-            listing = self.git("ls-tree", "-z", tree).decode("utf-8", "surrogateescape")
-            for line in filter(None, listing.split("\0")):
-                meta, _, name = line.partition("\t")
-                mode, kind, object_id = meta.split()
-                entries[name] = (mode, kind, object_id)
-            self._trees[tree] = entries
+            kind, data = self._read(tree)
+            if kind != b"tree":
+                raise MutationError(f"{tree.hex()}: not a tree")
+            self._trees[tree] = tree_entries_from_data(data)
         return self._trees[tree]
+
+    def _read(self, sha: bytes) -> tuple[bytes, bytes]:
+        database = self._scratch if self._scratch.has_object(sha) else self._repo.odb
+        stream = database.stream(sha)
+        return stream.type, stream.read()
+
+    def _store(self, kind: bytes, data: bytes) -> bytes:
+        return self._scratch.store(IStream(kind, len(data), io.BytesIO(data))).binsha
 
     def format_patch(self, commit: str, count: int = 1, *extra: str) -> bytes:
         """`git format-patch --stdout -<count> <commit>`, as sent by mail."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Iterator
+from functools import lru_cache
 
-from tree_sitter import Node
+from tree_sitter import Node, Query, QueryCursor
 
 EXIT_STATEMENTS = frozenset(
     {"return_statement", "goto_statement", "continue_statement", "break_statement"}
@@ -23,11 +24,25 @@ def text(node: Node | None) -> str:
 
 def walk(node: Node) -> Iterator[Node]:
     """All descendants in document order, node first."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        stack.extend(reversed(current.children))
+    # A cursor, not node.children: rules walk whole functions many times,
+    # and building the child lists was most of the review's time.
+    yield node
+    cursor = node.walk()
+    if not cursor.goto_first_child():
+        return
+    depth = 1
+    while True:
+        yield cursor.node
+        if cursor.goto_first_child():
+            depth += 1
+            continue
+        while True:
+            if depth == 0:
+                return
+            if cursor.goto_next_sibling():
+                break
+            cursor.goto_parent()
+            depth -= 1
 
 
 def call_name(call: Node) -> str | None:
@@ -41,18 +56,28 @@ def calls(node: Node, names: str | Collection[str] | None = None) -> list[Node]:
     """call_expressions under `node` (in document order), optionally only
     those calling one of `names`."""
     wanted = {names} if isinstance(names, str) else (set(names) if names is not None else None)
-    return [
-        n
-        for n in walk(node)
-        if n.type == "call_expression" and (wanted is None or call_name(n) in wanted)
-    ]
+    return [n for n in _all_calls(node) if wanted is None or call_name(n) in wanted]
 
 
 def calls_matching(node: Node, pattern: str) -> list[Node]:
     regex = re.compile(pattern)
-    return [
-        n for n in walk(node) if n.type == "call_expression" and regex.fullmatch(call_name(n) or "")
-    ]
+    return [n for n in _all_calls(node) if regex.fullmatch(call_name(n) or "")]
+
+
+def _all_calls(node: Node) -> list[Node]:
+    """Every call_expression in `node`'s subtree, node included, in the
+    order walk() visits them; found by tree-sitter's query engine (in C)."""
+    found = QueryCursor(_calls_query()).captures(node).get("call", [])
+    # Outer calls first where two start together: `f(x)(y)` before `f(x)`.
+    found.sort(key=lambda n: (n.start_byte, -n.end_byte))
+    return found
+
+
+@lru_cache(maxsize=1)
+def _calls_query() -> Query:
+    from analyzer.parsing import C_LANGUAGE
+
+    return Query(C_LANGUAGE, "(call_expression) @call")
 
 
 def arguments(call: Node) -> list[Node]:
