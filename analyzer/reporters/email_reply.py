@@ -180,7 +180,7 @@ def reply_body(patch: Patch, findings: list[Finding], signature: str | None = No
             if signature
             else [
                 f"mm-review {__version__}; rule{'s' if len(rules) > 1 else ''}: {', '.join(rules)}",
-                "The whole lesson: mmreview explain RULE",
+                f"The whole lesson: mmreview explain {rules[0] if len(rules) == 1 else 'RULE'}",
             ]
         ),
     ]
