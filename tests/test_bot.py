@@ -194,7 +194,9 @@ def make_series(
     tree.git("checkout", "-q", "master")
     messages = []
     for file in sorted(out.iterdir()):
-        text = file.read_text()
+        # format-patch names a cover letter after the current second only;
+        # series formatted within one second would share its Message-ID.
+        text = file.read_text().replace("<cover.", f"<cover.{name}.")
         if "*** SUBJECT HERE ***" in text:
             text = text.replace("*** SUBJECT HERE ***", f"{name}: a demo series")
             text = text.replace("*** BLURB HERE ***", "A series made for mm-review's bot tests.")

@@ -103,6 +103,8 @@ def test_hostile_mail_is_skipped_or_bounded_and_the_bot_goes_on(
         ),
         "absurd total": mail("total", "[PATCH 1/9999] mm: counting", diff("mm/fault.c")),
         "non-UTF-8": latin1,
+        # public-inbox keeps it and adds a Message-ID of its own
+        "reused Message-ID": mail("question-1", "[PATCH] mm: reused id", diff("mm/fault.c")),
         "no Message-ID": b"From: a@example.org\nTo: linux-mm@kvack.org\nSubject: [PATCH] x\n\n",
     }
     bot.inbox.deliver(*hostile.values(), precheck=False)
@@ -133,6 +135,8 @@ def test_hostile_mail_is_skipped_or_bounded_and_the_bot_goes_on(
         "series of 9999 patches (limit 100)",
     ):
         assert reason in log, reason
+    assert "event=reused_message_id msgid=<question-1@example.org>" in log
+    assert 'title="mm: reused id"' in log
     assert not marker.exists()
     assert tree_fingerprint(bot.tree) == before
     # The Latin-1 patch was reviewed like any other, and its finding sent.

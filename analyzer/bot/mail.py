@@ -37,6 +37,7 @@ class MailInfo:
     in_reply_to: str | None
     references: list[str] = field(default_factory=list)
     to_cc: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)  # further Message-ID headers
 
     @property
     def kind(self) -> str:
@@ -91,11 +92,12 @@ def inspect(data: bytes, limits: LimitsConfig) -> MailInfo:
 
 
 def _info(message: email.message.Message) -> MailInfo:
-    ids = message.get_all("Message-ID") or []
-    found = _MSGID_RE.search(text(ids[0])) if len(ids) == 1 else None
-    if found is None:
-        raise Rejected("no usable Message-ID" if len(ids) <= 1 else "several Message-ID headers")
-    msgid = f"<{_printable(found.group(1))}>"
+    # public-inbox adds a Message-ID of its own when one is reused for
+    # different content: the first is the author's, threads refer to it.
+    ids = _msgids(message.get_all("Message-ID") or [])
+    if not ids:
+        raise Rejected("no usable Message-ID")
+    msgid = ids[0]
     raw_subject = text(message.get("Subject", ""))
     name, address = parseaddr(text(message.get("From", "")))
     in_reply_to = _msgids(message.get_all("In-Reply-To") or [])
@@ -109,6 +111,7 @@ def _info(message: email.message.Message) -> MailInfo:
     ]
     return MailInfo(
         msgid=msgid,
+        aliases=ids[1:],
         subject=Subject.parse(raw_subject),
         raw_subject=raw_subject,
         author=address.lower(),

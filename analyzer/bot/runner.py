@@ -173,9 +173,14 @@ class Bot:
         except Rejected as why:
             self._reject(source, item, str(why))
             return
-        if self.state.known(info.msgid):
+        fresh = [m for m in (info.msgid, *info.aliases) if not self.state.known(m)]
+        if not fresh:
             log.event("duplicate_message", archive=source.name, msgid=info.msgid)
             return
+        if fresh[0] != info.msgid:
+            # A reused Message-ID: keyed by the one the archive added.
+            log.event("reused_message_id", msgid=info.msgid, stored_as=fresh[0])
+            info.msgid = fresh[0]
         kind = info.kind
         flags = ",".join(p for p in ("RFC", "RESEND") if p in subject.prefixes)
         self.state.add_message(
