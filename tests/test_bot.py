@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -282,10 +283,16 @@ class SmtpSink:
     """aiosmtpd on 127.0.0.1, keeping what it accepts.  With `inbox`, mail
     to the list is also delivered to the archive, as the list would."""
 
-    def __init__(self, port: int | None = None, inbox: Inbox | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        inbox: Inbox | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         pytest.importorskip("aiosmtpd")
         self.port = port or free_port()
         self.inbox = inbox
+        self.tls = tls  # (certificate, key): STARTTLS required, login only after it
         self.received: list[tuple[str, list[str], bytes]] = []
         self.logins: list[tuple[bytes, bytes]] = []
         self._lock = threading.Lock()
@@ -309,12 +316,17 @@ class SmtpSink:
     def start(self) -> SmtpSink:
         from aiosmtpd.controller import Controller
 
+        options: dict = {"auth_require_tls": False}
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+            options = {"tls_context": context, "require_starttls": True}
         self.controller = Controller(
             self,
             hostname="127.0.0.1",
             port=self.port,
             authenticator=self._authenticate,
-            auth_require_tls=False,
+            **options,
         )
         self.controller.start()
         return self
@@ -462,6 +474,8 @@ class BotSetup:
             'user_env = "BOT_SMTP_USER"',
             'password_env = "BOT_SMTP_PASSWORD"',
             "timeout = 5",
+            *(["starttls = true"] if s.get("starttls") else []),
+            *([f'ca_file = "{s["ca_file"]}"'] if s.get("ca_file") else []),
             "[policy]",
             'from = "mm-review bot <mm-review@bot.example>"',
             f'recipients = "{s.get("recipients", "author")}"',
@@ -825,3 +839,68 @@ def test_config_and_usage_errors_are_one_line(world, tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr == f"mmreview: error: {missing}: no such file or directory\n"
+
+
+def test_starttls_and_login_and_json_logs(world, tmp_path: Path) -> None:
+    bot, sink, series = world
+    require_program("openssl", "openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    sink.stop()
+    secure = SmtpSink(tls=(cert, key)).start()
+    try:
+        # A certificate the system does not trust is a delivery failure,
+        # retried later...
+        bot.write(smtp_port=secure.port, starttls=True)
+        log = bot.once("--log-format", "json")
+        events = [json.loads(line) for line in log.splitlines()]
+        retries = [e for e in events if e["event"] == "delivery_retry" and e["kind"] == "email"]
+        assert retries and "CERTIFICATE_VERIFY_FAILED" in retries[0]["error"]
+        assert secure.received == []
+        # ...delivered once the CA is configured; login happens inside TLS.
+        bot.write(ca_file=cert)
+        time.sleep(0.3)
+        bot.once("--log-format", "json")
+        assert replies_by_target(secure).keys() == expected_targets(series)
+        assert secure.logins == [(b"bot", SMTP_PASSWORD.encode())]
+    finally:
+        secure.stop()
+
+
+def test_permanent_failures_wait_for_bot_retry(world) -> None:
+    bot, _, series = world
+    patchwork = FakePatchwork([m for s in series for m in s.patch_msgids])
+    bot.write(patchwork=patchwork.url)
+    try:
+        log = bot.once(env={"MMREVIEW_PATCHWORK_TOKEN": "wrong"})
+        assert "event=delivery_failed" in log and "403" in log
+        assert patchwork.bad_auth == 6 and patchwork.checks == {}
+        status = bot.status()
+        assert "outbox: 6 failed, 3 sent" in status and "[patchwork POST" in status
+        assert bot.run("retry").stdout == "queued 6 failed deliveries\n"
+        bot.once()
+        assert len(patchwork.states()) == 6
+        assert "outbox: 9 sent" in bot.status()
+    finally:
+        patchwork.stop()
