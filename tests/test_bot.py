@@ -783,6 +783,32 @@ def test_mbox_and_maildir_sources(world, tmp_path: Path) -> None:
     assert len(sink.received) == 3
 
 
+def test_start_at_the_end_skips_the_backlog(world, tmp_path: Path) -> None:
+    import mailbox
+
+    bot, sink, series = world
+    maildir = mailbox.Maildir(tmp_path / "lei", create=True)
+    maildir.add(series[0].messages[0])
+    bot.write(
+        archives=[
+            f'[[archive]]\npath = "{bot.inbox.dir}"\nstart = "end"',
+            f'[[archive]]\npath = "{tmp_path / "lei"}"\nname = "lei"\nstart = "end"',
+        ]
+    )
+    log = bot.once()
+    assert "event=epoch_skipped_to_end" in log and "event=archive_skipped_to_end" in log
+    assert "event=series_ready" not in log and "messages: none" in bot.status()
+    fresh = make_series(
+        bot.tree, "demo-fresh", [("mm/fault.c", *SWAP, "mm/demo: fresh")], flagged=[1]
+    )
+    bot.inbox.deliver(*fresh.messages)
+    maildir.add(fresh.messages[0].replace(b"Message-Id: <", b"Message-Id: <copy-"))
+    bot.once()
+    assert sorted(replies_by_target(sink)) == sorted(
+        [fresh.patch_msgid(1), fresh.patch_msgid(1).replace("<", "<copy-")]
+    )
+
+
 def test_new_epochs_are_picked_up(world, tmp_path: Path) -> None:
     bot, sink, series = world
     bot.once()

@@ -172,7 +172,20 @@ def _is_ancestor(repo: git.Repo, old: str, new: str) -> bool:
         return False  # the old commit is gone
 
 
-class MaildirSource(Source):
+class _FileSource(Source):
+    """Maildir and mbox: what was seen is known by content hash."""
+
+    def _start(self, state: State, total: int, items: Iterator[Item | None]) -> Poll:
+        found = (i for i in items if i is not None)
+        if self.config.start == "end" and not state.has_locations(self.name):
+            for item in found:  # the first run: remember what is there, review none of it
+                state.mark_location(self.name, item.location)
+            log.event("archive_skipped_to_end", archive=self.name)
+            return Poll(0, iter(()))
+        return Poll(total, found)
+
+
+class MaildirSource(_FileSource):
     def poll(self, state: State) -> Poll:
         try:
             box = mailbox.Maildir(self.config.path, factory=None, create=False)
@@ -190,10 +203,10 @@ class MaildirSource(Source):
                     continue  # removed since listed
                 yield _by_content(state, self.name, data, self.max_bytes)
 
-        return Poll(len(keys), (i for i in items() if i is not None))
+        return self._start(state, len(keys), items())
 
 
-class MboxSource(Source):
+class MboxSource(_FileSource):
     def poll(self, state: State) -> Poll:
         try:
             box = mailbox.mbox(self.config.path, factory=None, create=False)
@@ -209,7 +222,7 @@ class MboxSource(Source):
                 yield _by_content(state, self.name, data, self.max_bytes)
             box.close()
 
-        return Poll(len(keys), (i for i in items() if i is not None))
+        return self._start(state, len(keys), items())
 
 
 def _by_content(state: State, name: str, data: bytes, max_bytes: int) -> Item | None:

@@ -134,6 +134,9 @@ class State:
         row = self._one("SELECT 1 FROM seen WHERE archive=? AND location=?", (archive, location))
         return row is not None
 
+    def has_locations(self, archive: str) -> bool:
+        return self._one("SELECT 1 FROM seen WHERE archive=? LIMIT 1", (archive,)) is not None
+
     def mark_location(self, archive: str, location: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (archive, location))
 
