@@ -8,6 +8,7 @@ tree, index, HEAD, object store and hooks are never touched.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -80,6 +81,17 @@ class KernelTree:
         if series.base_commit:
             return head, f"HEAD (base-commit {series.base_commit[:12]} is not in the tree)"
         return head, "HEAD"
+
+    @functools.cached_property
+    def has_history(self) -> bool:
+        """False for a shallow clone or a snapshot imported as one commit (a
+        release tarball): "not in the tree" then proves nothing."""
+        if self.git.rev_parse("--is-shallow-repository").strip() == "true":
+            return False
+        try:
+            return len(self.git.rev_list("--max-count=2", "HEAD").split()) > 1
+        except git.GitCommandError:
+            return False
 
     def range_commits(self, spec: str) -> list[str]:
         if ".." not in spec:

@@ -8,7 +8,8 @@ Reads every `Fixes:` line of each patch's commit message and checks it:
   parentheses, all on one line;
 - with `--tree`: the SHA names exactly one commit of the tree (not an
   unknown, ambiguous or non-commit object) and the quoted subject is that
-  commit's subject.
+  commit's subject.  In a tree without history (a shallow clone, a release
+  tarball imported as one commit) an unknown SHA is not reported.
 
 The finding is placed in the commit message: path `COMMIT_MSG`, line 1
 being the subject and the body starting on line 3 (as `git log
@@ -107,6 +108,8 @@ class BadFixesTag(PatchRule):
             commit = None
             if tree is not None:
                 commit, problem = lookup(tree, tag.sha)
+                if problem and problem.startswith("no such commit") and not tree.has_history:
+                    problem = None  # a shallow clone or a tarball import lacks it anyway
                 if problem:
                     problems.append(problem)
                     confidence = Confidence.MEDIUM  # the tree may not be the patch's branch
