@@ -216,6 +216,16 @@ def run_bot(config: Path, dry_run: bool) -> tuple[float, str, float]:
     return elapsed, text, usage.ru_maxrss / 1024
 
 
+def _seconds(log: str, event: str) -> list[float]:
+    return [
+        float(part.split("=")[1])
+        for line in log.splitlines()
+        if event in line
+        for part in line.split()
+        if part.startswith("seconds=")
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=40)
@@ -258,13 +268,8 @@ def main() -> None:
         with sqlite3.connect(root / "state.sqlite3") as db:
             series = dict(db.execute("SELECT status, COUNT(*) FROM series GROUP BY status"))
             sent = db.execute("SELECT COUNT(*) FROM outbox WHERE state='sent'").fetchone()[0]
-            review_seconds = [
-                float(part.split("=")[1])
-                for line in log.splitlines()
-                if "event=series_reviewed" in line
-                for part in line.split()
-                if part.startswith("seconds=")
-            ]
+            review_seconds = _seconds(log, "event=series_reviewed")
+            ingest_seconds = _seconds(log, "event=ingested")
         if sink is not None:
             sink.stop()
         total = len(messages)
@@ -282,6 +287,10 @@ def main() -> None:
         print(
             f"| catch-up run (`bot run --once{' --dry-run' if not args.smtp else ''}`) "
             f"| {first:.2f} s | {total / first:.0f} messages/s |"
+        )
+        print(
+            f"| of which ingesting {total} messages | {sum(ingest_seconds):.2f} s | "
+            f"{total / max(sum(ingest_seconds), 1e-6):.0f} messages/s |"
         )
         print(
             f"| of which reviewing {len(review_seconds)} series | {sum(review_seconds):.2f} s | "

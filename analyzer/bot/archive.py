@@ -162,7 +162,12 @@ class PublicInbox(Source):
                     reason = f"oversized: {blob.size} bytes (limit {self.max_bytes})"
                     yield Item(location, None, reason, (epoch, sha))
                     continue
-                yield Item(location, blob.data_stream.read(), None, (epoch, sha))
+                try:
+                    data = blob.data_stream.read()
+                except (ValueError, OSError, git.GitCommandError) as err:
+                    yield Item(location, None, f"unreadable blob ({err})"[:200], (epoch, sha))
+                    continue
+                yield Item(location, data, None, (epoch, sha))
 
 
 def _is_ancestor(repo: git.Repo, old: str, new: str) -> bool:

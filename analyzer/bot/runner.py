@@ -120,7 +120,10 @@ class Bot:
         self.state.db.execute("BEGIN IMMEDIATE")
         try:
             for item in poll.items:
-                self._ingest_one(source, item)
+                try:
+                    self._ingest_one(source, item)
+                except Exception as err:  # one bad message must not stop the archive
+                    self._reject(source, item, f"cannot ingest: {type(err).__name__}: {err}")
                 done += 1
                 in_batch += 1
                 now = time.monotonic()

@@ -148,6 +148,9 @@ class State:
     def add_message(self, **fields: Any) -> None:
         if "refs" in fields and not isinstance(fields["refs"], str | None):
             fields["refs"] = json.dumps(fields["refs"])
+        for name, value in fields.items():
+            if isinstance(value, str):  # no lone surrogates from undecodable mail
+                fields[name] = value.encode("utf-8", "replace").decode("utf-8")
         fields.setdefault("seen_at", time.time())
         names = ", ".join(fields)
         marks = ", ".join("?" for _ in fields)
