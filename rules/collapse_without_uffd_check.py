@@ -145,6 +145,9 @@ class CollapseWithoutUffdCheck(FunctionRule):
                 # Moved, reshaped or pulled into a helper: not dropped.
                 if name in REPORTED_ELSEWHERE or after_counts[name] >= before_counts[name]:
                     continue
+                # An early check dropped while the one under the lock stays.
+                if _every_collapse_rechecks(change.after.body, checks_after, name):
+                    continue
                 what = "the only" if after_counts[name] == 0 else "a"
                 via = "" if syntax.call_name(site) == name else f" (via {syntax.call_name(site)}())"
                 yield change.finding(
@@ -245,6 +248,41 @@ def _under_mmap_lock(body: Node, check: Node, collapse: Node) -> bool:
         and not _on_other_branch(c, collapse)
         for c in called
     )
+
+
+def _every_collapse_rechecks(
+    body: Node | None, checks: dict[Node, Counter[str]], name: str
+) -> bool:
+    """Does a `name` check follow the lock of every collapse made under a
+    lock (and is there such a collapse)?"""
+    if body is None:
+        return False
+    sites = [site for site, names in checks.items() if names[name]]
+    guarded = [
+        (lock, collapse)
+        for collapse in syntax.calls(body, COLLAPSE_CALLS)
+        if (lock := _held_lock(body, collapse)) is not None
+    ]
+    return bool(guarded) and all(
+        any(lock.start_byte < s.start_byte < collapse.start_byte for s in sites)
+        for lock, collapse in guarded
+    )
+
+
+def _held_lock(body: Node, collapse: Node) -> Node | None:
+    """The lock taken last before `collapse` if it is still held there (an
+    unlock on a bail-out branch does not release it for the collapse)."""
+    lock = max(
+        (c for c in syntax.calls(body, LOCK_CALLS) if c.start_byte < collapse.start_byte),
+        key=lambda c: c.start_byte,
+        default=None,
+    )
+    if lock is None or any(
+        lock.start_byte < u.start_byte < collapse.start_byte and not _on_other_branch(u, collapse)
+        for u in syntax.calls(body, UNLOCK_CALLS)
+    ):
+        return None
+    return lock
 
 
 def _on_other_branch(node: Node, other: Node) -> bool:

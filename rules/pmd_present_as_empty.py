@@ -143,7 +143,7 @@ class PmdPresentAsEmpty(FunctionRule):
                     continue
                 removed.remove(partner)
                 budget -= 1
-                if self._non_present_left_before(body, call, arg):
+                if self._non_present_left_before(body, call, arg) or _repeats_next_test(call):
                     continue
                 old_name = syntax.call_name(partner) or self.primary_none
                 old_arg = syntax.text(syntax.arguments(partner)[0])
@@ -231,6 +231,35 @@ class PmdPresentAsEmpty(FunctionRule):
                 f"{self.primary_none}() and retry the fault otherwise",
                 Confidence.MEDIUM,
             )
+
+
+def _repeats_next_test(call: Node) -> bool:
+    """Is the swapped test's `if` followed at once by the very same `if`
+    (same condition, same exiting branch)?  Then the swap only folds the
+    emptiness case into the presence test that came next: no change."""
+    owner = syntax.condition_owner(call)
+    if owner is None or owner.type != "if_statement":
+        return False
+    following = owner.next_named_sibling
+    while following is not None and following.type == "comment":
+        following = following.next_named_sibling
+    if following is None or following.type != "if_statement":
+        return False
+    branch = owner.child_by_field_name("consequence")
+    return (
+        owner.child_by_field_name("alternative") is None
+        and following.child_by_field_name("alternative") is None
+        and syntax.branch_exits(branch)
+        and all(
+            _squeezed(owner.child_by_field_name(part))
+            == _squeezed(following.child_by_field_name(part))
+            for part in ("condition", "consequence")
+        )
+    )
+
+
+def _squeezed(node: Node | None) -> str:
+    return "".join(syntax.text(node).split())
 
 
 def _partner(change: FunctionChange, added: Node, arg: str, removed: list[Node]) -> Node | None:

@@ -451,3 +451,26 @@ def test_must_wait_rename_is_silent_on_the_real_tree(kernel_tree: Path, tmp_path
     result = mmreview("check", str(patch), "--tree", str(kernel_tree))
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert "0 errors, 0 warnings, 0 checks in 1 patch" in result.stdout.decode()
+
+
+def test_scan_text_ends_with_per_rule_counts(tmp_path: Path) -> None:
+    (tmp_path / "mm").mkdir()
+    collapse = (
+        "static void collapse_{n}(struct vm_area_struct *vma, pmd_t *pmd, unsigned long addr)\n"
+        "{{\n"
+        "\tspinlock_t *pml = pmd_lock(vma->vm_mm, pmd);\n"
+        "\tpmd_t old = pmdp_collapse_flush(vma, addr, pmd);\n\n"
+        "\tspin_unlock(pml);\n"
+        "\tpte_free_defer(vma->vm_mm, pmd_pgtable(old));\n"
+        "}}\n"
+    )
+    (tmp_path / "mm" / "khugepaged.c").write_text(collapse.format(n=1) + collapse.format(n=2))
+    result = mmreview(
+        "scan", "--tree", str(tmp_path), "mm", "--select", "COLLAPSE_WITHOUT_UFFD_CHECK"
+    )
+    lines = result.stdout.decode().splitlines()
+    assert result.returncode == 1
+    assert lines[-2:] == [
+        "     2  COLLAPSE_WITHOUT_UFFD_CHECK (2 errors)",
+        "2 errors, 0 warnings, 0 checks in 1 file",
+    ]
