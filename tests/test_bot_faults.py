@@ -49,9 +49,17 @@ def test_killed_at_any_point_still_replies_exactly_once(world, point: str) -> No
     patchwork = FakePatchwork([m for s in series for m in s.patch_msgids])
     bot.write(patchwork=patchwork.url)
     try:
-        crashed = bot.run("run", "--once", env={"MMREVIEW_BOT_CRASH_AT": point})
+        # Ingesting: commit 3 messages at a time and die after the second
+        # batch, with 3 of the 9 messages still to read.
+        env = {"MMREVIEW_BOT_CRASH_AT": f"{point}:2", "MMREVIEW_BOT_BATCH": "3"}
+        crashed = bot.run(
+            "run", "--once", env=env if point == "ingested" else {"MMREVIEW_BOT_CRASH_AT": point}
+        )
         assert crashed.returncode == -signal.SIGKILL, crashed.stderr
         assert f"event=crash_point point={point}" in crashed.stderr
+        if point == "ingested":
+            with sqlite3.connect(bot.state) as db:
+                assert db.execute("SELECT COUNT(*) FROM messages").fetchone() == (6,)
         bot.once()
 
         targets = replies_by_target(sink)
