@@ -268,6 +268,8 @@ def main() -> None:
         with sqlite3.connect(root / "state.sqlite3") as db:
             series = dict(db.execute("SELECT status, COUNT(*) FROM series GROUP BY status"))
             sent = db.execute("SELECT COUNT(*) FROM outbox WHERE state='sent'").fetchone()[0]
+        if not args.smtp:
+            sent = len(list((root / "outbox").glob("*.eml")))
             review_seconds = _seconds(log, "event=series_reviewed")
             ingest_seconds = _seconds(log, "event=ingested")
         if sink is not None:

@@ -753,6 +753,15 @@ def test_dry_run_writes_the_outbox_and_sends_nothing(world) -> None:
         f.name.split("-", 1)[1] == r["Message-ID"].strip("<>") + ".eml"
         for f, r in zip(files, replies, strict=True)
     )
+    assert "outbox: 3 queued" in bot.status()
+    bot.once("--dry-run")  # nothing new to preview
+    assert len(list(bot.outbox.iterdir())) == 3
+    # Without --dry-run, exactly what was previewed is sent.
+    bot.once()
+    assert sorted(m.as_bytes() for m in sink.messages) == sorted(
+        email.message_from_bytes(f.read_bytes(), policy=email.policy.default).as_bytes()
+        for f in files
+    )
 
 
 def test_mbox_and_maildir_sources(world, tmp_path: Path) -> None:

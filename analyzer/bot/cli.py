@@ -40,7 +40,7 @@ def run(
         typer.Option(
             "--dry-run",
             help="Write what would be sent to the outbox directory (one .eml per message)"
-            " instead of sending it.",
+            " and send nothing; a later run without --dry-run sends those messages.",
         ),
     ] = False,
     outbox: Annotated[

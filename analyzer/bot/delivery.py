@@ -327,7 +327,11 @@ class Deliverer:
                     break
                 if row["kind"] in blocked:
                     continue
-                if row["kind"] == "email" and emails >= self.config.policy.max_replies_per_run:
+                if (
+                    row["kind"] == "email"
+                    and emails >= self.config.policy.max_replies_per_run
+                    and not self.dry_run
+                ):
                     stats["deferred"] += 1
                     continue
                 outcome = self._deliver(row)
@@ -347,6 +351,13 @@ class Deliverer:
         return stats
 
     def _deliver(self, row: Row) -> str:
+        if self.dry_run:
+            # What would be sent, for a human to read: the row stays queued,
+            # so a later run without --dry-run sends exactly this.
+            if not (row["transport"] or "").startswith("outbox"):
+                self._write_outbox(row)
+                self.state.update_outbox(row["id"], transport="outbox (dry run)")
+            return "previewed"
         now = time.time()
         if row["state"] == "sending":
             settled = self._settle(row, now)
@@ -380,9 +391,6 @@ class Deliverer:
 
     def _send(self, row: Row) -> str:
         payload: bytes = row["payload"]
-        if self.dry_run:
-            self._write_outbox(row)
-            return "outbox"
         if row["kind"] == "email":
             self.smtp.send(payload, json.loads(row["recipients"] or "[]"))
             crash_point("smtp_accepted")
@@ -404,13 +412,13 @@ class Deliverer:
                 return "sent"
             to_list = {r.lower() for r in json.loads(row["recipients"] or "[]")}
             hold_until = (row["sending_since"] or now) + self.config.retry.confirm_minutes * 60
-            if to_list & self.config.list_addresses and now < hold_until and not self.dry_run:
+            if to_list & self.config.list_addresses and now < hold_until:
                 self.state.update_outbox(row["id"], next_attempt=hold_until)
                 log.event("delivery_unconfirmed", id=row["id"], wait_until=_stamp(hold_until))
                 return "held"
             log.warn("resending_after_crash", id=row["id"], message_id=row["message_id"])
             return None
-        if self.patchwork is not None and not self.dry_run:
+        if self.patchwork is not None:
             try:
                 if self.patchwork.has(json.loads(row["payload"])):
                     self.state.update_outbox(

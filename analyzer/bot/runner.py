@@ -93,7 +93,8 @@ class Bot:
                 if "MMREVIEW_DEBUG" in os.environ:
                     traceback.print_exc()
             wait = interval
-            due = self.state.next_due()
+            # With --dry-run nothing leaves the queue: poll at the interval.
+            due = None if self.deliverer.dry_run else self.state.next_due()
             if due is not None:
                 wait = min(interval, max(due - time.time(), 0.05))
             self.stop.wait(wait)
