@@ -270,8 +270,8 @@ def main() -> None:
             sent = db.execute("SELECT COUNT(*) FROM outbox WHERE state='sent'").fetchone()[0]
         if not args.smtp:
             sent = len(list((root / "outbox").glob("*.eml")))
-            review_seconds = _seconds(log, "event=series_reviewed")
-            ingest_seconds = _seconds(log, "event=ingested")
+        review_seconds = _seconds(log, "event=series_reviewed")
+        ingest_seconds = _seconds(log, "event=ingested")
         if sink is not None:
             sink.stop()
         total = len(messages)
