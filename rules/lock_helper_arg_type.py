@@ -58,7 +58,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
-from analyzer import syntax
+from analyzer import cache, syntax
 from analyzer.images import Image
 from analyzer.parsing import ParsedFile, parse
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, ReviewContext, Severity
@@ -139,12 +139,34 @@ _read_by_context: WeakKeyDictionary[ReviewContext, dict[str, _Declarations | Non
 )
 
 
+# Headers are parsed once per content, ever: the result is kept on disk.
+_CACHE_NAMESPACE = "lock-helper-declarations-" + cache.code_digest(__file__, syntax.__file__)
+
+
 def _header(context: ReviewContext, path: str) -> _Declarations | None:
     headers = _read_by_context.setdefault(context, {})
     if path not in headers:
         text = context.read_file(path)
-        headers[path] = _declarations(parse(Image.of(text))) if text is not None else None
+        headers[path] = _header_declarations(text) if text is not None else None
     return headers[path]
+
+
+def _header_declarations(text: bytes) -> _Declarations:
+    image = Image.of(text)
+    if image.blob_id in _by_blob:
+        return _by_blob[image.blob_id]
+    stored = cache.load(_CACHE_NAMESPACE, image.blob_id)
+    if stored is not None:
+        declarations = _Declarations(stored["signatures"], stored["structs"])
+        _by_blob[image.blob_id] = declarations
+        return declarations
+    declarations = _declarations(parse(image))
+    cache.store(
+        _CACHE_NAMESPACE,
+        image.blob_id,
+        {"signatures": declarations.signatures, "structs": declarations.structs},
+    )
+    return declarations
 
 
 @dataclass(frozen=True)
@@ -195,16 +217,23 @@ class _Lookup:
 
     def __init__(self, change: FunctionChange) -> None:
         self.context = change.context
-        self.own = _declarations(change.after_file) if change.after_file is not None else None
+        self.file = change.after_file
 
-    def _sources(self, headers: tuple[str, ...]) -> Iterator[tuple[str, _Declarations | None]]:
-        yield "this file", self.own
+    def _sources(
+        self, headers: tuple[str, ...], own: re.Pattern[bytes]
+    ) -> Iterator[tuple[str, _Declarations | None]]:
+        # Walking a whole .c file for its declarations costs more than the
+        # rest of the review; a top-level line naming the thing says whether
+        # it is worth it.
+        if self.file is not None and own.search(self.file.image.text):
+            yield "this file", _declarations(self.file)
         if self.context.has_tree:
             for path in headers:
                 yield path, _header(self.context, path)
 
     def parameter(self, name: str, index: int, arity: int) -> _Expected | None:
-        for where, declarations in self._sources(SIGNATURE_HEADERS):
+        own = re.compile(rb"^[A-Za-z_#][^\n;=]*\b" + re.escape(name.encode()) + rb"\b", re.M)
+        for where, declarations in self._sources(SIGNATURE_HEADERS, own):
             if declarations is None or name not in declarations.signatures:
                 continue
             candidates = [s for s in declarations.signatures[name] if len(s) == arity]
@@ -219,7 +248,8 @@ class _Lookup:
         return _Expected(builtin[index], "Linux 6.12", Confidence.MEDIUM)
 
     def field(self, struct: str, field: str) -> str | None:
-        for _, declarations in self._sources(STRUCT_HEADERS):
+        own = re.compile(rb"^(?:struct|union)\s+" + re.escape(struct.encode()) + rb"\b", re.M)
+        for _, declarations in self._sources(STRUCT_HEADERS, own):
             if declarations is not None and struct in declarations.structs:
                 return declarations.structs[struct].get(field)
         return BUILTIN_FIELDS.get(struct, {}).get(field)

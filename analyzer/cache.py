@@ -1,0 +1,53 @@
+"""Facts derived from a file's content, kept on disk between runs.
+
+A cold `mmreview check` would otherwise re-parse the same kernel headers on
+every invocation (b4 runs it once per patch).  Entries are JSON, keyed by the
+content's git blob id and by a digest of the code that derived them, so an
+upgrade never reads a stale entry.  The cache is an optimisation only: any
+error reading or writing it is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def cache_root() -> Path:
+    if explicit := os.environ.get("MMREVIEW_CACHE_DIR"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mm-review" / "derived"
+
+
+def code_digest(*paths: str) -> str:
+    """A digest of the source files whose logic produced a cached fact."""
+    digest = hashlib.sha1()
+    for path in paths:
+        with open(path, "rb") as handle:
+            digest.update(handle.read())
+    return digest.hexdigest()[:12]
+
+
+def load(namespace: str, key: str) -> Any | None:
+    try:
+        with open(cache_root() / namespace / f"{key}.json", encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def store(namespace: str, key: str, value: Any) -> None:
+    directory = cache_root() / namespace
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(value, handle)
+        os.replace(temporary, directory / f"{key}.json")
+    except OSError:
+        pass
