@@ -38,13 +38,11 @@ class Reviewer:
     def __init__(self, config: BotConfig) -> None:
         self.config = config
         self.rules = select_rules(config.select or None, config.ignore or None)
-        self._tree: KernelTree | None = None
 
-    @property
-    def tree(self) -> KernelTree:
-        if self._tree is None:
-            self._tree = KernelTree(str(self.config.tree.path))
-        return self._tree
+    def open_tree(self) -> KernelTree:
+        # A fresh one per review: KernelTree caches every blob it reads, and
+        # the bot runs for months.
+        return KernelTree(str(self.config.tree.path))
 
     def review(self, mails: list[Mail]) -> Review:
         limits = self.config.limits
@@ -84,16 +82,21 @@ class Reviewer:
                     )
             if not series.patches:
                 raise SeriesSkipped("no patches")
-            base = self._base(series.base_commit)
-            result = review(series, self.rules, tree=self.tree, base=base)
+            tree = self.open_tree()
+            try:
+                base = _base(tree, series.base_commit, self.config.tree.base)
+                result = review(series, self.rules, tree=tree, base=base)
+            finally:
+                tree.repo.close()
             result.notes = [named(n) for n in result.notes]
             result.errors = [named(e) for e in result.errors]
         return result
 
-    def _base(self, base_commit: str | None) -> str | None:
-        if base_commit and self.tree.resolve(base_commit):
-            return None  # the engine takes the trailer and says so
-        return self.config.tree.base or "HEAD"
+
+def _base(tree: KernelTree, base_commit: str | None, configured: str | None) -> str | None:
+    if base_commit and tree.resolve(base_commit):
+        return None  # the engine takes the trailer and says so
+    return configured or "HEAD"
 
 
 def _with_header_line(raw: bytes) -> bytes:

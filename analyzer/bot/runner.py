@@ -67,11 +67,13 @@ class Bot:
 
     def _check_tree(self) -> None:
         try:
-            tree = self.reviewer.tree
+            tree = self.reviewer.open_tree()
         except InputError as err:
             raise ConfigError(f"{self.config.source}: [tree] {err}") from None
         base = self.config.tree.base or "HEAD"
-        if tree.resolve(base) is None:
+        found = tree.resolve(base)
+        tree.repo.close()
+        if found is None:
             raise ConfigError(f"{self.config.source}: [tree] base {base}: no such revision")
 
     def close(self) -> None:
