@@ -103,22 +103,6 @@ class Inbox:
             clone._run(["git", "config", "-f", config, key, value])
         return clone
 
-    def msgids(self, epoch: int = 0) -> list[str]:
-        git_dir = str(self.dir / "git" / f"{epoch}.git")
-        commits = subprocess.run(
-            ["git", "--git-dir", git_dir, "rev-list", "--reverse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        ids = []
-        for commit in commits:
-            blob = subprocess.run(
-                ["git", "--git-dir", git_dir, "show", f"{commit}:m"], capture_output=True
-            ).stdout
-            ids.append(str(email.message_from_bytes(blob).get("Message-ID", "")).strip())
-        return ids
-
 
 # -- series, made with git format-patch against the minitree -----------------
 
