@@ -247,8 +247,9 @@ def list_rules(
     if version_token:
         typer.echo(b4_integration.version_token(tree_config.find()))
         return
+    width = max(len(rule.id) for rule in all_rules())
     for rule in all_rules():
-        typer.echo(f"{rule.id:<32} {rule.severity.value:<8} {rule.summary}")
+        typer.echo(f"{rule.id:<{width}}  {rule.severity.value:<8} {rule.summary}")
 
 
 @app.command()
