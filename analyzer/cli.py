@@ -32,6 +32,18 @@ app.add_typer(bot_app, name="bot")
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
+# Options `check` and `scan` share.
+FormatOption = Annotated[
+    str, typer.Option("--format", "-f", help=f"Output format: {', '.join(FORMATS)}.")
+]
+OutputOption = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")]
+SelectOption = Annotated[
+    list[str] | None, typer.Option("--select", "--types", help="Only these rules (repeatable).")
+]
+IgnoreOption = Annotated[
+    list[str] | None, typer.Option("--ignore", help="Not these rules (repeatable).")
+]
+
 
 class UsageError(Exception):
     """Bad command line or input: one line to stderr, exit 2."""
@@ -76,18 +88,10 @@ def check(
     show_all: Annotated[
         bool, typer.Option("--all", help="Also report problems the touched functions already had.")
     ] = False,
-    output_format: Annotated[
-        str, typer.Option("--format", "-f", help=f"Output format: {', '.join(FORMATS)}.")
-    ] = "text",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report here.")
-    ] = None,
-    select: Annotated[
-        list[str] | None, typer.Option("--select", "--types", help="Only these rules (repeatable).")
-    ] = None,
-    ignore: Annotated[
-        list[str] | None, typer.Option("--ignore", help="Not these rules (repeatable).")
-    ] = None,
+    output_format: FormatOption = "text",
+    output: OutputOption = None,
+    select: SelectOption = None,
+    ignore: IgnoreOption = None,
     quiet: Annotated[
         bool,
         typer.Option(
@@ -111,10 +115,7 @@ def check(
     ] = None,
 ) -> None:
     """Review a patch, a series or a commit range."""
-    if output_format not in FORMATS:
-        raise UsageError(
-            f"--format {output_format}: unknown format (choose from {', '.join(FORMATS)})"
-        )
+    _check_format(output_format)
     kernel = KernelTree(str(tree)) if tree is not None else None
     config = tree_config.load(kernel.top if kernel is not None else None)
     if revision_range:
@@ -149,6 +150,13 @@ def check(
     ):
         typer.echo(stale)
     raise typer.Exit(exit_code(result))
+
+
+def _check_format(output_format: str) -> None:
+    if output_format not in FORMATS:
+        raise UsageError(
+            f"--format {output_format}: unknown format (choose from {', '.join(FORMATS)})"
+        )
 
 
 def exit_code(result: Review) -> int:
@@ -188,22 +196,13 @@ def scan(
         ),
     ] = None,
     tree: Annotated[Path, typer.Option("--tree", "-t", help="Kernel tree to scan.")] = Path("."),
-    output_format: Annotated[
-        str, typer.Option("--format", "-f", help=f"Output format: {', '.join(FORMATS)}.")
-    ] = "text",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report here.")
-    ] = None,
-    select: Annotated[
-        list[str] | None, typer.Option("--select", "--types", help="Only these rules.")
-    ] = None,
-    ignore: Annotated[list[str] | None, typer.Option("--ignore", help="Not these rules.")] = None,
+    output_format: FormatOption = "text",
+    output: OutputOption = None,
+    select: SelectOption = None,
+    ignore: IgnoreOption = None,
 ) -> None:
     """Run every rule on whole files (not diff-aware): what upstream code already has."""
-    if output_format not in FORMATS:
-        raise UsageError(
-            f"--format {output_format}: unknown format (choose from {', '.join(FORMATS)})"
-        )
+    _check_format(output_format)
     if not tree.is_dir():
         raise UsageError(f"--tree {tree}: no such directory")
     files = _expand(tree, paths or ["mm"])

@@ -160,17 +160,7 @@ def review_file(
             )
             new = list(_guarded(rule, lambda c=change, r=rule: r.check(c)))
             if not show_all and before is not None and new:
-                old_change = FunctionChange(
-                    file.path,
-                    before,
-                    None,
-                    frozenset(),
-                    frozenset(),
-                    context,
-                    rule,
-                    _emit,
-                    after_file=pre,
-                )
+                old_change = _alone(file.path, before, pre, context, rule)
                 old = list(_guarded(rule, lambda c=old_change, r=rule: r.check(c)))
                 new = _introduced(new, old, added_rows, after.image)
             findings.extend(_with_patch(f, ref) if ref else f for f in new)
@@ -241,19 +231,18 @@ def scan_functions(
     for function in parsed.functions:
         for rule in rules:
             if isinstance(rule, FunctionRule) and rule.applies_to(path):
-                change = FunctionChange(
-                    path,
-                    function,
-                    None,
-                    frozenset(),
-                    frozenset(),
-                    context,
-                    rule,
-                    _emit,
-                    after_file=parsed,
-                )
+                change = _alone(path, function, parsed, context, rule)
                 findings.extend(_guarded(rule, lambda c=change, r=rule: r.check(c)))
     return sorted(findings)
+
+
+def _alone(
+    path: str, function: Function, parsed: ParsedFile | None, context: ReviewContext, rule: Rule
+) -> FunctionChange:
+    """A function judged on its own, with no earlier version to compare."""
+    return FunctionChange(
+        path, function, None, frozenset(), frozenset(), context, rule, _emit, after_file=parsed
+    )
 
 
 def _by_name(functions: list[Function]) -> dict[str, list[Function]]:
