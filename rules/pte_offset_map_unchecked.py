@@ -47,7 +47,10 @@ taken for one.  Helpers in other files are trusted to check.
 
 ## References
 - 0d940a9b270b ("mm/pgtable: allow pte_offset_map[_lock]() to fail"),
-  Hugh Dickins, v6.5
+  Hugh Dickins, v6.5, posted as
+  https://lore.kernel.org/r/8218ffdc-8be-54e5-0a8-83f5542af283@google.com
+  in the series "mm: allow pte_offset_map[_lock]() to fail",
+  https://lore.kernel.org/linux-mm/c1c9a74a-bc5b-15ea-e5d2-8ec34bc921d@google.com/
 - 04dee9e85cf5 ("mm/various: give up if pte_offset_map[_lock]() fails")
 - 71c186efc1b2 ("userfaultfd: fix checks for huge PMDs"), which NULL-checks
   pte_offset_map_lock() in mfill_atomic_install_pte()'s callers' paths
