@@ -393,6 +393,10 @@ def _compares_counters(condition: Node, counters: dict[str, Node]) -> bool:
 
 
 def _counts(names: list[str], counters: dict[str, Node]) -> bool:
+    # A count of holes against another count; a counter against a constant
+    # (`latency < XA_CHECK_SCHED`) is a rescheduling point, not a re-count.
+    if any(name.isupper() for name in names):
+        return False
     return any(name in counters for name in names)
 
 
