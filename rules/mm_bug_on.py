@@ -11,9 +11,14 @@ Flags a `BUG_ON()`, `VM_BUG_ON()`, `VM_BUG_ON_PAGE()`, `VM_BUG_ON_FOLIO()`,
   in the function (`pmd_lock()`, `pte_offset_map_lock()`, `spin_lock()`,
   `pmd_trans_huge_lock()`, ...) and none asserted held;
 - WARNING when it asserts a reference or map count (`folio_ref_count()`,
-  `page_count()`, `folio_mapcount()`, ...) that was not frozen first;
-- CHECK for any other new crash assertion: it may be right, and it needs
-  the thought of whether the kernel has to die there.
+  `page_count()`, `folio_mapcount()`, ...) that was not frozen first, against
+  a value other than zero (a count of zero cannot be raised by a speculative
+  `folio_try_get()`, and "we hold a reference" keeps it non-zero).
+- WARNING when it replaces a `WARN_ON*()`/`VM_WARN_ON*()` of the same
+  condition: a warning with a way out became a crash.
+Other new crash assertions are left to checkpatch, whose AVOID_BUG already
+warns on every `BUG()` and `*BUG_ON*()` a patch adds: saying it twice is
+noise.
 
 Only what the patch adds is reported (an assertion only moved, re-indented
 or renamed is not new), so `mmreview scan` reports nothing for this rule.
@@ -163,6 +168,7 @@ class MmBugOn(FunctionRule):
         if not fresh:
             return
         entries = _entry_locals(body)
+        warnings_removed = _removed_warning_conditions(change)
         for assertion in fresh:
             name = syntax.call_name(assertion) or ""
             condition = _condition(assertion)
@@ -186,6 +192,7 @@ class MmBugOn(FunctionRule):
                 )
                 continue
             counts = _counts(condition) if condition is not None else []
+            counts = [c for c in counts if _compared_to_nonzero(c)]
             if counts and not _frozen_before(body, call):
                 yield change.finding(
                     call,
@@ -196,15 +203,14 @@ class MmBugOn(FunctionRule):
                     key=f"racy-count:{syntax.node_key(call)}",
                 )
                 continue
-            yield change.finding(
-                call,
-                f"new {name}() crashes the machine when the invariant breaks; mm prefers "
-                f"{instead} plus a way out (an error return, a fallback), unless going on "
-                "would corrupt memory",
-                Confidence.HIGH,
-                key=f"new:{syntax.node_key(call)}",
-                severity=Severity.CHECK,
-            )
+            if condition is not None and syntax.node_key(condition) in warnings_removed:
+                yield change.finding(
+                    call,
+                    f"patch turns a warning into {name}(): the condition was judged worth a "
+                    f"warning and a way out; keep {instead} and the recovery",
+                    Confidence.HIGH,
+                    key=f"warn-to-bug:{syntax.node_key(call)}",
+                )
 
 
 def _new_assertions(change: FunctionChange, body: Node) -> list[Node]:
@@ -366,6 +372,49 @@ def _counts(condition: Node) -> list[Node]:
         if syntax.call_name(call) in COUNTS
         or (syntax.call_name(call) in COUNTER_READS and COUNTER_FIELD_RE.search(syntax.text(call)))
     ]
+
+
+WARNINGS = frozenset(
+    {
+        "WARN_ON",
+        "WARN_ON_ONCE",
+        "VM_WARN_ON",
+        "VM_WARN_ON_ONCE",
+        "VM_WARN_ON_FOLIO",
+        "VM_WARN_ON_ONCE_FOLIO",
+        "VM_WARN_ON_ONCE_PAGE",
+        "VM_WARN_ON_VMA",
+        "VM_WARN_ON_ONCE_MM",
+    }
+)
+
+
+def _removed_warning_conditions(change: FunctionChange) -> set[str]:
+    """Conditions of the warnings the patch took out of the function."""
+    if change.before is None or change.before.body is None:
+        return set()
+    return {
+        syntax.node_key(arguments[0])
+        for warning in syntax.calls(change.before.body, WARNINGS)
+        if change.is_removed(warning) and (arguments := syntax.arguments(warning))
+    }
+
+
+def _compared_to_nonzero(count: Node) -> bool:
+    """`folio_ref_count(f) != 2` or `< 0`, not `folio_ref_count(f)`,
+    `!page_count(p)` or `== 0`."""
+    parent = syntax.unparenthesized_parent(count)
+    if parent is None or parent.type != "binary_expression":
+        return False
+    if syntax.text(parent.child_by_field_name("operator")) not in COMPARISON_OPERATORS:
+        return False
+    left, right = parent.child_by_field_name("left"), parent.child_by_field_name("right")
+    other = right if left is not None and left.start_byte == count.start_byte else left
+    operator = syntax.text(parent.child_by_field_name("operator"))
+    return operator not in ("==", "!=") or syntax.text(other).strip() not in ("0", "0UL", "0L")
+
+
+COMPARISON_OPERATORS = frozenset({"==", "!=", "<", ">", "<=", ">="})
 
 
 def _frozen_before(body: Node, node: Node) -> bool:
