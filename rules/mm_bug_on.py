@@ -203,7 +203,7 @@ class MmBugOn(FunctionRule):
                     key=f"racy-count:{syntax.node_key(call)}",
                 )
                 continue
-            if condition is not None and syntax.node_key(condition) in warnings_removed:
+            if condition is not None and _spelled(condition) in warnings_removed:
                 yield change.finding(
                     call,
                     f"patch turns a warning into {name}(): the condition was judged worth a "
@@ -393,11 +393,17 @@ def _removed_warning_conditions(change: FunctionChange) -> set[str]:
     """Conditions of the warnings the patch took out of the function."""
     if change.before is None or change.before.body is None:
         return set()
+    # The very same condition: with names abstracted, `PageLRU(head)` and
+    # `PageLRU(tail)` would look alike.
     return {
-        syntax.node_key(arguments[0])
+        _spelled(arguments[0])
         for warning in syntax.calls(change.before.body, WARNINGS)
         if change.is_removed(warning) and (arguments := syntax.arguments(warning))
     }
+
+
+def _spelled(node: Node) -> str:
+    return " ".join(syntax.text(node).split())
 
 
 def _compared_to_nonzero(count: Node) -> bool:
