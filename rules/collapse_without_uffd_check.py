@@ -13,7 +13,14 @@ In `mm/khugepaged.c`, flags:
   was made before the lock was taken, with no mmap_lock held in between.
 
 A check moved into a same-file helper, or made by a same-file helper the
-function calls, counts as made (one level deep).
+function calls, counts as made (one level deep).  A removal is only
+reported when the check, or the call to a helper making it, is on a line
+the patch removes from the function itself; the rule then looks harder
+before accusing: a check replaced by a wider one still counts
+(`pte_swp_uffd_wp_any()` for `pte_swp_uffd_wp()`, `userfaultfd_armed()`
+for any one mode), helpers count as the patch found them or as it leaves
+them (a helper the patch changes is judged on its own), and calls the
+patch adds are followed a few same-file levels deep.
 
 ## Why is this bad?
 A VMA registered for userfaultfd write-protect keeps its protection in the
@@ -86,6 +93,24 @@ UFFD_CHECKS = frozenset(
 # A removed missing-mode check is PAGECACHE_HOLES_NOT_REVALIDATED's to report:
 # in khugepaged it guards hole filling in collapse_file(), not a page table.
 REPORTED_ELSEWHERE = frozenset({"userfaultfd_missing"})
+# A check replaced by one at least as wide keeps the range skipped: these
+# checks all guard "leave this VMA/PTE alone", so testing more can only
+# skip more.  Never the other way round: pte_swp_uffd_wp() instead of
+# pte_swp_uffd_wp_any() misses the PTE markers, userfaultfd_minor() instead
+# of userfaultfd_wp() asks about another mode.  pte_swp_uffd_wp_any() reads
+# false with CONFIG_PTE_MARKER_UFFD_WP=n, where only anon uffd-wp exists and
+# the swapped-in PTE keeps its bit for the isolation re-check
+# (<YbrSeADehDoToV6L@xz-m1.local>); the scan itself switched to it when
+# anon VMAs got markers with UFFD_FEATURE_WP_UNPOPULATED (<ZB2/8jPhD3fpx5U8@x1n>).
+WIDER = {
+    "pte_swp_uffd_wp": frozenset({"pte_swp_uffd_wp_any"}),
+    "userfaultfd_wp": frozenset({"userfaultfd_armed"}),
+    "userfaultfd_minor": frozenset({"userfaultfd_armed"}),
+    "userfaultfd_missing": frozenset({"userfaultfd_armed"}),
+}
+# How far the calls a patch adds are followed to find a check still made:
+# a check moved two new helpers down is still made on that path.
+ADDED_CALL_DEPTH = 3
 COLLAPSE_CALLS = frozenset({"pmdp_collapse_flush", "pte_free_defer"})
 DETACH_CALLS = frozenset({"pmdp_collapse_flush"})
 LOCK_CALLS = frozenset({"pmd_lock", "spin_lock", "spin_lock_nested", "pte_offset_map_lock"})
@@ -134,21 +159,25 @@ class CollapseWithoutUffdCheck(FunctionRule):
     ) -> Iterator[Finding]:
         if change.before is None or change.before.body is None:
             return
+        # Only what this function's own '-' lines held: a check, or a call
+        # to a helper making one.  Helpers never create a removal.
         checks_before = _check_sites(change.before.body, change.before_file, change.before.name)
         removed = [site for site in checks_before if change.is_removed(site)]
         if not removed:
             return
         before_counts = sum(checks_before.values(), Counter())
-        after_counts = sum(checks_after.values(), Counter())
+        after_counts = _made_after(change)
         for site in removed:
             for name in sorted(checks_before[site]):
-                # Moved, reshaped or pulled into a helper: not dropped.
-                if name in REPORTED_ELSEWHERE or after_counts[name] >= before_counts[name]:
+                # Moved, reshaped, widened or pulled into a helper: not dropped.
+                if name in REPORTED_ELSEWHERE or _making(after_counts, name) >= _making(
+                    before_counts, name
+                ):
                     continue
                 # An early check dropped while the one under the lock stays.
                 if _every_collapse_rechecks(change.after.body, checks_after, name):
                     continue
-                what = "the only" if after_counts[name] == 0 else "a"
+                what = "the only" if _making(after_counts, name) == 0 else "a"
                 via = "" if syntax.call_name(site) == name else f" (via {syntax.call_name(site)}())"
                 yield change.finding(
                     change.anchor_for(site),
@@ -212,6 +241,58 @@ def _check_sites(body: Node, file: ParsedFile | None, name: str) -> dict[Node, C
     return dict(sorted(sites.items(), key=lambda item: item[0].start_byte))
 
 
+def _making(counts: Counter[str], name: str) -> int:
+    """How many of the checks counted test at least what `name` tests."""
+    return sum(counts[wider] for wider in WIDER.get(name, frozenset()) | {name})
+
+
+def _made_after(change: FunctionChange) -> Counter[str]:
+    """The checks the post-image still makes, read generously: each helper
+    as the patch found it or as it leaves it, whichever checks more (a
+    helper the patch changes is judged on its own), and a call the patch
+    adds followed ADDED_CALL_DEPTH same-file levels deep."""
+    body = change.after.body
+    assert body is not None
+    made = Counter(syntax.call_name(c) or "" for c in syntax.calls(body, UFFD_CHECKS))
+    for call in syntax.calls(body):
+        name = syntax.call_name(call) or ""
+        if name in UFFD_CHECKS or name == change.after.name:
+            continue
+        depth = ADDED_CALL_DEPTH if change.is_added(call) else 1
+        through: Counter[str] = Counter()
+        for file in (change.before_file, change.after_file):
+            through |= _helper_checks(file, name, depth)
+        made += through
+    return made
+
+
+_reached: dict[tuple[str, str, int], Counter[str]] = {}
+
+
+def _helper_checks(file: ParsedFile | None, name: str, depth: int) -> Counter[str]:
+    """The checks same-file function `name` makes itself and, `depth` - 1
+    levels further, through the same-file functions it calls."""
+    if file is None or depth <= 0:
+        return Counter()
+    key = (file.image.blob_id, name, depth)
+    if key not in _reached:
+        if len(_reached) > 4096:
+            _reached.clear()
+        made: Counter[str] = Counter()
+        # #ifdef'd alternatives of one helper: whichever checks more.
+        for helper in file.functions_named(name):
+            if helper.body is None:
+                continue
+            own = Counter(syntax.call_name(c) or "" for c in syntax.calls(helper.body, UFFD_CHECKS))
+            for call in syntax.calls(helper.body):
+                callee = syntax.call_name(call) or ""
+                if callee not in UFFD_CHECKS and callee != name:
+                    own += _helper_checks(file, callee, depth - 1)
+            made |= own
+        _reached[key] = made
+    return _reached[key]
+
+
 def _callers_check(file: ParsedFile | None, name: str) -> bool:
     """Is `name` a same-file helper whose every caller checks userfaultfd
     state before calling it?"""
@@ -257,7 +338,7 @@ def _every_collapse_rechecks(
     lock (and is there such a collapse)?"""
     if body is None:
         return False
-    sites = [site for site, names in checks.items() if names[name]]
+    sites = [site for site, names in checks.items() if _making(names, name)]
     guarded = [
         (lock, collapse)
         for collapse in syntax.calls(body, COLLAPSE_CALLS)
