@@ -18,7 +18,13 @@ fills a hole that userspace may be watching:
   out from under the lock it needs.
 
 A check moved into a same-file helper counts as made.  The rule looks at
-what a patch removes, so it never reports code as it already is.
+what a patch removes, so it never reports code as it already is, and a
+removed missing-mode check must be on a line the patch removes from the
+function itself (the test, or the call to a helper making it).  Before
+accusing, it reads the post-image generously: helpers as the patch found
+them or as it leaves them (a helper the patch changes is judged on its
+own), and calls the patch adds followed a few same-file levels deep
+(`do_anonymous_page()` reached through a new `do_pte_missing()`).
 
 ## Why is this bad?
 Between the scan of the page cache and the moment the huge folio replaces
@@ -78,7 +84,7 @@ so this is the check that must stay, for every VMA mapping the range.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from tree_sitter import Node
@@ -103,6 +109,9 @@ I_MMAP_LOCKS = (
     frozenset({"i_mmap_unlock_read", "i_mmap_unlock_write"}),
 )
 LOOPS = ("for_statement", "while_statement", "do_statement")
+# How far a call the patch adds is followed for a missing-mode check still
+# made: handle_pte_fault() -> do_pte_missing() -> do_anonymous_page() is two.
+ADDED_CALL_DEPTH = 3
 COMPARISONS = frozenset({"!=", "==", "<", ">", "<=", ">="})
 
 MESSAGES = {
@@ -168,7 +177,7 @@ class PagecacheHolesNotRevalidated(FunctionRule):
         old = _guards(before, change.before_file)
         if not old.sites:
             return
-        new = _guards(after, change.after_file)
+        new = _guards(after, change.after_file, change.before_file, change.is_added)
         for kind, (severity, message) in MESSAGES.items():
             lost = old.count(kind) - new.count(kind)
             if lost <= 0:
@@ -234,6 +243,22 @@ class _File:
         self.helpers = {f.name: f for f in file.functions if f.body is not None} if file else {}
         self.xa_locks = self._with_helpers(XA_LOCKS)
         self.i_mmap_locks = self._with_helpers(I_MMAP_LOCKS)
+        self._reached: dict[tuple[str, int], int] = {}
+
+    def missing_checks(self, name: str, depth: int) -> int:
+        """The missing-mode checks helper `name` makes itself and, `depth` - 1
+        levels further, through the same-file helpers it calls."""
+        helper = self.helpers.get(name)
+        if helper is None or helper.body is None or depth <= 0:
+            return 0
+        if (name, depth) not in self._reached:
+            made = len(syntax.calls(helper.body, MISSING_OR_WIDER))
+            for call in syntax.calls(helper.body):
+                callee = syntax.call_name(call) or ""
+                if callee != name:
+                    made += self.missing_checks(callee, depth - 1)
+            self._reached[(name, depth)] = made
+        return self._reached[(name, depth)]
 
     def _with_helpers(self, pair: tuple[frozenset[str], ...]) -> tuple[frozenset[str], ...]:
         acquire, release = set(pair[0]), set(pair[1])
@@ -262,23 +287,49 @@ def _file(parsed: ParsedFile | None) -> _File:
     return _files[key]
 
 
-def _guards(function: Function, parsed: ParsedFile | None) -> Guards:
+def _guards(
+    function: Function,
+    parsed: ParsedFile | None,
+    before: ParsedFile | None = None,
+    added: Callable[[Node], bool] | None = None,
+) -> Guards:
+    """The re-validations `function` makes, itself or through the same-file
+    helpers it calls (one level).  For a post-image (`added` given), each
+    helper also as the patch found it in `before`, whichever makes more (a
+    helper the patch changes is judged on its own), and the calls the patch
+    adds followed ADDED_CALL_DEPTH levels for a missing-mode check."""
     body = function.body
     assert body is not None
     file = _file(parsed)
     guards = _own_guards(body, function.image, file)
-    bodies = {name: f.body for name, f in file.helpers.items() if f.body is not None}
-    for call, helper_body in syntax.called_definitions(body, bodies, exclude=function.name):
+    readings = [file] if added is None else [file, _file(before)]
+    for call in syntax.calls(body):
+        name = syntax.call_name(call) or ""
+        if name == function.name or not any(name in r.helpers for r in readings):
+            continue
         # The helper runs under whatever lock its caller holds there.
         xa_held = _under_lock(body, call, file.xa_locks)
-        inner = _own_guards(helper_body, function.image, file, xa_held)
-        for kind in ("retry", "ranged-walk", "recount", "missing"):
-            guards.add(kind, call, inner.count(kind))
-        in_walk = _enclosing_range_walk(call)
-        if in_walk is not None and _under_lock(body, in_walk, file.i_mmap_locks):
-            guards.add("missing-locked", call, inner.count("missing"))
-        else:
-            guards.add("missing-locked", call, inner.count("missing-locked"))
+        walk = _enclosing_range_walk(call)
+        locked_walk = walk is not None and _under_lock(body, walk, file.i_mmap_locks)
+        made: dict[str, int] = {}
+        for reading in readings:
+            helper = reading.helpers.get(name)
+            if helper is None or helper.body is None:
+                continue
+            inner = _own_guards(helper.body, helper.image, reading, xa_held)
+            counts = {kind: inner.count(kind) for kind in ("retry", "ranged-walk", "recount")}
+            counts["missing"] = inner.count("missing")
+            if added is not None and added(call):
+                counts["missing"] = max(
+                    counts["missing"], reading.missing_checks(name, ADDED_CALL_DEPTH)
+                )
+            counts["missing-locked"] = (
+                counts["missing"] if locked_walk else inner.count("missing-locked")
+            )
+            for kind, count in counts.items():
+                made[kind] = max(made.get(kind, 0), count)
+        for kind, count in made.items():
+            guards.add(kind, call, count)
     return guards
 
 
