@@ -12,7 +12,6 @@ import functools
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,21 +133,28 @@ class KernelTree:
     def blobs(self, shas: list[str], env: dict[str, str] | None = None) -> dict[str, bytes]:
         wanted = [s for s in dict.fromkeys(shas) if s not in self._blob_cache]
         if wanted:
-            proc = self.git.execute(
-                ["git", "cat-file", "--batch"],
-                as_process=True,
-                istream=subprocess.PIPE,
-                env=env,
-            )
-            stdin, stdout = proc.proc.stdin, proc.proc.stdout
-            stdin.write(("\n".join(wanted) + "\n").encode())
-            stdin.close()
-            for _ in wanted:
-                header = stdout.readline().split()
-                if len(header) == 3:
-                    self._blob_cache[header[0].decode()] = stdout.read(int(header[2]))
-                    stdout.read(1)
-            proc.wait()
+            # The names go in from a file, not a pipe we write while git
+            # writes back: with thousands of blobs both pipes fill and
+            # both sides wait for ever.
+            with tempfile.TemporaryFile() as names:
+                names.write(("\n".join(wanted) + "\n").encode())
+                names.seek(0)
+                out = self.git.execute(
+                    ["git", "cat-file", "--batch"],
+                    istream=names,
+                    env=env,
+                    stdout_as_string=False,
+                    strip_newline_in_stdout=False,
+                )
+            position = 0
+            while position < len(out):
+                end = out.index(b"\n", position)
+                header = out[position:end].split()
+                position = end + 1
+                if len(header) == 3:  # "<sha> missing" has two
+                    size = int(header[2])
+                    self._blob_cache[header[0].decode()] = out[position : position + size]
+                    position += size + 1
         return {s: self._blob_cache[s] for s in shas if s in self._blob_cache}
 
     # -- images ------------------------------------------------------------

@@ -77,3 +77,20 @@ def test_base_choice(minitree: Tree) -> None:
 def test_not_a_repository(tmp_path) -> None:
     with pytest.raises(InputError, match="not a git repository"):
         KernelTree(str(tmp_path))
+
+
+def test_thousands_of_blobs_in_one_read(minitree: Tree, tmp_path) -> None:
+    # A series touching thousands of files (a tree-wide rename) must not
+    # dead-lock the batch read: both pipes to git would fill.
+    names = []
+    for number in range(3000):
+        path = tmp_path / f"f{number}"
+        path.write_text(f"int demo_{number};\n" * 1000)
+        names.append(str(path))
+    shas = minitree.git(
+        "hash-object", "-w", "--stdin-paths", input="\n".join(names).encode()
+    ).split()
+    kernel = KernelTree(str(minitree.path))
+    contents = kernel.blobs(shas)
+    assert len(contents) == 3000
+    assert contents[shas[1234]] == b"int demo_1234;\n" * 1000
