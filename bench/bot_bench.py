@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import MINITREE, Tree  # noqa: E402
+from tests.conftest import Tree, build_minitree  # noqa: E402
 
 LIST = "linux-mm@kvack.org"
 SWAP = ("\tif (pmd_none(_pmd))\n\t\tgoto out;", "\tif (!pmd_present(_pmd))\n\t\tgoto out;")
@@ -74,12 +74,8 @@ def sizes(series: int, patches: int, rng: random.Random) -> list[int]:
 
 def make_traffic(root: Path, args: argparse.Namespace) -> tuple[Tree, list[bytes], dict]:
     rng = random.Random(args.seed)
-    path = root / "linux"
-    shutil.copytree(MINITREE, path)
-    tree = Tree(path)
-    tree.git("init", "-q")
-    tree.git("add", ".")
-    tree.git("commit", "-q", "-m", "base")
+    tree = build_minitree(root)
+    path = tree.path
     messages: list[bytes] = []
     patch_ids: list[tuple[str, str]] = []
     counts = sizes(args.series, args.patches, rng)

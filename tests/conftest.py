@@ -81,15 +81,20 @@ class Tree:
         return git(self.path, "format-patch", "--stdout", *args).encode()
 
 
-@pytest.fixture
-def minitree(tmp_path: Path) -> Tree:
-    path = tmp_path / "linux"
+def build_minitree(root: Path) -> Tree:
+    """tests/minitree as a git repository at root/linux, one commit "base"."""
+    path = root / "linux"
     shutil.copytree(MINITREE, path)
     tree = Tree(path)
     tree.git("init", "-q")
     tree.git("add", ".")
     tree.git("commit", "-q", "-m", "base")
     return tree
+
+
+@pytest.fixture
+def minitree(tmp_path: Path) -> Tree:
+    return build_minitree(tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.conftest import MINITREE, ROOT, Tree, require_program
+from tests.conftest import ROOT, Tree, build_minitree, require_program
 
 LIST = "linux-mm@kvack.org"
 PW_TOKEN = "s3cret-patchwork-token"
@@ -137,17 +137,6 @@ class Series:
 
 def _msgid(message: bytes) -> str:
     return str(email.message_from_bytes(message)["Message-ID"]).strip()
-
-
-def kernel_tree(root: Path) -> Tree:
-    """The minitree as a git repository, branch master = the base."""
-    path = root / "linux"
-    shutil.copytree(MINITREE, path)
-    tree = Tree(path)
-    tree.git("init", "-q")
-    tree.git("add", ".")
-    tree.git("commit", "-q", "-m", "base")
-    return tree
 
 
 def make_series(
@@ -543,7 +532,7 @@ def archive_template(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _build_template(root: Path) -> tuple[Path, Inbox, list[Series]]:
-    tree = kernel_tree(root)
+    tree = build_minitree(root)
     series = standard_series(tree)
     inbox = Inbox(root)
     swap = series[0]
