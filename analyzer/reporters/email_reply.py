@@ -237,21 +237,28 @@ def _quote_message(patch: Patch, findings: list[Finding]) -> list[str]:
     """The commit message lines with findings (line 1 is the subject, the
     body starts on line 3, as `git log --format=%B` numbers them)."""
     lines = [patch.title, "", *patch.commit_message.split("\n")]
-    by_line: dict[int, list[Finding]] = {}
+    comments: dict[int, list[list[str]]] = {}
     for finding in findings:
-        by_line.setdefault(min(max(finding.line, 1), len(lines)), []).append(finding)
+        index = min(max(finding.line, 1), len(lines)) - 1
+        comments.setdefault(index, []).append(_comment(finding))
+    return _trimmed_quote([f"> {text}".rstrip() for text in lines], comments)
+
+
+def _trimmed_quote(quoted: list[str], comments: dict[int, list[list[str]]]) -> list[str]:
+    """Quoted lines with each comment under its (0-based) line, at most
+    CONTEXT lines of quote above it and `> [...]` for what is cut."""
     out: list[str] = []
-    last = 0
-    for line in sorted(by_line):
-        start = max(last + 1, line - CONTEXT)
+    last = -1
+    for index in sorted(comments):
+        start = max(last + 1, index - CONTEXT)
         if start - (last + 1) >= 3:
             out.append("> [...]")
         else:
             start = last + 1
-        out += [f"> {text}".rstrip() for text in lines[start - 1 : line]]
-        for finding in by_line[line]:
-            out += ["", *_comment(finding), ""]
-        last = max(line, last)
+        out += quoted[start : index + 1]
+        for comment in comments[index]:
+            out += ["", *comment, ""]
+        last = max(index, last)
     while out and out[-1] == "":
         out.pop()
     return out
@@ -296,21 +303,12 @@ def _quote_hunk(hunk: Hunk, comments: list[tuple[int, Finding]]) -> list[str]:
     header += f"{hunk.target_length} @@"
     if hunk.section_header:
         header += f" {hunk.section_header}"
-    out = [f"> {header}"]
-    last = -1
-    for row in sorted(by_row):
-        start = max(last + 1, row - CONTEXT)
-        if start - (last + 1) >= 3:
-            out.append("> [...]")
-        else:
-            start = last + 1
-        out += [f"> {kind}{text}" for kind, text, _ in rows[start : row + 1]]
-        for finding in by_row[row]:
-            out += ["", *_comment(finding, outside_hunk=finding in outside), ""]
-        last = row
-    while out and out[-1] == "":
-        out.pop()
-    return out
+    comments = {
+        row: [_comment(finding, outside_hunk=finding in outside) for finding in found]
+        for row, found in by_row.items()
+    }
+    quoted = [f"> {kind}{text}" for kind, text, _ in rows]
+    return [f"> {header}", *_trimmed_quote(quoted, comments)]
 
 
 def _comment(finding: Finding, outside_hunk: bool = False) -> list[str]:
