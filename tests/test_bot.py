@@ -139,6 +139,14 @@ def _msgid(message: bytes) -> str:
     return str(email.message_from_bytes(message)["Message-ID"]).strip()
 
 
+# A rename, then the PMD swap, then the dropped uffd-wp re-check: 2 and 3 flagged.
+SWAP_SERIES = [
+    ("mm/fault.c", "\tint present = 0;", "\tint nr_present = 0;", "mm/demo: start renaming the counter"),
+    ("mm/fault.c", *SWAP, "mm/demo: treat a non-present PMD as empty"),
+    ("mm/khugepaged.c", *UFFD, "mm/demo: drop the uffd-wp re-check"),
+]
+
+
 def make_series(
     tree: Tree,
     name: str,
@@ -186,16 +194,7 @@ def standard_series(tree: Tree) -> list[Series]:
         make_series(
             tree,
             "demo-swap",
-            [
-                (
-                    "mm/fault.c",
-                    "\tint present = 0;",
-                    "\tint nr_present = 0;",
-                    "mm/demo: start renaming the counter",
-                ),
-                ("mm/fault.c", *SWAP, "mm/demo: treat a non-present PMD as empty"),
-                ("mm/khugepaged.c", *UFFD, "mm/demo: drop the uffd-wp re-check"),
-            ],
+            SWAP_SERIES,
             "--cover-letter",
             "-v2",
             flagged=[2, 3],
@@ -641,16 +640,7 @@ def test_a_new_version_is_a_new_series_linked_to_the_old(world) -> None:
     v3 = make_series(
         bot.tree,
         "demo-swap-v3",
-        [
-            (
-                "mm/fault.c",
-                "\tint present = 0;",
-                "\tint nr_present = 0;",
-                "mm/demo: start renaming the counter",
-            ),
-            ("mm/fault.c", *SWAP, "mm/demo: treat a non-present PMD as empty"),
-            ("mm/khugepaged.c", *UFFD, "mm/demo: drop the uffd-wp re-check"),
-        ],
+        SWAP_SERIES,
         "--cover-letter",
         "-v3",
         f"--in-reply-to={swap.msgids[0]}",
