@@ -283,7 +283,7 @@ def corpus_eval(
     ] = None,
 ) -> None:
     """Apply every mutation recipe, review the patches, score each rule."""
-    from analyzer.evaluation import run
+    from corpus.evaluation import run
 
     raise typer.Exit(run(tree, recipes, select, output_format, sys.stdout, patches))
 

@@ -7,7 +7,7 @@ next to checkpatch.pl on the same patches.
 Patches are real `git format-patch` output: one per mutation recipe of
 corpus/mutations (single-file, single-patch), plus multi-file patches and
 multi-patch series made by committing several recipes on top of each other
-in a scratch object directory (see analyzer/mutations.py; the tree is never
+in a scratch object directory (see corpus/recipes.py; the tree is never
 written).  Prints a markdown table; not a test, not run by pytest.
 """
 
@@ -29,12 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analyzer.engine import review  # noqa: E402
-from analyzer.evaluation import _read_files, commit_message  # noqa: E402
 from analyzer.images import Image  # noqa: E402
-from analyzer.mutations import MutationError, Recipe, Scratch, apply, load_recipes  # noqa: E402
 from analyzer.patches import read_series  # noqa: E402
 from analyzer.registry import all_rules  # noqa: E402
 from analyzer.tree import KernelTree  # noqa: E402
+from corpus.evaluation import _read_files, commit_message  # noqa: E402
+from corpus.recipes import MutationError, Recipe, Scratch, apply, load_recipes  # noqa: E402
 
 GNU_TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
 COLD = "mmreview check, cold process"

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from analyzer.images import Image
-from analyzer.mutations import (
+from analyzer.registry import all_rules
+from corpus.recipes import (
     MutationError,
     RecipeError,
     Scratch,
     apply,
     load_recipes,
 )
-from analyzer.registry import all_rules
 from tests.conftest import ROOT, Tree, mmreview
 
 RECIPES = ROOT / "corpus" / "mutations"

@@ -18,7 +18,11 @@ from typing import TextIO
 
 from analyzer.engine import review
 from analyzer.images import Image
-from analyzer.mutations import (
+from analyzer.patches import InputError, read_series
+from analyzer.registry import select_rules
+from analyzer.rule import Finding, Rule
+from analyzer.tree import KernelTree
+from corpus.recipes import (
     IDENTITY,
     MutationError,
     Recipe,
@@ -27,13 +31,9 @@ from analyzer.mutations import (
     apply,
     load_recipes,
 )
-from analyzer.patches import InputError, read_series
-from analyzer.registry import select_rules
-from analyzer.rule import Finding, Rule
-from analyzer.tree import KernelTree
 
 # Beside the package in a source checkout (pip install -e).
-DEFAULT_RECIPES = Path(__file__).resolve().parent.parent / "corpus" / "mutations"
+DEFAULT_RECIPES = Path(__file__).resolve().parent / "mutations"
 
 CAUGHT, MISSED, CLEAN, FLAGGED, ERROR = "caught", "missed", "clean", "flagged", "error"
 
