@@ -134,7 +134,9 @@ def review_file(
     """Findings the patch introduces in one file (all of them with show_all)."""
     if file.post is None:
         return [], None
-    function_rules = [r for r in rules if isinstance(r, FunctionRule) and r.applies_to(file.path)]
+    function_rules = [
+        r for r in rules if isinstance(r, FunctionRule) and r.applies_to(file.path, file.post.text)
+    ]
     post = parse(file.post)
     if not function_rules:
         return [], post
@@ -230,7 +232,7 @@ def scan_functions(
     findings: list[Finding] = []
     for function in parsed.functions:
         for rule in rules:
-            if isinstance(rule, FunctionRule) and rule.applies_to(path):
+            if isinstance(rule, FunctionRule) and rule.applies_to(path, parsed.image.text):
                 change = _alone(path, function, parsed, context, rule)
                 findings.extend(_guarded(rule, lambda c=change, r=rule: r.check(c)))
     return sorted(findings)

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import functools
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from tree_sitter import Node
 
+    from analyzer.flow import FunctionFlow
     from analyzer.parsing import Function, ParsedFile
     from analyzer.patches import Patch
 
@@ -172,6 +176,22 @@ class FunctionChange:
     def is_new_function(self) -> bool:
         return self.before is None
 
+    @cached_property
+    def flow(self) -> FunctionFlow:
+        """The flow questions about the function as the patch leaves it."""
+        from analyzer.flow import flow_of
+
+        return flow_of(self.after, self.after_file, self.context, self.path)
+
+    @cached_property
+    def before_flow(self) -> FunctionFlow | None:
+        """The same about the function as it was (None for a new one)."""
+        from analyzer.flow import flow_of
+
+        if self.before is None or self.before.body is None:
+            return None
+        return flow_of(self.before, self.before_file, self.context, self.path)
+
     def finding(
         self,
         node: Node,
@@ -208,10 +228,21 @@ class Rule:
     summary: ClassVar[str]
     # fnmatch patterns of the kernel paths the lesson is about.
     paths: ClassVar[tuple[str, ...]] = ("mm/*", "fs/userfaultfd.c", "include/linux/*")
+    # A lesson about an API applies wherever the API is used: page tables are
+    # walked in fs/proc, fs/dax.c, kernel/events and arch/*/mm as well as in
+    # mm/.  A regex on the file's text; None keeps the rule to `paths`.
+    api: ClassVar[str | None] = None
     doc: ClassVar[str] = ""
 
-    def applies_to(self, path: str) -> bool:
-        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.paths)
+    def applies_to(self, path: str, text: bytes = b"") -> bool:
+        if any(fnmatch.fnmatchcase(path, pattern) for pattern in self.paths):
+            return True
+        return self.api is not None and _api_pattern(self.api).search(text) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _api_pattern(api: str) -> re.Pattern[bytes]:
+    return re.compile(api.encode())
 
 
 class FunctionRule(Rule):

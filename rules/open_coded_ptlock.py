@@ -78,7 +78,7 @@ class OpenCodedPtlock(FunctionRule):
                 f"ptlock_ptr({argument}) open-codes the page-table lock lookup, which depends "
                 f"on the split-lock and HIGHPTE configuration; use {_helper_for(arguments)}",
             )
-        for field in _descriptor_locks(change.after.node, body):
+        for field in _descriptor_locks(change, body):
             yield change.finding(
                 field,
                 f"'{syntax.text(field)}' takes the split page-table lock straight from the "
@@ -100,7 +100,7 @@ def _helper_for(arguments: list[Node]) -> str:
     return "pte_lockptr(), ptep_lockptr() or pmd_lockptr()"
 
 
-def _descriptor_locks(function: Node, body: Node) -> Iterator[Node]:
+def _descriptor_locks(change: FunctionChange, body: Node) -> Iterator[Node]:
     """`x->ptl` where x is a page-table descriptor (a `struct ptdesc *`
     variable, or one of the *_ptdesc() lookups)."""
     for node in syntax.walk(body):
@@ -114,7 +114,7 @@ def _descriptor_locks(function: Node, body: Node) -> Iterator[Node]:
         if owner.type == "call_expression":
             is_descriptor = syntax.call_name(owner) in DESCRIPTOR_CALLS
         else:
-            is_descriptor = syntax.expression_type(function, owner) == "struct ptdesc *"
+            is_descriptor = change.flow.type_of(owner) == "struct ptdesc *"
         if is_descriptor:
             yield node
 

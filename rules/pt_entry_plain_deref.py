@@ -56,11 +56,14 @@ from collections.abc import Iterator
 from tree_sitter import Node
 
 from analyzer import syntax
+from analyzer.flow import FunctionFlow
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 ENTRY_POINTERS = frozenset({"pte_t *", "pmd_t *", "pud_t *"})
 LOCKLESS_ACCESSORS = frozenset({"pmdp_get_lockless", "ptep_get_lockless", "READ_ONCE"})
 ACCESSORS = LOCKLESS_ACCESSORS | {"ptep_get", "pmdp_get", "pudp_get", "huge_ptep_get"}
+# c33c794828f2 ("mm: ptep_get() conversion"), v6.5.
+PTEP_GET_SINCE = (6, 5)
 
 
 class PtEntryPlainDeref(FunctionRule):
@@ -72,13 +75,15 @@ class PtEntryPlainDeref(FunctionRule):
         body = change.after.body
         if body is None:
             return
-        reads = _plain_reads(change.after.node, body)
+        reads = _plain_reads(change.flow, body)
         flagged: set[int] = set()
         if change.before is not None and change.before.body is not None:
             old_body = change.before.body
-            old_accessors = _accessor_reads(change.before.node, old_body, ACCESSORS)
-            lost = len(old_accessors) - len(_accessor_reads(change.after.node, body, ACCESSORS))
-            gained = len(reads) - len(_plain_reads(change.before.node, old_body))
+            before = change.before_flow
+            assert before is not None
+            old_accessors = _accessor_reads(before, old_body, ACCESSORS)
+            lost = len(old_accessors) - len(_accessor_reads(change.flow, body, ACCESSORS))
+            gained = len(reads) - len(_plain_reads(before, old_body))
             removed = [c for c in old_accessors if change.is_removed(c)]
             budget = min(lost, gained)
             for node, kind in reads:
@@ -110,8 +115,10 @@ class PtEntryPlainDeref(FunctionRule):
                     Confidence.HIGH,
                     severity=Severity.ERROR if lockless else None,
                 )
-        if change.path.startswith("include/"):
+        if change.path.startswith("include/") or "/include/" in change.path:
             return  # where the accessors themselves are implemented
+        if (change.flow.version or PTEP_GET_SINCE) < PTEP_GET_SINCE:
+            return  # generic code read PTEs plainly before the conversion
         for node, kind in reads:
             if kind != "pte_t *" or node.id in flagged:
                 continue
@@ -131,15 +138,15 @@ def _accessor_for(kind: str, lockless: bool) -> str:
     return f"{level}p_get_lockless()" if lockless else f"{level}p_get()"
 
 
-def _entry_pointer(function: Node, node: Node | None) -> str | None:
+def _entry_pointer(flow: FunctionFlow, node: Node | None) -> str | None:
     """The entry-pointer type of an identifier, if it is one."""
     if node is None or node.type != "identifier":
         return None
-    declared = syntax.declared_type(function, syntax.text(node))
+    declared = flow.type_of(node)
     return declared if declared in ENTRY_POINTERS else None
 
 
-def _plain_reads(function: Node, body: Node) -> list[tuple[Node, str]]:
+def _plain_reads(flow: FunctionFlow, body: Node) -> list[tuple[Node, str]]:
     """`*p` and `p[i]` reads (not stores) of entry pointers, in order."""
     reads = []
     for node in syntax.walk(body):
@@ -151,7 +158,7 @@ def _plain_reads(function: Node, body: Node) -> list[tuple[Node, str]]:
             target = node.child_by_field_name("argument")
         else:
             continue
-        kind = _entry_pointer(function, target)
+        kind = _entry_pointer(flow, target)
         if kind is None or _is_store(node) or _inside_accessor(node):
             continue
         reads.append((node, kind))
@@ -183,7 +190,7 @@ def _inside_accessor(node: Node) -> bool:
     return syntax.call_name(parent.parent) in ("READ_ONCE", "WRITE_ONCE")
 
 
-def _accessor_reads(function: Node, body: Node, names: frozenset[str]) -> list[Node]:
+def _accessor_reads(flow: FunctionFlow, body: Node, names: frozenset[str]) -> list[Node]:
     found = []
     for call in syntax.calls(body, names):
         args = syntax.arguments(call)
@@ -194,7 +201,7 @@ def _accessor_reads(function: Node, body: Node, names: frozenset[str]) -> list[N
             arg = args[0]
             if arg.type not in ("pointer_expression", "subscript_expression"):
                 continue
-            if _entry_pointer(function, arg.child_by_field_name("argument")) is None:
+            if _entry_pointer(flow, arg.child_by_field_name("argument")) is None:
                 continue
         found.append(call)
     return found

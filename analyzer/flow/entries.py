@@ -1,0 +1,284 @@
+"""What a page-table entry can be, along paths.
+
+The place `*pmd` stands for the entry `pmd` points to, and every read of it
+(`*pmd`, `pmdp_get(pmd)`, `pmdp_get_lockless(pmd)`, `READ_ONCE(*pmd)`, a
+local holding one) shares its value, until the pointer moves or the entry
+is written.  An entry nobody has tested may be anything; the predicates
+narrow it, on each edge of a branch:
+
+| kind        | a PMD that...                         | a PTE that...                    |
+|-------------|---------------------------------------|----------------------------------|
+| none        | maps nothing                          | maps nothing                     |
+| table       | points to a PTE table                 |                                  |
+| huge        | maps a THP                            |                                  |
+| devmap      | maps device memory (pmd_devmap)       |                                  |
+| present     |                                       | maps a page                      |
+| migration   | is a migration entry (is_swap_pmd)    | is a migration entry             |
+| swap        |                                       | is a swap entry                  |
+| device      | is a device-private entry             | is a device-private/exclusive one|
+| marker      |                                       | is a PTE marker (uffd-wp, poison)|
+| bad         | is corrupt (pmd_bad)                  |                                  |
+
+Reads race: the model takes a value read without the lock for the entry
+itself (what LOCKLESS_SNAPSHOT_NOT_REVALIDATED is about is left to it), and
+an entry changes only through the writes it knows (`set_pmd_at()`, splits,
+`pte_alloc()`, clears).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from tree_sitter import Node
+
+from analyzer import syntax
+from analyzer.flow import events as ev
+from analyzer.flow.values import (
+    FALSE,
+    NULL,
+    PTR,
+    TRUE,
+    Analysis,
+    Kinds,
+    Link,
+    State,
+    Tracker,
+    Value,
+    register_dimension,
+)
+
+NONE, TABLE, HUGE, DEVMAP, PRESENT = "none", "table", "huge", "devmap", "present"
+MIGRATION, SWAP, DEVICE, MARKER, BAD = "migration", "swap", "device", "marker", "bad"
+ENTRY = register_dimension(
+    {NONE, TABLE, HUGE, DEVMAP, PRESENT, MIGRATION, SWAP, DEVICE, MARKER, BAD}
+)
+PMD_PRESENT = frozenset({TABLE, HUGE, DEVMAP})
+NON_PRESENT = frozenset({NONE, MIGRATION, SWAP, DEVICE, MARKER})
+SWAP_LIKE = frozenset({MIGRATION, SWAP, DEVICE, MARKER})
+PMD_LEAF = frozenset({HUGE, DEVMAP})
+NOT_TABLE = ENTRY - {TABLE}
+
+
+def _test(true: Iterable[str], false: Iterable[str] | None = None) -> tuple[Kinds, Kinds]:
+    yes = frozenset(true)
+    return yes, frozenset(false) if false is not None else ENTRY - yes
+
+
+# Predicates on an entry *value* (argument 0).
+VALUE_TESTS: dict[str, tuple[Kinds, Kinds]] = {
+    "pmd_none": _test({NONE}),
+    "pud_none": _test({NONE}),
+    "pmd_present": _test(PMD_PRESENT | {PRESENT}),
+    "pmd_trans_huge": _test({HUGE}),
+    "pmd_is_huge": _test({HUGE}),
+    "pmd_leaf": _test(PMD_LEAF),
+    "pmd_devmap": _test({DEVMAP}),
+    "pmd_bad": _test({BAD}),
+    "is_swap_pmd": _test(SWAP_LIKE),
+    "is_pmd_migration_entry": _test({MIGRATION}),
+    "pmd_is_migration_entry": _test({MIGRATION}),
+    "is_pmd_device_private_entry": _test({DEVICE}),
+    "pte_none": _test({NONE}),
+    "pte_none_mostly": _test({NONE, MARKER}),
+    "huge_pte_none": _test({NONE}),
+    "huge_pte_none_mostly": _test({NONE, MARKER}),
+    "pte_present": _test({PRESENT} | PMD_PRESENT),
+    "is_swap_pte": _test({MIGRATION, SWAP, DEVICE, MARKER}),
+    "is_pte_marker": _test({MARKER}),
+    "pte_marker_entry_uffd_wp": _test({MARKER}, ENTRY),
+    "is_uffd_pte_marker": _test({MARKER}, ENTRY),
+    "pte_is_uffd_marker": _test({MARKER}, ENTRY),
+}
+# Predicates on the entry a pointer points to (argument 0).
+POINTER_TESTS: dict[str, tuple[Kinds, Kinds]] = {
+    "pmd_none_or_clear_bad": _test({NONE, BAD}),
+    "pmd_none_or_trans_huge_or_clear_bad": _test({NONE, BAD, HUGE, DEVMAP, MIGRATION}, {TABLE}),
+    "pmd_trans_unstable": _test({NONE, BAD, HUGE, DEVMAP, MIGRATION}, {TABLE}),
+    "pmd_devmap_trans_unstable": _test({NONE, BAD, HUGE, DEVMAP, MIGRATION}, {TABLE}),
+    "pud_none_or_clear_bad": _test({NONE, BAD}),
+}
+# Reads of the entry a pointer points to: which argument is the pointer.
+READS: dict[str, int] = {
+    "pmdp_get": 0,
+    "pmdp_get_lockless": 0,
+    "pmd_read_atomic": 0,
+    "ptep_get": 0,
+    "ptep_get_lockless": 0,
+    "pudp_get": 0,
+    "huge_ptep_get": -1,  # huge_ptep_get(ptep) before v6.11, (mm, addr, ptep) after
+}
+# Writes that leave the entry as these kinds: pointer argument, kinds.
+WRITES: dict[str, tuple[int, Kinds]] = {
+    "split_huge_pmd": (1, frozenset({NONE, TABLE})),
+    "__split_huge_pmd": (1, frozenset({NONE, TABLE})),
+    "split_huge_pmd_locked": (1, frozenset({NONE, TABLE})),
+    "pmd_clear": (0, frozenset({NONE})),
+    "pmdp_collapse_flush": (2, frozenset({NONE})),
+    "pmdp_huge_clear_flush": (2, frozenset({NONE})),
+    "pmdp_huge_get_and_clear": (2, frozenset({NONE})),
+    "pte_clear": (2, frozenset({NONE})),
+    "ptep_clear": (2, frozenset({NONE})),
+    "ptep_get_and_clear": (2, frozenset({NONE})),
+    "pmd_populate": (1, frozenset({TABLE})),
+    "pmd_install": (1, frozenset({TABLE, HUGE, DEVMAP, MIGRATION, BAD})),
+}
+# Writes of an entry of unknown kind: what it holds afterwards is anyone's guess.
+OVERWRITES: dict[str, int] = {"set_pmd_at": 2, "set_pte_at": 2, "set_ptes": 2, "set_huge_pte_at": 2}
+# Allocation of a missing table: returns non-zero on failure; on success the
+# entry is no longer none (a racing fault may have put a huge one there).
+ALLOCATIONS: dict[str, int] = {"pte_alloc": 1, "__pte_alloc": 1}
+# Maps of the PTE table under a PMD: the PMD argument, and whether the map
+# fails (returns NULL) when the PMD is not a table — it does since v6.5.
+MAPS: dict[str, int] = {
+    "pte_offset_map": 0,
+    "__pte_offset_map": 0,
+    "pte_offset_map_lock": 1,
+    "__pte_offset_map_lock": 1,
+    "pte_offset_map_nolock": 1,
+    "pte_offset_map_ro_nolock": 1,
+    "pte_offset_map_rw_nolock": 1,
+    "pte_alloc_map": 1,
+    "pte_alloc_map_lock": 1,
+}
+# Returns a lock (non-NULL) exactly for a huge, devmap or swap PMD.
+HUGE_LOCKS: dict[str, int] = {"pmd_trans_huge_lock": 0}
+
+
+class Entries(Tracker):
+    name = "entries"
+
+    def __init__(
+        self,
+        maps_fail: bool = True,
+        mapping_helpers: Callable[[str], bool] | None = None,
+        predicates: Callable[[str], tuple[Node, list[str]] | None] | None = None,
+    ) -> None:
+        self.maps_fail = maps_fail
+        # Functions of the tree that return what a map returned, NULL included
+        # (`get_locked_pte()`): their result is tracked like a map's.
+        self.mapping_helpers = mapping_helpers
+        self.predicates = predicates
+
+    def default(self, name: str) -> Kinds | None:
+        return ENTRY if name.startswith("*") else None
+
+    def killed_by_call(self, name: str) -> bool:
+        return True
+
+    def reads_only(self, call: str) -> bool:
+        # `pte_offset_map(&_pmd, addr)` maps the table a local copy points to.
+        return call in MAPS or call in READS or call in VALUE_TESTS or call in POINTER_TESTS
+
+    def tests(self, call: Node) -> Iterable[tuple[Node | str, Kinds, Kinds]]:
+        name = syntax.call_name(call) or ""
+        arguments = syntax.arguments(call)
+        if not arguments:
+            return
+        if name in VALUE_TESTS:
+            yield arguments[0], *VALUE_TESTS[name]
+        elif name in POINTER_TESTS:
+            entry = _entry_place(arguments[0])
+            if entry is not None:
+                yield entry, *POINTER_TESTS[name]
+
+    def call(
+        self, analysis: Analysis, state: State, call: ev.Call, results: dict[int, frozenset[Value]]
+    ) -> None:
+        name = call.name or ""
+        arguments = call.arguments
+        if name == "READ_ONCE" and arguments:
+            values = analysis.value_of(state, arguments[0], results)
+            if values:
+                results[call.node.id] = values
+            return
+        if name in READS and arguments:
+            pointer = arguments[READS[name]]
+            entry = _entry_place(pointer)
+            if entry is not None:
+                results[call.node.id] = analysis.held_values(state, entry, call.node)
+            return
+        if name in WRITES:
+            index, kinds = WRITES[name]
+            entry = _entry_place(arguments[index]) if len(arguments) > index else None
+            if entry is not None:
+                analysis.bind(state, entry, call.node.id, kinds)
+            return
+        if name in OVERWRITES:
+            index = OVERWRITES[name]
+            entry = _entry_place(arguments[index]) if len(arguments) > index else None
+            if entry is not None:
+                analysis.forget(state, entry, subplaces=False)
+            return
+        if name in ALLOCATIONS and len(arguments) > ALLOCATIONS[name]:
+            entry = _entry_place(arguments[ALLOCATIONS[name]])
+            if entry is None:
+                return
+            target = _single(analysis.held_values(state, entry, call.node))
+            links = [Link(frozenset({FALSE}), target, ENTRY - {NONE})] if target is not None else []
+            results[call.node.id] = frozenset(
+                {analysis.new_value(state, call.node, frozenset({TRUE, FALSE}), links)}
+            )
+            return
+        if name in MAPS and len(arguments) > MAPS[name]:
+            pointer = arguments[MAPS[name]]
+            entry = _entry_place(pointer)
+            if entry is None:
+                return
+            target = _single(analysis.held_values(state, entry, call.node))
+            if not self.maps_fail or _private_table(analysis, state, pointer, target):
+                results[call.node.id] = frozenset(
+                    {analysis.new_value(state, call.node, frozenset({PTR}))}
+                )
+                return
+            links = []
+            if target is not None:
+                links = [
+                    Link(frozenset({PTR}), target, frozenset({TABLE})),
+                    Link(frozenset({NULL}), target, NOT_TABLE),
+                ]
+            results[call.node.id] = frozenset(
+                {analysis.new_value(state, call.node, frozenset({NULL, PTR}), links)}
+            )
+            return
+        if self.maps_fail and self.mapping_helpers is not None and self.mapping_helpers(name):
+            results[call.node.id] = frozenset(
+                {analysis.new_value(state, call.node, frozenset({NULL, PTR}))}
+            )
+            return
+        if name in HUGE_LOCKS and len(arguments) > HUGE_LOCKS[name]:
+            entry = _entry_place(arguments[HUGE_LOCKS[name]])
+            if entry is None:
+                return
+            target = _single(analysis.held_values(state, entry, call.node))
+            links = []
+            if target is not None:
+                links = [
+                    Link(frozenset({PTR}), target, frozenset({HUGE, DEVMAP, MIGRATION, DEVICE})),
+                    Link(frozenset({NULL}), target, frozenset({NONE, TABLE, BAD})),
+                ]
+            results[call.node.id] = frozenset(
+                {analysis.new_value(state, call.node, frozenset({NULL, PTR}), links)}
+            )
+
+
+def _entry_place(pointer: Node) -> str | None:
+    """`*pmd` for the pointer `pmd` (`&vmf->orig_pmd`'s entry is the local itself)."""
+    address = ev.address_of(pointer)
+    if address is not None:
+        return address
+    name = ev.place(pointer)
+    return f"*{name}" if name is not None else None
+
+
+def _private_table(analysis: Analysis, state: State, pointer: Node, entry: Value | None) -> bool:
+    """`pte_offset_map(&_pmd, addr)` of a local copy the function made a
+    table itself (`pmd_populate(mm, &_pmd, pgtable)`): nobody else can change
+    it, so the map cannot fail.  A PMD in the page table can always change."""
+    if ev.address_of(pointer) is None or entry is None:
+        return False
+    kinds = state.kinds.get(entry, frozenset()) & ENTRY
+    return bool(kinds) and kinds <= {TABLE}
+
+
+def _single(values: frozenset[Value]) -> Value | None:
+    return next(iter(values)) if len(values) == 1 else None

@@ -1,0 +1,173 @@
+"""Which locks are held, at each point.
+
+A lock is a place `class:name`: `spin:ptl`, `spin:mm->page_table_lock`,
+`mmap:mm`, `folio:folio`, `rcu`.  Its value is `held` or `free`; an
+untracked lock is free.  Taking and dropping follow `vocabulary.LOCK_CALLS`.
+Conditional locks are links on the value the call returns, as smatch models
+them: `pte_offset_map_lock()` holds the PTE lock exactly when the pointer
+it returned is not NULL, `spin_trylock()` when it returned true,
+`pmd_trans_huge_lock()` when its result (the lock) is not NULL.  A lock a
+call returns (`ptl = pmd_lock(mm, pmd)`) is named by where the result goes.
+`guard()` holds to the end of its block, `scoped_guard()` for its block.
+
+Not modelled: two names for one lock (`ptl` and `pml` when `ptl == pml`),
+lock nesting counts, and locks taken by a callee (a summary says whether a
+callee takes or drops a lock; the set here is the function's own).
+"""
+
+from __future__ import annotations
+
+from tree_sitter import Node
+
+from analyzer import syntax
+from analyzer.flow import events as ev
+from analyzer.flow import vocabulary
+from analyzer.flow.values import (
+    BOOLEAN,
+    FALSE,
+    NULL,
+    PTR,
+    TRUE,
+    Analysis,
+    Kinds,
+    Link,
+    State,
+    Tracker,
+    Value,
+    register_dimension,
+)
+
+HELD, FREE = "held", "free"
+LOCK = register_dimension({HELD, FREE})
+_POINTER_RESULT = frozenset({NULL, PTR})
+
+
+class Locks(Tracker):
+    name = "locks"
+
+    def default(self, name: str) -> Kinds | None:
+        return frozenset({FREE}) if _is_lock(name) else None
+
+    def killed_by_call(self, name: str) -> bool:
+        return not _is_lock(name)
+
+    def call(
+        self, analysis: Analysis, state: State, call: ev.Call, results: dict[int, frozenset[Value]]
+    ) -> None:
+        if call.name is None:
+            self._guard(analysis, state, call)
+            return
+        if call.name in vocabulary.SCOPED_GUARDS:
+            lock = _guard_lock(call.arguments)
+            if lock is not None:
+                analysis.bind(state, lock, call.node.id, frozenset({HELD}))
+            return
+        spec = vocabulary.LOCK_CALLS.get(call.name)
+        if spec is None:
+            return
+        lock = _lock_name(spec, call)
+        if lock is None:
+            return
+        if spec.release:
+            analysis.bind(state, lock, call.node.id, frozenset({FREE}))
+            return
+        if not spec.conditional:
+            analysis.bind(state, lock, call.node.id, frozenset({HELD}))
+            return
+        # Held when the result says so: a pointer not NULL, a trylock true.
+        held = f"lock:{call.node.id}"
+        analysis.bind(state, lock, held, frozenset({HELD, FREE}))
+        pointer = spec.argument == -1 or call.name.endswith("_lock") or "lock_vma" in call.name
+        success, failure = (PTR, NULL) if pointer else (TRUE, FALSE)
+        links = [
+            Link(frozenset({success}), held, frozenset({HELD})),
+            Link(frozenset({failure}), held, frozenset({FREE})),
+        ]
+        kinds = _POINTER_RESULT if pointer else BOOLEAN
+        results[call.node.id] = frozenset({analysis.new_value(state, call.node, kinds, links)})
+
+    def _guard(self, analysis: Analysis, state: State, call: ev.Call) -> None:
+        """`guard(spinlock)(&lock)`."""
+        callee = call.node.child_by_field_name("function")
+        if (
+            callee is None
+            or callee.type != "call_expression"
+            or syntax.call_name(callee) != "guard"
+        ):
+            return
+        lock = _guard_lock((*syntax.arguments(callee), *call.arguments))
+        if lock is not None:
+            analysis.bind(state, lock, call.node.id, frozenset({HELD}))
+
+    def scope_end(self, analysis: Analysis, state: State, node: Node) -> None:
+        call = (
+            node.named_children[0]
+            if node.type == "expression_statement" and node.named_children
+            else node
+        )
+        if call.type != "call_expression":
+            return
+        callee = call.child_by_field_name("function")
+        if callee is not None and callee.type == "call_expression":
+            lock = _guard_lock((*syntax.arguments(callee), *syntax.arguments(call)))
+        else:
+            lock = _guard_lock(tuple(syntax.arguments(call)))
+        if lock is not None:
+            analysis.bind(state, lock, f"end:{node.id}", frozenset({FREE}))
+
+
+def _is_lock(name: str) -> bool:
+    head = name.split(":", 1)[0]
+    return head in _CLASSES
+
+
+_CLASSES = frozenset(
+    {spec.lock_class for spec in vocabulary.LOCK_CALLS.values()}
+    | set(vocabulary.GUARD_CLASSES.values())
+)
+
+
+def _lock_name(spec: vocabulary.LockCall, call: ev.Call) -> str | None:
+    if spec.fixed is not None:
+        return spec.fixed
+    if spec.argument == -1:
+        targets = ev.destinations(call.node)
+        return f"{spec.lock_class}:{targets[0]}" if targets else None
+    if len(call.arguments) <= spec.argument:
+        return None
+    argument = call.arguments[spec.argument]
+    name = ev.address_of(argument) or ev.place(argument)
+    if name is None:
+        return None
+    # `pte_offset_map_lock(..., &ptl)` takes *ptl; it is then dropped as `ptl`.
+    return f"{spec.lock_class}:{name}"
+
+
+def _guard_lock(arguments: tuple[Node, ...]) -> str | None:
+    if not arguments:
+        return None
+    kind = syntax.text(arguments[0])
+    lock_class = vocabulary.GUARD_CLASSES.get(kind)
+    if lock_class is None:
+        return None
+    if lock_class in ("rcu", "preempt", "irq"):
+        return lock_class
+    if len(arguments) < 2:
+        return None
+    name = ev.address_of(arguments[1]) or ev.place(arguments[1])
+    return f"{lock_class}:{name}" if name is not None else None
+
+
+def held(
+    state: State, analysis: Analysis, classes: frozenset[str] | None = None
+) -> dict[str, Kinds]:
+    """The locks that may be held in `state`, with their kinds ({held}:
+    held on every path)."""
+    found = {}
+    for name, values in state.places.items():
+        if not _is_lock(name) or (classes is not None and name.split(":", 1)[0] not in classes):
+            continue
+        kinds = state.kinds_of_values(values)
+        if HELD in kinds:
+            found[name] = kinds & LOCK
+    return found
