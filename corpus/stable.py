@@ -276,6 +276,8 @@ def read_changelog(text: str, newer_than: str, up_to: str | None = None) -> list
             release = header
         elif stripped.startswith(("* ", "- ")):
             finish()
+            if stripped.startswith("* "):  # Debian's own change ends the upstream list
+                release = None
             item.append(stripped[2:])
         elif item:
             item.append(stripped)  # a continuation line
@@ -502,6 +504,7 @@ def write_units(
     paths = [p for p in _changed_paths(repo, old.commit, new.commit) if is_unit_path(p, patterns)]
     directory = repo / UNITS_DIR
     directory.mkdir(exist_ok=True)
+    _exclude(repo, f"/{UNITS_DIR}/")
     progress.step(f"cutting {len(paths)} changed files into units, one per function")
     cut: list[CutUnit] = []
     for path in paths:
@@ -548,6 +551,15 @@ def write_units(
     }
     (directory / INDEX).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return index
+
+
+def _exclude(repo: Path, pattern: str) -> None:
+    """The units live in the tree's directory but are no part of it."""
+    exclude = repo / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(exist_ok=True)
+    lines = exclude.read_text(encoding="utf-8").splitlines() if exclude.exists() else []
+    if pattern not in lines:
+        exclude.write_text("\n".join([*lines, pattern]) + "\n", encoding="utf-8")
 
 
 def _commit_message(unit: Unit, base: str, source: str) -> str:
@@ -635,9 +647,6 @@ def _build_into(directory: Path, debs: list[Path], progress: Progress) -> None:
         _git(directory, "tag", f"v{upstream}", env=env)
         commit = _git(directory, "rev-parse", "HEAD", env=env).decode().strip()
         releases.append(Release(version, commit))
-    # The units live in the tree's directory but are no part of it.
-    with open(directory / ".git" / "info" / "exclude", "a", encoding="utf-8") as exclude:
-        exclude.write(f"/{UNITS_DIR}/\n")
     text = gzip.decompress(changelog).decode("utf-8", "replace")
     entries = read_changelog(text, OLD_VERSION, NEW_VERSION)
     progress.step(f"{len(entries)} changelog items from {OLD_VERSION} to {NEW_VERSION}")
@@ -789,13 +798,13 @@ def unpack(deb: Path, directory: Path) -> bytes:
     except (tarfile.TarError, EOFError, OSError) as err:
         process.kill()
         process.wait()
-        message = process.stderr.read().decode("utf-8", "replace").strip()
+        message = _first_line(process.stderr.read())
         raise InputError(f"{deb.name}: cannot unpack: {message or err}") from None
     finally:
         process.stdout.close()
     if process.wait() != 0:
-        message = process.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        raise InputError(f"{deb.name}: dpkg-deb failed: {message[-1] if message else 'no message'}")
+        message = _first_line(process.stderr.read())
+        raise InputError(f"{deb.name}: dpkg-deb failed: {message or 'no message'}")
     process.stderr.close()
     if not found_source:
         raise InputError(f"{deb.name}: no {source[2:]} in the package")
@@ -805,6 +814,11 @@ def unpack(deb: Path, directory: Path) -> bytes:
         if not (directory / path).is_file():
             raise InputError(f"{deb.name}: no {path} in {source[2:]}")
     return changelog
+
+
+def _first_line(output: bytes) -> str:
+    lines = [line.strip() for line in output.decode("utf-8", "replace").splitlines()]
+    return next((line for line in lines if line), "")
 
 
 def _unpack_source(handle: IO[bytes], directory: Path) -> None:
