@@ -288,6 +288,37 @@ def corpus_eval(
     raise typer.Exit(run(tree, recipes, select, output_format, sys.stdout, patches))
 
 
+stable_app = typer.Typer(no_args_is_help=True, help="The corpus of real 6.1 stable mm fixes.")
+corpus_app.add_typer(stable_app, name="stable")
+CacheOption = Annotated[
+    Path | None,
+    typer.Option(help="Cache directory (default: $MMREVIEW_KERNEL_CACHE or ~/.cache/mm-review)."),
+]
+
+
+@stable_app.command("build")
+def corpus_stable_build(cache: CacheOption = None) -> None:
+    """Download two 6.1 point releases, cut their mm changes into units."""
+    from corpus.stable import run_build
+
+    raise typer.Exit(run_build(cache))
+
+
+@stable_app.command("score")
+def corpus_stable_score(
+    cache: CacheOption = None,
+    select: Annotated[list[str] | None, typer.Option("--select", help="Only these rules.")] = None,
+    output_format: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    manifest: Annotated[
+        Path | None, typer.Option(help="Labels (default: corpus/stable/manifest-6.1.toml).")
+    ] = None,
+) -> None:
+    """Review every unit's forward and reverse patch; score per class."""
+    from corpus.stable import run_score
+
+    raise typer.Exit(run_score(cache, manifest, select, output_format, sys.stdout))
+
+
 b4_app = typer.Typer(no_args_is_help=True, help="Wire mm-review into b4's check commands.")
 app.add_typer(b4_app, name="b4")
 
