@@ -2,25 +2,25 @@
 
 ## What it does
 In `mm/khugepaged.c`, flags:
-- a patch that removes a userfaultfd state check (`userfaultfd_wp()`,
-  `userfaultfd_armed()`, `pte_uffd_wp()`, `pte_swp_uffd_wp*()`) from a
-  function that scans, collapses or retracts page tables (a removed
-  `userfaultfd_missing()` is PAGECACHE_HOLES_NOT_REVALIDATED's);
+- a patch that takes a userfaultfd state check (`userfaultfd_wp()`,
+  `userfaultfd_armed()`, `pte_uffd_wp()`, `pte_swp_uffd_wp*()`) away from
+  the work it guarded: on some path, what only ran once the check had said
+  "not registered" (isolating the PTEs, collapsing, retracting the table)
+  is now reached without a check at least as wide.  A check removed,
+  narrowed (`install_pmd && userfaultfd_wp(vma)`), turned into a bare
+  warning, or moved after the work is reported; one moved earlier, into a
+  helper of the tree, reshaped or widened (`pte_swp_uffd_wp_any()` for
+  `pte_swp_uffd_wp()`, `userfaultfd_armed()` for any one mode) is not, and
+  neither is an early check dropped while the re-check under the lock
+  still stands before the page table changes (taking locks and starting
+  notifiers is not work it guarded).  A removed `userfaultfd_missing()` is
+  PAGECACHE_HOLES_NOT_REVALIDATED's;
 - code that detaches a PTE table (`pmdp_collapse_flush()`) in a function
   that never checks the VMA's userfaultfd state, unless every caller checks
   before calling it;
-- a retraction done under the page-table lock whose only userfaultfd check
-  was made before the lock was taken, with no mmap_lock held in between.
-
-A check moved into a same-file helper, or made by a same-file helper the
-function calls, counts as made (one level deep).  A removal is only
-reported when the check, or the call to a helper making it, is on a line
-the patch removes from the function itself; the rule then looks harder
-before accusing: a check replaced by a wider one still counts
-(`pte_swp_uffd_wp_any()` for `pte_swp_uffd_wp()`, `userfaultfd_armed()`
-for any one mode), helpers count as the patch found them or as it leaves
-them (a helper the patch changes is judged on its own), and calls the
-patch adds are followed a few same-file levels deep.
+- a retraction done under the page-table lock when no userfaultfd check is
+  on every path from taking the lock to it, though one was made before the
+  lock, with no mmap_lock held.
 
 ## Why is this bad?
 A VMA registered for userfaultfd write-protect keeps its protection in the
@@ -69,12 +69,16 @@ afterwards.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from tree_sitter import Node
 
 from analyzer import syntax
+from analyzer.flow import FunctionFlow
+from analyzer.flow import events as ev
+from analyzer.flow.cfg import BRANCH, Point
+from analyzer.flow.guards import lost_checks
+from analyzer.flow.vocabulary import LOCK_CALLS
 from analyzer.parsing import ParsedFile
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
@@ -108,18 +112,26 @@ WIDER = {
     "userfaultfd_minor": frozenset({"userfaultfd_armed"}),
     "userfaultfd_missing": frozenset({"userfaultfd_armed"}),
 }
-# How far the calls a patch adds are followed to find a check still made:
-# a check moved two new helpers down is still made on that path.
-ADDED_CALL_DEPTH = 3
 COLLAPSE_CALLS = frozenset({"pmdp_collapse_flush", "pte_free_defer"})
 DETACH_CALLS = frozenset({"pmdp_collapse_flush"})
-LOCK_CALLS = frozenset({"pmd_lock", "spin_lock", "spin_lock_nested", "pte_offset_map_lock"})
-UNLOCK_CALLS = frozenset({"spin_unlock", "pte_unmap_unlock"})
+# What a check does not guard: taking locks and starting notifiers before
+# the work (the re-check under the lock guards the work itself).
+BOOKKEEPING = frozenset(LOCK_CALLS) | frozenset(
+    {
+        "pte_lockptr",
+        "pmd_lockptr",
+        "mmu_notifier_range_init",
+        "mmu_notifier_invalidate_range_start",
+        "mmu_notifier_invalidate_range_end",
+        "pmdp_get_lockless_sync",
+        "READ_ONCE",
+        "unlikely",
+        "likely",
+    }
+)
 # UFFDIO_REGISTER changes VMA flags under mmap_lock held for write: a check
 # made while the mmap_lock is held stays true until it is dropped.
-MMAP_HELD_ASSERTS = frozenset({"mmap_assert_locked", "mmap_assert_write_locked"})
-MMAP_LOCKS = frozenset({"mmap_read_lock", "mmap_write_lock"})
-MMAP_UNLOCKS = frozenset({"mmap_read_unlock", "mmap_write_unlock"})
+MMAP = frozenset({"mmap"})
 
 
 class CollapseWithoutUffdCheck(FunctionRule):
@@ -129,20 +141,17 @@ class CollapseWithoutUffdCheck(FunctionRule):
     paths = ("mm/khugepaged.c",)
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
-        body = change.after.body
-        if body is None:
-            return
-        checks_after = _check_sites(body, change.after_file, change.after.name)
-        collapses = syntax.calls(body, COLLAPSE_CALLS)
-        removed = list(self._removed_checks(change, checks_after))
+        flow = change.flow
+        removed = list(self._lost(change))
         yield from removed
+        collapses = flow.calls(COLLAPSE_CALLS)
         if not collapses or removed:
             return
-        if not checks_after:
+        if not _makes_check(flow):
             # Freeing a table someone else detached, or detaching for a
             # caller that made the check: the check is not this function's.
             detaches = [c for c in collapses if syntax.call_name(c) in DETACH_CALLS]
-            if not detaches or _callers_check(change.after_file, change.after.name):
+            if not detaches or _callers_check(flow, change.after_file):
                 return
             yield change.finding(
                 detaches[0],
@@ -151,224 +160,253 @@ class CollapseWithoutUffdCheck(FunctionRule):
                 "under the lock that is held while the page table changes",
             )
             return
-        yield from self._not_rechecked_under_lock(change, body, list(checks_after), collapses)
+        yield from _not_rechecked_under_lock(change, collapses)
 
     @staticmethod
-    def _removed_checks(
-        change: FunctionChange, checks_after: dict[Node, Counter[str]]
-    ) -> Iterator[Finding]:
-        if change.before is None or change.before.body is None:
+    def _lost(change: FunctionChange) -> Iterator[Finding]:
+        before, after = change.before_flow, change.flow
+        if before is None:
             return
-        # Only what this function's own '-' lines held: a check, or a call
-        # to a helper making one.  Helpers never create a removal.
-        checks_before = _check_sites(change.before.body, change.before_file, change.before.name)
-        removed = [site for site in checks_before if change.is_removed(site)]
-        if not removed:
-            return
-        before_counts = sum(checks_before.values(), Counter())
-        after_counts = _made_after(change)
-        for site in removed:
-            for name in sorted(checks_before[site]):
-                # Moved, reshaped, widened or pulled into a helper: not dropped.
-                if name in REPORTED_ELSEWHERE or _making(after_counts, name) >= _making(
-                    before_counts, name
-                ):
-                    continue
-                # An early check dropped while the one under the lock stays.
-                if _every_collapse_rechecks(change.after.body, checks_after, name):
-                    continue
-                what = "the only" if _making(after_counts, name) == 0 else "a"
-                via = "" if syntax.call_name(site) == name else f" (via {syntax.call_name(site)}())"
-                yield change.finding(
-                    change.anchor_for(site),
-                    f"patch removes {what} {name}() check{via} on this collapse/retract path; "
-                    "userfaultfd-registered ranges (uffd-wp markers, missing-mode holes) must be "
-                    "skipped, and the check repeated under the lock held while the page table "
-                    "changes",
-                    Confidence.HIGH,
-                    key=f"removed:{name}",
-                )
-                before_counts[name] -= 1
-
-    @staticmethod
-    def _not_rechecked_under_lock(
-        change: FunctionChange, body: Node, checks_after: list[Node], collapses: list[Node]
-    ) -> Iterator[Finding]:
-        locks = syntax.calls(body, LOCK_CALLS)
-        unlocks = syntax.calls(body, UNLOCK_CALLS)
-        for collapse in collapses:
-            lock = max(
-                (c for c in locks if c.start_byte < collapse.start_byte),
-                key=lambda c: c.start_byte,
-                default=None,
+        reported: set[str] = set()
+        for lost in lost_checks(
+            before,
+            after,
+            removed=change.is_removed,
+            is_check=lambda call: (
+                (syntax.call_name(call) or "") in UFFD_CHECKS - REPORTED_ELSEWHERE
+            ),
+            proceeds=_proceeds,
+            still_checks=lambda call: _checks_as_wide(
+                after, syntax.call_name(call) or "", _held(before, call)
+            ),
+            matters=_guarded_work,
+            standing=change.anchor_for,
+        ):
+            name = syntax.call_name(lost.check) or ""
+            if name in reported:
+                continue
+            reported.add(name)
+            # Only the tree shows the whole function: from the patch alone,
+            # "the only" check would be a guess.
+            only = not change.after.image.partial and not any(
+                syntax.call_name(c) in _as_wide(name) for c in after.calls(UFFD_CHECKS)
             )
-            # Only a collapse made while the lock is still held counts; an
-            # unlock on a bail-out branch does not release it for us.
-            if lock is None or any(
-                lock.start_byte < u.start_byte < collapse.start_byte
-                and not _on_other_branch(u, collapse)
-                for u in unlocks
+            what = "the only" if only else "a"
+            yield change.finding(
+                change.anchor_for(lost.check),
+                f"patch removes {what} {name}() check on this collapse/retract path; "
+                "userfaultfd-registered ranges (uffd-wp markers, missing-mode holes) must be "
+                "skipped, and the check repeated under the lock held while the page table "
+                "changes",
+                Confidence.HIGH,
+                key=f"removed:{name}",
+            )
+        yield from _helpers_dropped(change, reported)
+
+
+def _helpers_dropped(change: FunctionChange, reported: set[str]) -> Iterator[Finding]:
+    """A call to a helper of the tree that made the check, on a line the
+    patch removes, with nothing left in the function that makes it."""
+    before, after = change.before_flow, change.flow
+    assert before is not None
+    called_after = {syntax.call_name(c) for c in after.calls()}
+    for call in before.calls():
+        name = syntax.call_name(call) or ""
+        if not name or name in called_after or name in UFFD_CHECKS or not change.is_removed(call):
+            continue
+        made = _checks_made_by(before, name) - REPORTED_ELSEWHERE
+        for check in sorted(made - reported):
+            if any(
+                syntax.call_name(c) in _as_wide(check)
+                or after.summaries.reaches(syntax.call_name(c) or "", _as_wide(check), 3)
+                for c in after.calls()
+                if syntax.call_name(c) != after.function.name
             ):
                 continue
-            if any(lock.start_byte < c.start_byte < collapse.start_byte for c in checks_after):
-                continue
-            early = [c for c in checks_after if c.start_byte < lock.start_byte]
-            if not early or any(_under_mmap_lock(body, c, collapse) for c in early):
-                continue
+            reported.add(check)
             yield change.finding(
-                collapse,
-                f"{syntax.call_name(collapse)}() under {syntax.call_name(lock)}() relies on a "
-                "userfaultfd check made before the lock was taken; re-check userfaultfd_wp(vma) "
-                "after taking it",
-                Confidence.MEDIUM,
-                severity=Severity.WARNING,
+                change.anchor_for(call),
+                f"patch removes a {check}() check (via {name}()) on this collapse/retract path; "
+                "userfaultfd-registered ranges (uffd-wp markers, missing-mode holes) must be "
+                "skipped, and the check repeated under the lock held while the page table "
+                "changes",
+                Confidence.HIGH,
+                key=f"removed:{check}",
             )
 
 
-def _check_sites(body: Node, file: ParsedFile | None, name: str) -> dict[Node, Counter[str]]:
-    """Where a function checks userfaultfd state, and which checks: its own
-    calls, and calls to same-file helpers that make the check themselves
-    (one level: a check moved into a helper is still made)."""
-    sites: dict[Node, Counter[str]] = {
-        call: Counter({syntax.call_name(call) or "": 1}) for call in syntax.calls(body, UFFD_CHECKS)
-    }
-    if file is not None:
-        helpers = {f.name: f.body for f in file.functions if f.body is not None}
-        for call, helper in syntax.called_definitions(body, helpers, exclude=name):
-            inner = Counter(syntax.call_name(c) or "" for c in syntax.calls(helper, UFFD_CHECKS))
-            if inner:
-                sites[call] = inner
-    return dict(sorted(sites.items(), key=lambda item: item[0].start_byte))
+def _checks_made_by(flow: FunctionFlow, name: str, depth: int = 3) -> frozenset[str]:
+    """The userfaultfd checks function `name` of the tree makes, itself or
+    through what it calls."""
+    if depth <= 0:
+        return frozenset()
+    calls = flow.summaries.calls(name)
+    if calls is None:
+        return frozenset()
+    made = set(calls & UFFD_CHECKS)
+    for callee in calls - UFFD_CHECKS:
+        if callee != name:
+            made |= _checks_made_by(flow, callee, depth - 1)
+    return frozenset(made)
 
 
-def _making(counts: Counter[str], name: str) -> int:
-    """How many of the checks counted test at least what `name` tests."""
-    return sum(counts[wider] for wider in WIDER.get(name, frozenset()) | {name})
+def _as_wide(name: str) -> frozenset[str]:
+    return WIDER.get(name, frozenset()) | {name}
 
 
-def _made_after(change: FunctionChange) -> Counter[str]:
-    """The checks the post-image still makes, read generously: each helper
-    as the patch found it or as it leaves it, whichever checks more (a
-    helper the patch changes is judged on its own), and a call the patch
-    adds followed ADDED_CALL_DEPTH same-file levels deep."""
-    body = change.after.body
-    assert body is not None
-    made = Counter(syntax.call_name(c) or "" for c in syntax.calls(body, UFFD_CHECKS))
-    for call in syntax.calls(body):
+def _proceeds(call: Node, atom: Node) -> bool | None:
+    """A uffd check holds for a registered range, which is then skipped:
+    the work goes on along the false edge."""
+    return False if syntax.within(call, atom) else None
+
+
+def _held(flow: FunctionFlow, node: Node) -> frozenset[str]:
+    """The spinlocks held on every path to `node`."""
+    held = flow.locks_at(node, frozenset({"spin"}))
+    return frozenset(name for name, kinds in held.items() if kinds == {"held"})
+
+
+def _checks_as_wide(
+    flow: FunctionFlow, name: str, under: frozenset[str] = frozenset()
+) -> Callable[[Point], bool]:
+    """Branches on a check at least as wide as `name`, made holding the
+    locks `under` (a re-check under the lock is replaced only by another
+    one under it)."""
+    names = _as_wide(name)
+
+    def checks(point: Point) -> bool:
+        if point.kind != BRANCH or point.node is None:
+            return False
+        if under and not under <= _held(flow, point.node):
+            return False
+        for call in syntax.calls(point.node):
+            callee = syntax.call_name(call) or ""
+            if callee in names:
+                return True
+            if callee and callee != flow.function.name and flow.summaries.reaches(callee, names, 3):
+                return True
+        return False
+
+    return checks
+
+
+def _guarded_work(point: Point) -> bool:
+    """What a check guards: the work, not the locks taken before it."""
+    if point.node is None or point.kind == BRANCH:
+        return False
+    calls = [syntax.call_name(c) or "" for c in syntax.calls(point.node)]
+    return not calls or any(name not in BOOKKEEPING for name in calls)
+
+
+def _makes_check(flow: FunctionFlow) -> bool:
+    """Does the function check userfaultfd state, itself or in a helper?"""
+    for call in flow.calls():
         name = syntax.call_name(call) or ""
-        if name in UFFD_CHECKS or name == change.after.name:
-            continue
-        depth = ADDED_CALL_DEPTH if change.is_added(call) else 1
-        through: Counter[str] = Counter()
-        for file in (change.before_file, change.after_file):
-            through |= _helper_checks(file, name, depth)
-        made += through
-    return made
+        if name in UFFD_CHECKS:
+            return True
+        if name and name != flow.function.name and flow.summaries.reaches(name, UFFD_CHECKS, 1):
+            return True
+    return False
 
 
-_reached: dict[tuple[str, str, int], Counter[str]] = {}
-
-
-def _helper_checks(file: ParsedFile | None, name: str, depth: int) -> Counter[str]:
-    """The checks same-file function `name` makes itself and, `depth` - 1
-    levels further, through the same-file functions it calls."""
-    if file is None or depth <= 0:
-        return Counter()
-    key = (file.image.blob_id, name, depth)
-    if key not in _reached:
-        if len(_reached) > 4096:
-            _reached.clear()
-        made: Counter[str] = Counter()
-        # #ifdef'd alternatives of one helper: whichever checks more.
-        for helper in file.functions_named(name):
-            if helper.body is None:
-                continue
-            own = Counter(syntax.call_name(c) or "" for c in syntax.calls(helper.body, UFFD_CHECKS))
-            for call in syntax.calls(helper.body):
-                callee = syntax.call_name(call) or ""
-                if callee not in UFFD_CHECKS and callee != name:
-                    own += _helper_checks(file, callee, depth - 1)
-            made |= own
-        _reached[key] = made
-    return _reached[key]
-
-
-def _callers_check(file: ParsedFile | None, name: str) -> bool:
-    """Is `name` a same-file helper whose every caller checks userfaultfd
-    state before calling it?"""
+def _callers_check(flow: FunctionFlow, file: ParsedFile | None) -> bool:
+    """Is every call of this function, in its file, reached only through a
+    userfaultfd check of the caller?"""
     if file is None:
         return False
-    calls = [
-        (caller, call)
-        for caller in file.functions
-        if caller.name != name and caller.body is not None
-        for call in syntax.calls(caller.body, name)
-    ]
-    return bool(calls) and all(
-        any(
-            site.start_byte < call.start_byte
-            for site in _check_sites(caller.body, file, caller.name)
-        )
-        for caller, call in calls
-        if caller.body is not None
-    )
-
-
-def _under_mmap_lock(body: Node, check: Node, collapse: Node) -> bool:
-    """Is the mmap_lock held from `check` to `collapse`: asserted on entry,
-    or taken before the check and not dropped in between?"""
-    called = syntax.calls(body)
-    if any(syntax.call_name(c) in MMAP_HELD_ASSERTS for c in called):
-        return True
-    taken = [
-        c for c in called if syntax.call_name(c) in MMAP_LOCKS and c.start_byte < check.start_byte
-    ]
-    return bool(taken) and not any(
-        syntax.call_name(c) in MMAP_UNLOCKS
-        and max(t.start_byte for t in taken) < c.start_byte < collapse.start_byte
-        and not _on_other_branch(c, collapse)
-        for c in called
-    )
-
-
-def _every_collapse_rechecks(
-    body: Node | None, checks: dict[Node, Counter[str]], name: str
-) -> bool:
-    """Does a `name` check follow the lock of every collapse made under a
-    lock (and is there such a collapse)?"""
-    if body is None:
+    name = flow.function.name
+    sites = []
+    for caller in file.functions:
+        if caller.name == name or caller.body is None:
+            continue
+        for call in syntax.calls(caller.body, name):
+            sites.append((caller, call))
+    if not sites:
         return False
-    sites = [site for site, names in checks.items() if _making(names, name)]
-    guarded = [
-        (lock, collapse)
-        for collapse in syntax.calls(body, COLLAPSE_CALLS)
-        if (lock := _held_lock(body, collapse)) is not None
-    ]
-    return bool(guarded) and all(
-        any(lock.start_byte < s.start_byte < collapse.start_byte for s in sites)
-        for lock, collapse in guarded
-    )
+    for caller, call in sites:
+        caller_flow = FunctionFlow(caller, file, flow.context, flow.path)
+        target = caller_flow.point(call)
+        if target is None or not caller_flow.every_path(
+            None,
+            target,
+            passes=_checks_as_wide(caller_flow, "userfaultfd_armed")
+            if False
+            else _any_check(caller_flow),
+        ):
+            return False
+    return True
 
 
-def _held_lock(body: Node, collapse: Node) -> Node | None:
-    """The lock taken last before `collapse` if it is still held there (an
-    unlock on a bail-out branch does not release it for the collapse)."""
-    lock = max(
-        (c for c in syntax.calls(body, LOCK_CALLS) if c.start_byte < collapse.start_byte),
-        key=lambda c: c.start_byte,
-        default=None,
-    )
-    if lock is None or any(
-        lock.start_byte < u.start_byte < collapse.start_byte and not _on_other_branch(u, collapse)
-        for u in syntax.calls(body, UNLOCK_CALLS)
-    ):
-        return None
-    return lock
+def _any_check(flow: FunctionFlow) -> Callable[[Point], bool]:
+    """Branches on a userfaultfd check, or on a helper of the tree making one."""
+
+    def checks(point: Point) -> bool:
+        if point.kind != BRANCH or point.node is None:
+            return False
+        for call in syntax.calls(point.node):
+            name = syntax.call_name(call) or ""
+            if name in UFFD_CHECKS:
+                return True
+            if name and name != flow.function.name and flow.summaries.reaches(name, UFFD_CHECKS, 3):
+                return True
+        return False
+
+    return checks
 
 
-def _on_other_branch(node: Node, other: Node) -> bool:
-    branch = syntax.enclosing(node, "if_statement")
-    return branch is not None and not (branch.start_byte <= other.start_byte < branch.end_byte)
+def _not_rechecked_under_lock(change: FunctionChange, collapses: list[Node]) -> Iterator[Finding]:
+    """A collapse under a page-table lock, with no userfaultfd check on
+    every path from taking the lock to it, though one was made before."""
+    flow = change.flow
+    checks = _any_check(flow)
+    for collapse in collapses:
+        target = flow.point(collapse)
+        if target is None:
+            continue
+        held = flow.locks_at(collapse, frozenset({"spin"}))
+        taken = [lock for lock, kinds in held.items() if kinds == {"held"}]
+        if not taken or flow.locks_at(collapse, MMAP):
+            continue
+        acquisitions = [
+            point for point in (flow.point(c) for c in _acquiring(flow, taken)) if point is not None
+        ]
+        if not acquisitions:
+            continue
+        last = acquisitions[-1]
+        if flow.every_path(last, target, passes=checks):
+            continue
+        if flow.every_path(None, last, passes=lambda p: False):
+            continue  # no path from the entry to the lock at all
+        if not any(checks(p) for p in flow.graph.points):
+            continue
+        yield change.finding(
+            collapse,
+            f"{syntax.call_name(collapse)}() under a page-table lock relies on a userfaultfd "
+            "check made before the lock was taken; re-check userfaultfd_wp(vma) after taking it",
+            Confidence.MEDIUM,
+            severity=Severity.WARNING,
+        )
+
+
+def _acquiring(flow: FunctionFlow, locks: list[str]) -> list[Node]:
+    """The calls that take any of `locks` (`spin:pml` by `pml = pmd_lock(...)`)."""
+    names = {lock.split(":", 1)[1] for lock in locks}
+    found = []
+    for call in flow.calls():
+        spec = LOCK_CALLS.get(syntax.call_name(call) or "")
+        if spec is None or spec.release:
+            continue
+        if spec.argument == -1:
+            targets = set(ev.destinations(call))
+        else:
+            arguments = syntax.arguments(call)
+            argument = arguments[spec.argument] if len(arguments) > spec.argument else None
+            targets = (
+                {ev.address_of(argument) or ev.place(argument)} if argument is not None else set()
+            )
+        if targets & names:
+            found.append(call)
+    return sorted(found, key=lambda c: c.start_byte)
 
 
 RULE = CollapseWithoutUffdCheck

@@ -5,11 +5,13 @@ Flags, with high confidence, a patch that replaces an emptiness test of a
 PMD value by a presence test of the same polarity: `pmd_none(x)` becoming
 `!pmd_present(x)`, or `!pmd_none(x)` becoming `pmd_present(x)` (the new
 test on the same value, or in the lines that replaced the old one).  It
-stays silent where both tests agree: when an earlier test on the same value has
-already left for non-present entries (`!pmd_present()`, `is_swap_pmd()`,
-migration-entry checks), when the old condition already held both tests,
-and for kernel page tables (vmalloc, vmemmap), which never hold migration
-entries.
+stays silent where both tests agree: when, on every path to the new test,
+the value can no longer be a migration entry (an earlier exit on
+`!pmd_present()` or `is_swap_pmd()`, the `else` of such a test, a
+`split_huge_pmd()` that falls through), when the old and the new condition
+hold for the same kinds of entry (`pmd_none(x) || is_pmd_migration_entry(x)`
+is `!pmd_present(x)`), and for kernel page tables (vmalloc, vmemmap), which
+never hold migration entries.
 
 With medium confidence it also flags a waiting decision taken on
 `!pmd_present(x)`: in a function deciding whether to wait (its name says
@@ -63,6 +65,7 @@ from collections.abc import Iterator
 from tree_sitter import Node
 
 from analyzer import syntax
+from analyzer.flow.entries import DEVICE, LEVELS, MIGRATION, truth_kinds
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # Kernel page tables: no migration or swap entries, the two tests agree.
@@ -86,18 +89,9 @@ class PmdPresentAsEmpty(FunctionRule):
     none_tests = frozenset({"pmd_none"})
     primary_none = "pmd_none"
     present_test = "pmd_present"
-    # After an exit taken on one of these for a value, what is left of it is
-    # present or none, and the two tests agree.
-    non_present_exits = frozenset(
-        {
-            "pmd_present",
-            "is_swap_pmd",
-            "is_pmd_migration_entry",
-            "pmd_is_migration_entry",
-            "is_pmd_device_private_entry",
-        }
-    )
     not_empty = "a PMD migration entry"
+    # Non-present entries of this level that are not empty.
+    not_empty_kinds = frozenset({MIGRATION, DEVICE})
     handle_hint = "handle migration entries apart"
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
@@ -143,7 +137,11 @@ class PmdPresentAsEmpty(FunctionRule):
                     continue
                 removed.remove(partner)
                 budget -= 1
-                if self._non_present_left_before(body, call, arg) or _repeats_next_test(call):
+                if (
+                    self._non_present_left_before(change, call)
+                    or self._same_truth(partner, call)
+                    or _repeats_next_test(call)
+                ):
                     continue
                 old_name = syntax.call_name(partner) or self.primary_none
                 old_arg = syntax.text(syntax.arguments(partner)[0])
@@ -168,26 +166,31 @@ class PmdPresentAsEmpty(FunctionRule):
     def _count(self, body: Node, names: frozenset[str] | set[str], negated: bool) -> int:
         return len(self._tests(body, names, negated))
 
-    def _non_present_left_before(self, body: Node, call: Node, arg: str) -> bool:
-        """Has an earlier test of `arg` already left for non-present entries?"""
-        for test in syntax.calls(body, self.non_present_exits):
-            if test.start_byte >= call.start_byte:
-                break
-            args = syntax.arguments(test)
-            if not args or syntax.text(args[0]) != arg:
-                continue
-            # !present(x) -> exit, or is_swap/migration(x) -> exit
-            if (syntax.call_name(test) == self.present_test) != syntax.is_negated(test):
-                continue
-            owner = syntax.condition_owner(test)
-            if (
-                owner is not None
-                and owner.type == "if_statement"
-                and syntax.branch_exits(owner.child_by_field_name("consequence"))
-                and not owner.start_byte <= call.start_byte < owner.end_byte
-            ):
-                return True
-        return False
+    def _non_present_left_before(self, change: FunctionChange, call: Node) -> bool:
+        """Is the value this test reads, on every path to it, already known
+        not to be a non-present entry that is not empty (handled by an
+        earlier exit, an else-if, a split that falls through)?  Then
+        !present and none agree here."""
+        arguments = syntax.arguments(call)
+        if not arguments:
+            return False
+        kinds = change.flow.entries().kinds_at(call, arguments[0])
+        return kinds is not None and not kinds & self.not_empty_kinds
+
+    def _same_truth(self, partner: Node, call: Node) -> bool:
+        """Do the old and the new condition hold for the same kinds of entry
+        (`pmd_none(x) || is_pmd_migration_entry(x)` is `!pmd_present(x)`)?"""
+        old_owner, new_owner = syntax.condition_owner(partner), syntax.condition_owner(call)
+        if old_owner is None or new_owner is None:
+            return False
+        old_condition = old_owner.child_by_field_name("condition")
+        new_condition = new_owner.child_by_field_name("condition")
+        if old_condition is None or new_condition is None:
+            return False
+        universe = LEVELS[self.level]
+        old = truth_kinds(old_condition, _squeezed(syntax.arguments(partner)[0]), universe)
+        new = truth_kinds(new_condition, _squeezed(syntax.arguments(call)[0]), universe)
+        return old is not None and old == new
 
     @staticmethod
     def _kernel_page_tables(change: FunctionChange, body: Node) -> bool:
@@ -219,7 +222,7 @@ class PmdPresentAsEmpty(FunctionRule):
             owner = syntax.condition_owner(call)
             if owner is None or owner.type != "if_statement":
                 continue
-            if self._non_present_left_before(body, call, arg):
+            if self._non_present_left_before(change, call):
                 continue
             if not _answers_wait(owner, body, result):
                 continue

@@ -54,6 +54,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from functools import cached_property
+from weakref import WeakKeyDictionary
 
 from tree_sitter import Node
 
@@ -80,7 +81,14 @@ class _Shared:
         self.graph = cfg.build(function.body, function.image.text)
         self.analyses: dict[object, Analysis] = {}
         self._dominators: dict[int, int] | None = None
-        self.scope = TypeScope(function.node)
+        self._scope: TypeScope | None = None
+        self._function = function
+
+    @property
+    def scope(self) -> TypeScope:
+        if self._scope is None:
+            self._scope = TypeScope(self._function.node)
+        return self._scope
 
     @property
     def dominators(self) -> dict[int, int]:
@@ -213,13 +221,10 @@ class FunctionFlow:
         when it failed (`get_locked_pte()`)."""
         if name == self.function.name:
             return False
+        if not self.summaries.reaches(name, MAPS):
+            return False
         summary = self.summaries.of(name)
-        return (
-            summary is not None
-            and summary.returns is not None
-            and NULL in summary.returns
-            and self.summaries.reaches(name, MAPS)
-        )
+        return summary is not None and summary.returns is not None and NULL in summary.returns
 
     def locks(self) -> Analysis:
         return self.analysis(Locks(), "locks")
@@ -247,7 +252,7 @@ class FunctionFlow:
 
     @cached_property
     def summaries(self) -> Summaries:
-        return Summaries(self.context, self.file, self.path)
+        return _summaries_for(self.context, self.file, self.path)
 
     @cached_property
     def version(self) -> tuple[int, int] | None:
@@ -256,6 +261,22 @@ class FunctionFlow:
     def calls(self, names: str | frozenset[str] | set[str] | None = None) -> list[Node]:
         body = self.function.body
         return syntax.calls(body, names) if body is not None else []
+
+
+# One set of summaries per review context and file: every function of the
+# file asks about the same callees.
+_summaries: WeakKeyDictionary[ReviewContext, dict[tuple[str, str], Summaries]] = WeakKeyDictionary()
+
+
+def _summaries_for(context: ReviewContext, file: ParsedFile | None, path: str) -> Summaries:
+    per_file = _summaries.setdefault(context, {})
+    key = (file.image.blob_id if file is not None else "", path)
+    found = per_file.get(key)
+    if found is None:
+        if len(per_file) > 64:
+            per_file.clear()
+        found = per_file[key] = Summaries(context, file, path)
+    return found
 
 
 def flow_of(

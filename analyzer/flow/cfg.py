@@ -108,6 +108,15 @@ class Graph:
             if point is not None:
                 return point
             current = current.parent
+        # A statement no point evaluates as a whole (an `if`): its first
+        # part that one does (the condition).
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            point = self._owner.get(current.id)
+            if point is not None:
+                return point
+            stack.extend(reversed(current.children))
         return None
 
     def reverse_postorder(self) -> list[Point]:
@@ -212,8 +221,11 @@ class _Builder:
                 Graph.connect(current, label)
             name = node.child_by_field_name("label")
             self.labels[syntax.text(name)] = label
-            inner = [c for c in node.named_children if c.type not in ("statement_identifier",)]
-            return self.statement(inner[0], label) if inner else label
+            end: Point | None = label
+            for inner in node.named_children:
+                if inner.type not in ("statement_identifier", "comment"):
+                    end = self.statement(inner, end)
+            return end
         if current is None:
             # Dead code (after a return, before the next label): still lowered
             # so that its labels and gotos exist, from a point nobody reaches.

@@ -107,6 +107,7 @@ READS: dict[str, int] = {
     "pudp_get": 0,
     "huge_ptep_get": -1,  # huge_ptep_get(ptep) before v6.11, (mm, addr, ptep) after
 }
+LOCKLESS_READS = frozenset({"pmdp_get_lockless", "ptep_get_lockless", "pmd_read_atomic"})
 # Writes that leave the entry as these kinds: pointer argument, kinds.
 WRITES: dict[str, tuple[int, Kinds]] = {
     "split_huge_pmd": (1, frozenset({NONE, TABLE})),
@@ -121,6 +122,8 @@ WRITES: dict[str, tuple[int, Kinds]] = {
     "ptep_get_and_clear": (2, frozenset({NONE})),
     "pmd_populate": (1, frozenset({TABLE})),
     "pmd_install": (1, frozenset({TABLE, HUGE, DEVMAP, MIGRATION, BAD})),
+    # Once waited for, that migration entry is gone (the caller re-reads).
+    "pmd_migration_entry_wait": (1, ENTRY - {MIGRATION}),
 }
 # Writes of an entry of unknown kind: what it holds afterwards is anyone's guess.
 OVERWRITES: dict[str, int] = {"set_pmd_at": 2, "set_pte_at": 2, "set_ptes": 2, "set_huge_pte_at": 2}
@@ -194,8 +197,16 @@ class Entries(Tracker):
         if name in READS and arguments:
             pointer = arguments[READS[name]]
             entry = _entry_place(pointer)
-            if entry is not None:
+            if entry is not None and name in LOCKLESS_READS:
+                # A read without the lock is a new value: a retry reads
+                # what the entry has become, not what it was.
+                analysis.bind(state, entry, call.node.id, ENTRY)
+                results[call.node.id] = frozenset({call.node.id})
+            elif entry is not None:
                 results[call.node.id] = analysis.held_values(state, entry, call.node)
+            else:
+                # `ptep_get(pte + i)`: an entry nobody else names.
+                results[call.node.id] = frozenset({analysis.new_value(state, call.node, ENTRY)})
             return
         if name in WRITES:
             index, kinds = WRITES[name]
@@ -282,3 +293,44 @@ def _private_table(analysis: Analysis, state: State, pointer: Node, entry: Value
 
 def _single(values: frozenset[Value]) -> Value | None:
     return next(iter(values)) if len(values) == 1 else None
+
+
+# The kinds an entry of each level can be.
+LEVELS: dict[str, Kinds] = {
+    "PMD": frozenset({NONE, TABLE, HUGE, DEVMAP, MIGRATION, DEVICE, BAD}),
+    "PTE": frozenset({NONE, PRESENT, SWAP, MIGRATION, DEVICE, MARKER}),
+}
+
+
+def truth_kinds(condition: Node, value: str, universe: Kinds) -> Kinds | None:
+    """For which kinds of the entry `value` (its text) `condition` holds,
+    when it depends on tests of that entry alone; None otherwise.  Two
+    conditions with the same answer are the same test, however spelled."""
+    from analyzer.flow.vocabulary import TRANSPARENT_TESTS
+
+    node = ev.strip(condition)
+    if node.type == "unary_expression" and syntax.text(node.child_by_field_name("operator")) == "!":
+        inner = truth_kinds(node.child_by_field_name("argument"), value, universe)
+        return universe - inner if inner is not None else None
+    if node.type == "binary_expression":
+        operator = syntax.text(node.child_by_field_name("operator"))
+        if operator in ("&&", "||"):
+            left = truth_kinds(node.child_by_field_name("left"), value, universe)
+            right = truth_kinds(node.child_by_field_name("right"), value, universe)
+            if left is None or right is None:
+                return None
+            return left & right if operator == "&&" else left | right
+        return None
+    if node.type != "call_expression":
+        return None
+    name = syntax.call_name(node) or ""
+    arguments = syntax.arguments(node)
+    if name in TRANSPARENT_TESTS and arguments:
+        return truth_kinds(arguments[0], value, universe)
+    if name in VALUE_TESTS and arguments and _squeezed(arguments[0]) == value:
+        return VALUE_TESTS[name][0] & universe
+    return None
+
+
+def _squeezed(node: Node) -> str:
+    return "".join(syntax.text(node).split())

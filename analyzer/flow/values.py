@@ -212,7 +212,7 @@ class Analysis:
         """`old` with the path states `new`; `old` itself when nothing changed."""
         combined = list(old)
         changed = False
-        for state in new:
+        for state in map(_collected, new):
             if any(_same(state, kept) for kept in combined):
                 continue
             combined.append(state)
@@ -652,19 +652,34 @@ def _same(a: State, b: State) -> bool:
     return a.places == b.places and a.kinds == b.kinds and a.links == b.links
 
 
+def _collected(state: State) -> State:
+    """The state without the values no place holds any more (their kinds
+    would keep apart states that are the same)."""
+    live = set()
+    for values in state.places.values():
+        live |= values
+    pending = list(live)
+    while pending:
+        for link in state.links.get(pending.pop(), ()):
+            if link.target not in live:
+                live.add(link.target)
+                pending.append(link.target)
+    if len(live) == len(state.kinds) and len(state.links) <= len(live):
+        return state
+    state.kinds = {v: k for v, k in state.kinds.items() if v in live}
+    state.links = {v: k for v, k in state.links.items() if v in live}
+    return state
+
+
 def _most_alike(states: list[State]) -> tuple[int, int]:
-    """The two path states that differ in the fewest places."""
+    """The two path states that differ in the fewest places and values."""
     best = (0, 1)
     fewest = None
     for i in range(len(states)):
         for j in range(i + 1, len(states)):
             a, b = states[i], states[j]
-            differ = sum(
-                1
-                for name in set(a.places) | set(b.places)
-                if a.places.get(name) != b.places.get(name)
-                or a.kinds_of_values(a.places.get(name, ()))
-                != b.kinds_of_values(b.places.get(name, ()))
+            differ = len(a.places.items() ^ b.places.items()) + len(
+                a.kinds.items() ^ b.kinds.items()
             )
             if fewest is None or differ < fewest:
                 best, fewest = (i, j), differ
