@@ -76,8 +76,8 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow import events as ev
-from analyzer.flow.cfg import BRANCH, Point
-from analyzer.flow.guards import lost_checks
+from analyzer.flow.cfg import BRANCH, RETURN, Point
+from analyzer.flow.guards import Vouching, argument_places, lost_checks, vouched
 from analyzer.flow.vocabulary import LOCK_CALLS
 from analyzer.parsing import ParsedFile
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
@@ -168,21 +168,18 @@ class CollapseWithoutUffdCheck(FunctionRule):
         if before is None:
             return
         reported: set[str] = set()
-        for lost in lost_checks(
-            before,
-            after,
-            removed=change.is_removed,
-            is_check=lambda call: (
-                (syntax.call_name(call) or "") in UFFD_CHECKS - REPORTED_ELSEWHERE
-            ),
-            proceeds=_proceeds,
-            still_checks=lambda call: _checks_as_wide(
-                after, syntax.call_name(call) or "", _held(before, call)
-            ),
-            matters=_guarded_work,
-            standing=change.anchor_for,
-        ):
-            name = syntax.call_name(lost.check) or ""
+        names = sorted(
+            {
+                name
+                for call in before.calls(UFFD_CHECKS - REPORTED_ELSEWHERE)
+                if change.is_removed(call) and (name := syntax.call_name(call) or "")
+            }
+        )
+        for checked in names:
+            check = next(c for c in before.calls(checked) if change.is_removed(c))
+            if not _lost_check(change, checked):
+                continue
+            name = checked
             if name in reported:
                 continue
             reported.add(name)
@@ -193,7 +190,7 @@ class CollapseWithoutUffdCheck(FunctionRule):
             )
             what = "the only" if only else "a"
             yield change.finding(
-                change.anchor_for(lost.check),
+                change.anchor_for(check),
                 f"patch removes {what} {name}() check on this collapse/retract path; "
                 "userfaultfd-registered ranges (uffd-wp markers, missing-mode holes) must be "
                 "skipped, and the check repeated under the lock held while the page table "
@@ -202,6 +199,68 @@ class CollapseWithoutUffdCheck(FunctionRule):
                 key=f"removed:{name}",
             )
         yield from _helpers_dropped(change, reported)
+
+
+def _lost_check(change: FunctionChange, checked: str) -> bool:
+    """Did the patch take check `checked` (removed from one of its lines)
+    away from work it stood before?  Along paths: work it vouched for on
+    every path, with or without the lock taken since, that it no longer
+    does.  By count, for checks in loops, whose work is the next element:
+    fewer checks at least as wide, unless every collapse under a lock is
+    still checked after taking it."""
+    before, after = change.before_flow, change.flow
+    assert before is not None
+    names = _as_wide(checked)
+    for until_lock in (True, False):
+        if next(
+            lost_checks(
+                before,
+                after,
+                removed=change.is_removed,
+                is_check=lambda node: syntax.call_name(node) == checked,
+                vouches_before=_vouches(before, names),
+                vouches_after=_vouches(after, names),
+                matters=_guarded_work,
+                until_lock=until_lock,
+                proceeds=_proceeds,
+                key=f"uffd:{checked}",
+            ),
+            None,
+        ):
+            return True
+    if _making(after, names) >= _making(before, names):
+        return False
+    return not _collapses_checked_under_lock(after, names)
+
+
+def _making(flow: FunctionFlow, names: frozenset[str]) -> int:
+    """How many checks at least as wide the function makes, itself or
+    through helpers of the tree."""
+    count = 0
+    for call in flow.calls():
+        callee = syntax.call_name(call) or ""
+        if callee in names or (
+            callee and callee != flow.function.name and flow.summaries.reaches(callee, names, 3)
+        ):
+            count += 1
+    return count
+
+
+def _collapses_checked_under_lock(flow: FunctionFlow, names: frozenset[str]) -> bool:
+    """Is every collapse made under a page-table lock checked after taking
+    it (and is there one)?"""
+    collapses = [c for c in flow.calls(COLLAPSE_CALLS) if _under_spinlock(flow, c)]
+    if not collapses:
+        return False
+    analysis = flow.analysis(
+        Vouching(flow, _vouches(flow, names), True, _proceeds),
+        ("vouching", f"uffd:{sorted(names)}", "locked"),
+    )
+    return all(vouched(analysis, c, "vma") for c in collapses)
+
+
+def _under_spinlock(flow: FunctionFlow, node: Node) -> bool:
+    return any(kinds == {"held"} for kinds in flow.locks_at(node, frozenset({"spin"})).values())
 
 
 def _helpers_dropped(change: FunctionChange, reported: set[str]) -> Iterator[Finding]:
@@ -254,48 +313,38 @@ def _as_wide(name: str) -> frozenset[str]:
     return WIDER.get(name, frozenset()) | {name}
 
 
-def _proceeds(call: Node, atom: Node) -> bool | None:
-    """A uffd check holds for a registered range, which is then skipped:
-    the work goes on along the false edge."""
-    return False if syntax.within(call, atom) else None
+def _proceeds(node: Node, condition: Node) -> bool | None:
+    """A check holds for a registered range, which is then skipped: the
+    work goes on along the false edge.  A helper's answer could mean either."""
+    return False if syntax.call_name(node) in UFFD_CHECKS else None
 
 
-def _held(flow: FunctionFlow, node: Node) -> frozenset[str]:
-    """The spinlocks held on every path to `node`."""
-    held = flow.locks_at(node, frozenset({"spin"}))
-    return frozenset(name for name, kinds in held.items() if kinds == {"held"})
+def _vouches(flow: FunctionFlow, names: frozenset[str]) -> Callable[[Node], list[str]]:
+    """A check at least as wide as one of `names`, or a helper of the tree
+    making one, vouches for what it is handed (`vma`, `pteval`)."""
 
+    def vouched(node: Node) -> list[str]:
+        if node.type != "call_expression":
+            return []
+        callee = syntax.call_name(node) or ""
+        if callee in names or (
+            callee and callee != flow.function.name and flow.summaries.reaches(callee, names, 3)
+        ):
+            return argument_places(node)
+        return []
 
-def _checks_as_wide(
-    flow: FunctionFlow, name: str, under: frozenset[str] = frozenset()
-) -> Callable[[Point], bool]:
-    """Branches on a check at least as wide as `name`, made holding the
-    locks `under` (a re-check under the lock is replaced only by another
-    one under it)."""
-    names = _as_wide(name)
-
-    def checks(point: Point) -> bool:
-        if point.kind != BRANCH or point.node is None:
-            return False
-        if under and not under <= _held(flow, point.node):
-            return False
-        for call in syntax.calls(point.node):
-            callee = syntax.call_name(call) or ""
-            if callee in names:
-                return True
-            if callee and callee != flow.function.name and flow.summaries.reaches(callee, names, 3):
-                return True
-        return False
-
-    return checks
+    return vouched
 
 
 def _guarded_work(point: Point) -> bool:
-    """What a check guards: the work, not the locks taken before it."""
+    """What a check guards: the work and what the function reports, not the
+    locks taken before it nor the flags it sets."""
     if point.node is None or point.kind == BRANCH:
         return False
+    if point.kind == RETURN:
+        return True  # what the function reports: success, for the caller to collapse
     calls = [syntax.call_name(c) or "" for c in syntax.calls(point.node)]
-    return not calls or any(name not in BOOKKEEPING for name in calls)
+    return any(name not in BOOKKEEPING for name in calls)
 
 
 def _makes_check(flow: FunctionFlow) -> bool:
@@ -327,11 +376,7 @@ def _callers_check(flow: FunctionFlow, file: ParsedFile | None) -> bool:
         caller_flow = FunctionFlow(caller, file, flow.context, flow.path)
         target = caller_flow.point(call)
         if target is None or not caller_flow.every_path(
-            None,
-            target,
-            passes=_checks_as_wide(caller_flow, "userfaultfd_armed")
-            if False
-            else _any_check(caller_flow),
+            None, target, passes=_any_check(caller_flow)
         ):
             return False
     return True

@@ -73,8 +73,7 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow import events as ev
-from analyzer.flow.cfg import BRANCH, Point
-from analyzer.flow.guards import lost_checks
+from analyzer.flow.guards import argument_places, lost_checks
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 SAME_CALLS = frozenset({"pmd_same", "pte_same", "pud_same"})
@@ -102,9 +101,11 @@ class LocklessSnapshotNotRevalidated(FunctionRule):
             after,
             removed=change.is_removed,
             is_check=_is_check,
+            vouches_before=_vouches(before),
+            vouches_after=_vouches(after),
+            until_lock=True,
             proceeds=_proceeds,
-            still_checks=lambda check: _same_entry_checked(after, _operands(check)),
-            standing=change.anchor_for,
+            key="same",
         ):
             if lost.check.id in reported or _no_snapshot_left(after, lost.check):
                 continue
@@ -141,16 +142,36 @@ def _comparison(call: Node) -> Node:
     return _val_comparison(call) or call
 
 
-def _proceeds(call: Node, atom: Node) -> bool | None:
-    """The edge on which the entry is unchanged and the work goes on."""
-    atom = ev.strip(atom)
-    comparison = _comparison(call)
-    if comparison is call:
-        return True if ev.strip(atom) == call or syntax.within(call, atom) else None
-    operator = syntax.text(comparison.child_by_field_name("operator"))
-    if not syntax.within(comparison, atom):
+def _proceeds(node: Node, condition: Node) -> bool | None:
+    """The edge on which the entry is unchanged and the work goes on; a
+    helper's answer could mean either (None)."""
+    if not _is_check(node):
         return None
-    return operator == "=="
+    condition = ev.strip(condition)
+    if condition.type == "binary_expression":
+        return syntax.text(condition.child_by_field_name("operator")) == "=="
+    return True
+
+
+def _vouches(flow: FunctionFlow) -> Callable[[Node], list[str]]:
+    """A same-test vouches for the entries and snapshots it compares; a
+    helper of the tree making one, for what it is handed."""
+
+    def vouched(node: Node) -> list[str]:
+        if node.type != "call_expression":
+            return []
+        if _is_check(node):
+            return sorted(_operands(node))
+        callee = syntax.call_name(node) or ""
+        if (
+            callee
+            and callee != flow.function.name
+            and flow.summaries.reaches(callee, SAME_CALLS | VAL_CALLS, 2)
+        ):
+            return argument_places(node)
+        return []
+
+    return vouched
 
 
 def _operands(check: Node) -> set[str]:
@@ -189,7 +210,9 @@ def _no_snapshot_left(flow: FunctionFlow, check: Node) -> bool:
         return False
     for name in snapshots:
         stores = _stores(flow, name)
-        if not stores or not all(_under_spinlock(flow, store) for store in stores):
+        if not stores or not all(
+            _fresh_read(store) and _under_spinlock(flow, store) for store in stores
+        ):
             return False
     return True
 
@@ -209,26 +232,23 @@ def _stores(flow: FunctionFlow, name: str) -> list[Node]:
     return found
 
 
+def _fresh_read(store: Node) -> bool:
+    """Does the stored value read the entry (not copy a snapshot or derive
+    from one)?"""
+    value = store.child_by_field_name("right") or store.child_by_field_name("value")
+    if value is None:
+        return False
+    value = ev.strip(value)
+    if value.type == "call_expression":
+        return syntax.call_name(value) in READS
+    return (
+        value.type == "pointer_expression"
+        and syntax.text(value.child_by_field_name("operator")) == "*"
+    )
+
+
 def _under_spinlock(flow: FunctionFlow, node: Node) -> bool:
     return any(kinds == {"held"} for kinds in flow.locks_at(node, frozenset({"spin"})).values())
-
-
-def _same_entry_checked(flow: FunctionFlow, entries: set[str]) -> Callable[[Point], bool]:
-    """A branch that still re-validates one of `entries`: a same-test of it,
-    or a helper of the tree that makes one."""
-
-    def checks(point: Point) -> bool:
-        if point.kind != BRANCH or point.node is None:
-            return False
-        for call in syntax.calls(point.node):
-            name = syntax.call_name(call) or ""
-            if _is_check(call) and (not entries or _operands(call) & entries):
-                return True
-            if name and name != flow.function.name and flow.summaries.reaches(name, SAME_CALLS, 2):
-                return True
-        return False
-
-    return checks
 
 
 def _one_line(node: Node) -> str:

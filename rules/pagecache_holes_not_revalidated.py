@@ -17,13 +17,18 @@ fills a hole that userspace may be watching:
   index (`start, start` instead of `start, end`), and re-validation moved
   out from under the lock it needs.
 
-A check moved into a same-file helper counts as made.  The rule looks at
+A check moved into a helper of the tree counts as made.  The rule looks at
 what a patch removes, so it never reports code as it already is, and a
 removed missing-mode check must be on a line the patch removes from the
-function itself (the test, or the call to a helper making it).  Before
-accusing, it reads the post-image generously: helpers as the patch found
-them or as it leaves them (a helper the patch changes is judged on its
-own), and calls the patch adds followed a few same-file levels deep
+function itself (the test, or the call to a helper making it).  A check
+still there but narrowed counts as removed: a re-count compared with `<`
+instead of `!=` misses the holes that were filled, and a missing-mode
+test that no longer stands on every path to the hole filling (`wp &&
+userfaultfd_missing(vma)`) misses the others.  Which locks are held comes
+from the flow layer, helpers that take the lock included.  Before
+accusing, the rule reads the post-image generously: helpers as the patch
+found them or as it leaves them (a helper the patch changes is judged on
+its own), and calls the patch adds followed a few levels deep
 (`do_anonymous_page()` reached through a new `do_pte_missing()`).
 
 ## Why is this bad?
@@ -84,14 +89,16 @@ so this is the check that must stay, for every VMA mapping the range.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tree_sitter import Node
 
 from analyzer import syntax
+from analyzer.flow import FunctionFlow
+from analyzer.flow.guards import argument_places, lost_checks
 from analyzer.images import Image
-from analyzer.parsing import Function, ParsedFile
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 MISSING_CHECKS = frozenset({"userfaultfd_missing"})
@@ -100,19 +107,14 @@ MISSING_OR_WIDER = MISSING_CHECKS | {"userfaultfd_armed"}
 XA_READERS = frozenset(
     {"xas_next", "xas_load", "xas_find", "xas_next_entry", "xas_find_marked", "xas_prev"}
 )
-XA_LOCKS = (
-    frozenset({"xas_lock_irq", "xas_lock", "xas_lock_irqsave", "xa_lock_irq"}),
-    frozenset({"xas_unlock_irq", "xas_unlock", "xas_unlock_irqrestore", "xa_unlock_irq"}),
-)
-I_MMAP_LOCKS = (
-    frozenset({"i_mmap_lock_read", "i_mmap_lock_write"}),
-    frozenset({"i_mmap_unlock_read", "i_mmap_unlock_write"}),
-)
+# The xarray's lock: `spin:xas` for xas_lock_irq(&xas), `spin:mapping->i_pages`.
+XA_LOCK = re.compile(r"spin:.*\b(?:xas|i_pages|xa)\b")
 LOOPS = ("for_statement", "while_statement", "do_statement")
 # How far a call the patch adds is followed for a missing-mode check still
 # made: handle_pte_fault() -> do_pte_missing() -> do_anonymous_page() is two.
 ADDED_CALL_DEPTH = 3
-COMPARISONS = frozenset({"!=", "==", "<", ">", "<=", ">="})
+# Only an equality test notices every filled hole: `<` or `>` notice some.
+COMPARISONS = frozenset({"!=", "=="})
 
 MESSAGES = {
     "missing": (
@@ -151,7 +153,8 @@ MESSAGES = {
 class Guards:
     """The re-validations a function makes, by kind, with their nodes."""
 
-    sites: dict[str, list[Node]] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.sites: dict[str, list[Node]] = {}
 
     def add(self, kind: str, node: Node, times: int = 1) -> None:
         self.sites.setdefault(kind, []).extend([node] * times)
@@ -171,23 +174,25 @@ class PagecacheHolesNotRevalidated(FunctionRule):
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
         # Only what a patch takes away: without a pre-image there is nothing to lose.
-        before, after = change.before, change.after
-        if before is None or before.body is None or after.body is None:
+        before, after = change.before_flow, change.flow
+        if before is None or change.after.body is None:
             return
-        old = _guards(before, change.before_file)
+        old = _guards(before)
         if not old.sites:
             return
-        new = _guards(after, change.after_file, change.before_file, change.is_added)
+        new = _guards(after, before, change.is_added)
+        lost = {kind: old.count(kind) - new.count(kind) for kind in MESSAGES}
+        if lost["missing"] <= 0 and _missing_narrowed(change):
+            lost["missing"] = 1
         for kind, (severity, message) in MESSAGES.items():
-            lost = old.count(kind) - new.count(kind)
-            if lost <= 0:
+            if lost[kind] <= 0:
                 continue
             if kind == "missing" and not _removes_missing_check(change, old):
                 continue
             # A check that lost its lock but is still there is reported as
             # that, not also as a lost lock of a check that is gone.
             base = kind.removesuffix("-locked")
-            if base != kind and old.count(base) > new.count(base):
+            if base != kind and lost[base] > 0:
                 continue
             anchor = _anchor(change, old.sites[kind], new.sites.get(base, []))
             yield change.finding(
@@ -197,6 +202,45 @@ class PagecacheHolesNotRevalidated(FunctionRule):
                 key=f"lost:{kind}",
                 severity=severity,
             )
+
+
+def _missing_narrowed(change: FunctionChange) -> bool:
+    """Is a missing-mode check still there, but no longer on every path to
+    what it guarded (`wp && userfaultfd_missing(vma)`)?"""
+    before, after = change.before_flow, change.flow
+    assert before is not None
+    vouches = {flow: _vouches_missing(flow) for flow in (before, after)}
+    return any(
+        True
+        for _ in lost_checks(
+            before,
+            after,
+            removed=change.is_removed,
+            is_check=lambda node: syntax.call_name(node) in MISSING_CHECKS,
+            vouches_before=vouches[before],
+            vouches_after=vouches[after],
+            proceeds=lambda node, condition: (
+                False if syntax.call_name(node) in MISSING_OR_WIDER else None
+            ),
+            key="missing",
+        )
+    )
+
+
+def _vouches_missing(flow: FunctionFlow) -> Callable[[Node], list[str]]:
+    def vouched(node: Node) -> list[str]:
+        if node.type != "call_expression":
+            return []
+        callee = syntax.call_name(node) or ""
+        if callee in MISSING_OR_WIDER or (
+            callee
+            and callee != flow.function.name
+            and flow.summaries.reaches(callee, MISSING_OR_WIDER, ADDED_CALL_DEPTH)
+        ):
+            return argument_places(node)
+        return []
+
+    return vouched
 
 
 def _removes_missing_check(change: FunctionChange, old: Guards) -> bool:
@@ -235,97 +279,40 @@ def _node_at(body: Node, image: Image, row: int) -> Node:
     return node
 
 
-class _File:
-    """What the rule knows of the file around a function: its helpers, and
-    which of them take or drop one of the locks (one level deep)."""
-
-    def __init__(self, file: ParsedFile | None) -> None:
-        self.helpers = {f.name: f for f in file.functions if f.body is not None} if file else {}
-        self.xa_locks = self._with_helpers(XA_LOCKS)
-        self.i_mmap_locks = self._with_helpers(I_MMAP_LOCKS)
-        self._reached: dict[tuple[str, int], int] = {}
-
-    def missing_checks(self, name: str, depth: int) -> int:
-        """The missing-mode checks helper `name` makes itself and, `depth` - 1
-        levels further, through the same-file helpers it calls."""
-        helper = self.helpers.get(name)
-        if helper is None or helper.body is None or depth <= 0:
-            return 0
-        if (name, depth) not in self._reached:
-            made = len(syntax.calls(helper.body, MISSING_OR_WIDER))
-            for call in syntax.calls(helper.body):
-                callee = syntax.call_name(call) or ""
-                if callee != name:
-                    made += self.missing_checks(callee, depth - 1)
-            self._reached[(name, depth)] = made
-        return self._reached[(name, depth)]
-
-    def _with_helpers(self, pair: tuple[frozenset[str], ...]) -> tuple[frozenset[str], ...]:
-        acquire, release = set(pair[0]), set(pair[1])
-        for name, helper in self.helpers.items():
-            assert helper.body is not None
-            called = {syntax.call_name(c) for c in syntax.calls(helper.body)}
-            if called & pair[0] and not called & pair[1]:
-                acquire.add(name)
-            elif called & pair[1] and not called & pair[0]:
-                release.add(name)
-        return frozenset(acquire), frozenset(release)
-
-
-_files: dict[str, _File] = {}
-
-
-def _file(parsed: ParsedFile | None) -> _File:
-    """_File for a parse, once per blob (the rule runs on many functions of it)."""
-    if parsed is None:
-        return _File(None)
-    key = parsed.image.blob_id
-    if key not in _files:
-        if len(_files) > 64:
-            _files.clear()
-        _files[key] = _File(parsed)
-    return _files[key]
-
-
 def _guards(
-    function: Function,
-    parsed: ParsedFile | None,
-    before: ParsedFile | None = None,
+    flow: FunctionFlow,
+    before: FunctionFlow | None = None,
     added: Callable[[Node], bool] | None = None,
 ) -> Guards:
-    """The re-validations `function` makes, itself or through the same-file
-    helpers it calls (one level).  For a post-image (`added` given), each
-    helper also as the patch found it in `before`, whichever makes more (a
-    helper the patch changes is judged on its own), and the calls the patch
-    adds followed ADDED_CALL_DEPTH levels for a missing-mode check."""
-    body = function.body
+    """The re-validations the function makes, itself or through the helpers
+    of the tree it calls.  For a post-image (`before` given), each helper
+    also as the patch found it, whichever makes more (a helper the patch
+    changes is judged on its own), and the calls the patch adds followed
+    ADDED_CALL_DEPTH levels for a missing-mode check."""
+    body = flow.function.body
     assert body is not None
-    file = _file(parsed)
-    guards = _own_guards(body, function.image, file)
-    readings = [file] if added is None else [file, _file(before)]
-    for call in syntax.calls(body):
+    guards = _own_guards(flow, body)
+    readings = [flow] if before is None else [flow, before]
+    for call in flow.calls():
         name = syntax.call_name(call) or ""
-        if name == function.name or not any(name in r.helpers for r in readings):
+        if name == flow.function.name:
             continue
-        # The helper runs under whatever lock its caller holds there.
-        xa_held = _under_lock(body, call, file.xa_locks)
-        walk = _enclosing_range_walk(call)
-        locked_walk = walk is not None and _under_lock(body, walk, file.i_mmap_locks)
         made: dict[str, int] = {}
         for reading in readings:
-            helper = reading.helpers.get(name)
-            if helper is None or helper.body is None:
+            helper = reading.summaries.located(name)
+            if helper is None or helper[0].body is None:
                 continue
-            inner = _own_guards(helper.body, helper.image, reading, xa_held)
-            counts = {kind: inner.count(kind) for kind in ("retry", "ranged-walk", "recount")}
-            counts["missing"] = inner.count("missing")
+            function, parsed, path = helper
+            helper_flow = FunctionFlow(function, parsed, reading.context, path)
+            inner = _own_guards(helper_flow, function.body, xa_held=_xa_held(flow, call))
+            counts = {kind: inner.count(kind) for kind in MESSAGES}
             if added is not None and added(call):
                 counts["missing"] = max(
-                    counts["missing"], reading.missing_checks(name, ADDED_CALL_DEPTH)
+                    counts["missing"],
+                    int(reading.summaries.reaches(name, MISSING_OR_WIDER, ADDED_CALL_DEPTH)),
                 )
-            counts["missing-locked"] = (
-                counts["missing"] if locked_walk else inner.count("missing-locked")
-            )
+            if _range_walk_locked(flow, call):
+                counts["missing-locked"] = counts["missing"]
             for kind, count in counts.items():
                 made[kind] = max(made.get(kind, 0), count)
         for kind, count in made.items():
@@ -333,14 +320,13 @@ def _guards(
     return guards
 
 
-def _own_guards(body: Node, image: Image, file: _File, xa_held: bool = False) -> Guards:
+def _own_guards(flow: FunctionFlow, body: Node, xa_held: bool = False) -> Guards:
     """The re-validations `body` makes itself; `xa_held`: its caller holds
     the xarray lock when calling it."""
     guards = Guards()
     for call in syntax.calls(body, MISSING_OR_WIDER):
         guards.add("missing", call)
-        walk = _enclosing_range_walk(call)
-        if walk is not None and _under_lock(body, walk, file.i_mmap_locks):
+        if _range_walk_locked(flow, call):
             guards.add("missing-locked", call)
     for call in syntax.calls(body, "xas_store"):
         args = syntax.arguments(call)
@@ -353,11 +339,11 @@ def _own_guards(body: Node, image: Image, file: _File, xa_held: bool = False) ->
         if (
             len(args) == 4
             and walk_body is not None
-            and _asks_missing(walk_body, file)
+            and _asks_missing(flow, walk_body)
             and syntax.text(args[2]) != syntax.text(args[3])
         ):
             guards.add("ranged-walk", call)
-    counters = _hole_counters(body, image)
+    counters = _hole_counters(flow, body, xa_held)
     for statement in syntax.walk(body):
         if statement.type != "if_statement":
             continue
@@ -366,37 +352,54 @@ def _own_guards(body: Node, image: Image, file: _File, xa_held: bool = False) ->
             statement.child_by_field_name("consequence")
         ):
             continue
-        if not _compares_counters(condition, counters):
-            continue
-        # A re-count: one of the counts compared was taken under the xarray
-        # lock (the scan's own limits, counted under RCU, are not one).
-        mentioned = syntax.identifiers(condition)
-        if any(
-            _under_lock(body, loop, file.xa_locks, xa_held)
-            for name, loop in counters.items()
-            if name in mentioned
+        compared = _compares_counters(condition, counters)
+        # A re-count is made under the lock held at the comparison: the
+        # scan's own counts were taken under earlier, dropped instances of it.
+        if compared and (
+            xa_held
+            or any(
+                _xa_section(flow, increment) & _xa_section(flow, condition)
+                for name in compared
+                for increment in counters[name]
+            )
         ):
             guards.add("recount", statement)
     return guards
 
 
-def _asks_missing(node: Node, file: _File) -> bool:
+def _asks_missing(flow: FunctionFlow, node: Node) -> bool:
     """Does `node` test missing-mode userfaultfd, itself or in a helper?"""
     for call in syntax.calls(node):
         name = syntax.call_name(call) or ""
-        helper = file.helpers.get(name)
-        if name in MISSING_OR_WIDER or (
-            helper is not None
-            and helper.body is not None
-            and bool(syntax.calls(helper.body, MISSING_OR_WIDER))
+        if name in MISSING_OR_WIDER:
+            return True
+        if (
+            name
+            and name != flow.function.name
+            and flow.summaries.reaches(name, MISSING_OR_WIDER, 1)
         ):
             return True
     return False
 
 
-def _hole_counters(body: Node, image: Image) -> dict[str, Node]:
-    """Locals incremented in the body of a loop that reads the xarray: the
-    loop for each, the last one winning (the re-count comes last)."""
+def _xa_held(flow: FunctionFlow, node: Node) -> bool:
+    return any(
+        kinds == {"held"} and XA_LOCK.fullmatch(lock)
+        for lock, kinds in flow.locks_at(node, frozenset({"spin"})).items()
+    )
+
+
+def _range_walk_locked(flow: FunctionFlow, node: Node) -> bool:
+    """Inside a `vma_interval_tree_foreach()` walk made under the i_mmap lock?"""
+    walk = _enclosing_range_walk(node)
+    return walk is not None and any(
+        kinds == {"held"} for kinds in flow.locks_at(walk, frozenset({"i_mmap"})).values()
+    )
+
+
+def _hole_counters(flow: FunctionFlow, body: Node, xa_held: bool) -> dict[str, list[Node]]:
+    """Locals incremented, under the xarray lock, in a loop that reads the
+    xarray (the scan's own limits, counted under RCU, are not re-counts)."""
     counters: dict[str, Node] = {}
     for node in syntax.walk(body):
         if node.type != "expression_statement" or not node.named_children:
@@ -413,8 +416,10 @@ def _hole_counters(body: Node, image: Image) -> dict[str, Node]:
         if target is None or target.type != "identifier":
             continue
         loop = syntax.enclosing(node, *LOOPS)
-        if loop is not None and _reads_xarray(loop, image):
-            counters[syntax.text(target)] = loop
+        if loop is None or not _reads_xarray(loop, flow.function.image):
+            continue
+        if xa_held or _xa_held(flow, node):
+            counters.setdefault(syntax.text(target), []).append(node)
     return counters
 
 
@@ -426,24 +431,35 @@ def _reads_xarray(loop: Node, image: Image) -> bool:
     return head.startswith((b"xas_for_each", b"xa_for_each"))
 
 
-def _compares_counters(condition: Node, counters: dict[str, Node]) -> bool:
-    """`a != b` between a count of holes and another count, directly or
-    handed to a helper."""
+def _compares_counters(condition: Node, counters: dict[str, list[Node]]) -> list[str]:
+    """The counts of holes compared with another count in `condition`
+    (`a != b`, directly or handed to a helper)."""
     for node in syntax.walk(condition):
         if node.type == "binary_expression":
             operator = syntax.text(node.child_by_field_name("operator"))
             sides = [node.child_by_field_name("left"), node.child_by_field_name("right")]
             names = [syntax.text(s) for s in sides if s is not None and s.type == "identifier"]
             if operator in COMPARISONS and len(names) == 2 and _counts(names, counters):
-                return True
+                return [n for n in names if n in counters]
         elif node.type == "call_expression":
             names = [syntax.text(a) for a in syntax.arguments(node) if a.type == "identifier"]
             if len(names) >= 2 and _counts(names, counters):
-                return True
-    return False
+                return [n for n in names if n in counters]
+    return []
 
 
-def _counts(names: list[str], counters: dict[str, Node]) -> bool:
+def _xa_section(flow: FunctionFlow, node: Node) -> set[object]:
+    """Which taking of the xarray lock `node` runs under (the lock's value)."""
+    analysis = flow.locks()
+    found: set[object] = set()
+    for state, _results in analysis.before_each(node):
+        for lock, values in state.places.items():
+            if XA_LOCK.fullmatch(lock) and "held" in state.kinds_of_values(values):
+                found |= values
+    return found
+
+
+def _counts(names: list[str], counters: dict[str, list[Node]]) -> bool:
     # A count of holes against another count; a counter against a constant
     # (`latency < XA_CHECK_SCHED`) is a rescheduling point, not a re-count.
     if any(name.isupper() for name in names):
@@ -468,31 +484,6 @@ def _enclosing_range_walk(node: Node) -> Node | None:
         ):
             return statement
     return None
-
-
-def _under_lock(
-    body: Node, node: Node, locks: tuple[frozenset[str], ...], held_on_entry: bool = False
-) -> bool:
-    """Is a lock of this kind held at `node`: taken before it (or held on
-    entry) and not released in between, ignoring releases on bail-out
-    branches that do not lead to it?"""
-    acquire, release = locks
-    called = syntax.calls(body)
-    taken = [c for c in called if syntax.call_name(c) in acquire and c.end_byte <= node.start_byte]
-    if not taken and not held_on_entry:
-        return False
-    last = max((c.start_byte for c in taken), default=body.start_byte)
-    return not any(
-        syntax.call_name(c) in release
-        and last < c.start_byte < node.start_byte
-        and not _on_other_branch(c, node)
-        for c in called
-    )
-
-
-def _on_other_branch(node: Node, other: Node) -> bool:
-    branch = syntax.enclosing(node, "if_statement")
-    return branch is not None and not syntax.within(other, branch)
 
 
 RULE = PagecacheHolesNotRevalidated

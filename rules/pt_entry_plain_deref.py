@@ -11,7 +11,11 @@ are implemented): generic mm code reads PTEs through `ptep_get()` since
 v6.5.
 
 Plain `*pmd` reads are common and legitimate under the PMD lock, so a new
-one is only flagged when it takes the place of an accessor.
+one is only flagged when it takes the place of an accessor, and only where
+the lock is not held on every path to it (the flow layer says which locks
+are) unless the accessor replaced was a lockless one.  Before v6.5 (the
+tree's Makefile says), generic code read PTEs plainly and new plain PTE
+reads are not flagged.
 
 ## Why is this bad?
 A page-table entry read without its lock can change at any moment: the
@@ -96,6 +100,8 @@ class PtEntryPlainDeref(FunctionRule):
                 budget -= 1
                 flagged.add(node.id)
                 lockless = syntax.call_name(partner) in LOCKLESS_ACCESSORS
+                if not lockless and kind == "pmd_t *" and _under_lock(change.flow, node):
+                    continue  # a PMD read under its lock may be plain
                 plain = f"'{syntax.text(node)}' ({kind})"
                 if lockless:
                     message = (
@@ -131,6 +137,10 @@ class PtEntryPlainDeref(FunctionRule):
             )
 
 
+def _under_lock(flow: FunctionFlow, node: Node) -> bool:
+    return any(kinds == {"held"} for kinds in flow.locks_at(node, frozenset({"spin"})).values())
+
+
 def _accessor_for(kind: str, lockless: bool) -> str:
     level = kind.split("_")[0]
     if level == "pud":
@@ -139,8 +149,8 @@ def _accessor_for(kind: str, lockless: bool) -> str:
 
 
 def _entry_pointer(flow: FunctionFlow, node: Node | None) -> str | None:
-    """The entry-pointer type of an identifier, if it is one."""
-    if node is None or node.type != "identifier":
+    """The entry-pointer type of a name or field (`pvmw->pmd`), if it is one."""
+    if node is None or node.type not in ("identifier", "field_expression"):
         return None
     declared = flow.type_of(node)
     return declared if declared in ENTRY_POINTERS else None

@@ -63,7 +63,7 @@ from analyzer.declarations import Declarations, TypeScope, kernel_version
 from analyzer.flow import cfg, paths
 from analyzer.flow import events as ev
 from analyzer.flow.entries import MAPS, Entries
-from analyzer.flow.locks import Locks, held
+from analyzer.flow.locks import LockEffect, Locks, held, helper_effects
 from analyzer.flow.nullness import Nullness
 from analyzer.flow.summaries import Summaries
 from analyzer.flow.values import NULL, Analysis, Kinds, Tracker
@@ -227,7 +227,20 @@ class FunctionFlow:
         return summary is not None and summary.returns is not None and NULL in summary.returns
 
     def locks(self) -> Analysis:
-        return self.analysis(Locks(), "locks")
+        """Which locks are held; helpers of the tree that take or drop a lock
+        they are handed count where they are called."""
+        found = self._shared.analyses.get("locks")
+        if found is None:
+            found = self._shared.analyses["locks"] = Analysis(self.graph, Locks(self._lock_effects))
+        return found
+
+    def _lock_effects(self, name: str) -> tuple[LockEffect, ...]:
+        if name == self.function.name:
+            return ()
+        function = self.summaries.definition(name)
+        if function is None or function.body is None:
+            return ()
+        return helper_effects(function.body, list(self.summaries.of(name).parameters))
 
     def locks_at(self, node: Node, classes: frozenset[str] | None = None) -> dict[str, Kinds]:
         """Locks that may be held just before `node` runs, with their kinds

@@ -1,38 +1,125 @@
-"""Checks a patch takes away: what a removed test used to guard, and whether
-something still guards it.
+"""Checks a patch takes away: where a test used to stand on every path, and
+no longer does.
 
-A check is a branch: on one edge the work goes on (`proceeds`), on the
-other it does not.  What it guarded, in the function as it was, is the
-points only that edge reaches (the work it let through, not what both
-edges share).  After the patch, those points (matched by their text) must
-still lie behind an equivalent check on every path; a check removed,
-narrowed (`a && check`), turned into a bare warning, or moved after the
-work leaves some path that reaches them without one.  A check moved
-earlier, into a helper, or reshaped still stands on every path, and is
-not a loss.
+A check *vouches* for the value it tested (`userfaultfd_wp(vma)` for
+`vma`, `pte_same(ptep_get(pte), orig)` for `*pte` and `orig`) from the
+branch that made it until that value changes: the place is assigned, an
+iterator steps it, or (for checks that must be made under the lock) a
+page-table lock is taken after it.  A `Vouching` tracker follows that
+along paths, with everything the value analysis knows (constants, path
+states), so that `skipped = true; ... if (!skipped)` does not count as a
+path around the check.
+
+What the patch lost is then a question of two answers: the points of the
+function that were vouched for on every path before the patch (matched
+by their text), and are not after it.  A check removed, narrowed
+(`a && check`), turned into a bare warning, or moved after the work loses
+that; one moved earlier, into a helper, reshaped, or replaced by a wider
+one does not.  Checks in loops vouch for one element at a time: the next
+element is a new value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tree_sitter import Node
 
 from analyzer import syntax
-from analyzer.flow import paths
+from analyzer.flow import events as ev
 from analyzer.flow.cfg import BRANCH, RETURN, STATEMENT, Point
+from analyzer.flow.values import Analysis, Kinds, State, Tracker, Value
+from analyzer.flow.vocabulary import LOCK_CALLS
 
 if TYPE_CHECKING:
     from analyzer.flow import FunctionFlow
 
+YES, NO = "vouched", "unvouched"
+_PREFIX = "vouched:"
+
+
+class Vouching(Tracker):
+    """Which values a check has vouched for, along paths."""
+
+    name = "vouching"
+
+    def __init__(
+        self,
+        flow: FunctionFlow,
+        vouches: Callable[[Node], Iterable[str]],
+        until_lock: bool = False,
+        proceeds: Callable[[Node, Node], bool | None] | None = None,
+    ) -> None:
+        self.flow = flow
+        # The places a check vouches for (nothing for other calls), and the
+        # edge of a branch on it along which the work goes on (None: both).
+        self.vouches = vouches
+        self.until_lock = until_lock
+        self.proceeds = proceeds
+
+    def default(self, name: str) -> Kinds | None:
+        return frozenset({NO}) if name.startswith(_PREFIX) else None
+
+    def killed_by_call(self, name: str) -> bool:
+        return not name.startswith(_PREFIX)
+
+    def call(
+        self, analysis: Analysis, state: State, call: ev.Call, results: dict[int, frozenset[Value]]
+    ) -> None:
+        spec = LOCK_CALLS.get(call.name or "")
+        if self.until_lock and spec is not None and not spec.release and spec.lock_class == "spin":
+            for tracked in [p for p in state.places if p.startswith(_PREFIX)]:
+                del state.places[tracked]
+            return
+
+    def taken(self, analysis: Analysis, state: State, condition: Node, taken: bool) -> None:
+        # Only a check that steers a branch vouches: a bare assertion tests,
+        # but the code goes on either way.
+        for node in syntax.walk(condition):
+            if node.type != "call_expression":
+                continue
+            names = list(self.vouches(node))
+            if not names:
+                continue
+            wanted = self.proceeds(node, condition) if self.proceeds is not None else None
+            if wanted is not None and wanted != taken:
+                continue
+            for name in names:
+                analysis.bind(state, _PREFIX + name, f"vouch:{node.id}:{name}", frozenset({YES}))
+
+    def forgot(self, analysis: Analysis, state: State, name: str) -> None:
+        state.places.pop(_PREFIX + name, None)
+
+
+def vouched(analysis: Analysis, node: Node, name: str) -> bool:
+    """Was `name`, or what it is reached through (a helper handed `vmf`
+    checks `vmf->orig_pte`), vouched for on every path to `node`?"""
+    for place in _roots(name):
+        if analysis.place_kinds_at(node, _PREFIX + place) == frozenset({YES}):
+            return True
+    return False
+
+
+def _roots(name: str) -> list[str]:
+    """`*vmf->pte`, `vmf->pte`, `vmf`."""
+    found = [name]
+    plain = name.lstrip("*")
+    if plain != name:
+        found.append(plain)
+    while "->" in plain or "." in plain:
+        cut = max(plain.rfind("->"), plain.rfind("."))
+        plain = plain[:cut]
+        found.append(plain)
+    return found
+
 
 @dataclass(frozen=True)
 class Lost:
-    check: Node  # the removed check (a call in the function as it was)
-    guarded: tuple[Point, ...]  # what it guarded, in the function as it is now
-    unguarded: Point  # one of them a path now reaches without a check
+    check: Node  # the removed check (in the function as it was)
+    place: str  # what it vouched for
+    unguarded: Point  # a point now reached without it, in the function as it is
 
 
 def lost_checks(
@@ -40,69 +127,61 @@ def lost_checks(
     after: FunctionFlow,
     removed: Callable[[Node], bool],
     is_check: Callable[[Node], bool],
-    proceeds: Callable[[Node, Node], bool | None],
-    still_checks: Callable[[Node], Callable[[Point], bool]],
+    vouches_before: Callable[[Node], Iterable[str]],
+    vouches_after: Callable[[Node], Iterable[str]],
     matters: Callable[[Point], bool] | None = None,
-    standing: Callable[[Node], Node | None] | None = None,
+    until_lock: bool = False,
+    proceeds: Callable[[Node, Node], bool | None] | None = None,
+    key: str = "",
 ) -> Iterator[Lost]:
-    """Checks of the function as it was (calls `is_check` accepts, on lines
-    `removed` accepts) whose guarded work a path of the function as it is
-    now reaches without passing a point `still_checks(check)` accepts.
-    `proceeds(call, atom)` is the edge (True/False) of the branch on `atom`
-    along which the work goes on, None when the call does not steer it.
-    `standing(call)` is the node of the function as it is that stands where
-    the check stood: paths are followed from there (a check in a loop guards
-    the rest of the loop, not its first iteration), and from the entry when
-    there is none."""
-    after_points = _by_key(after)
-    for point in before.graph.reverse_postorder():
-        if point.kind != BRANCH or point.node is None:
-            continue
-        for call in _calls_in(point.node):
-            if not is_check(call) or not removed(call):
-                continue
-            edge_taken = proceeds(call, point.node)
-            if edge_taken is None:
-                continue
-            guarded = _guarded(before, point, edge_taken, matters)
-            now = [after_points[key] for key in guarded if key in after_points]
-            equivalent = still_checks(call)
-            start = None
-            if standing is not None and (node := standing(call)) is not None:
-                start = after.point(node)
-            if start is not None and equivalent(start):
-                continue  # the same check, or a wider one, stands there
-            for target in now:
-                if after.reachable(target) and after.some_path_avoids(start, target, equivalent):
-                    yield Lost(call, tuple(now), target)
-                    break
-
-
-def _guarded(
-    flow: FunctionFlow, branch: Point, taken: bool, matters: Callable[[Point], bool] | None
-) -> list[tuple[str, str, int]]:
-    """Keys of the points only the `taken` edge of `branch` reaches."""
-    go = [e.target for e in branch.succs if e.taken is taken]
-    stop = [e.target for e in branch.succs if e.taken is not taken]
-    through = paths.reachable_from(flow.graph, go)
-    around = paths.reachable_from(flow.graph, stop)
-    keys = _keys(flow)
-    return [
-        keys[p.id]
-        for p in flow.graph.reverse_postorder()
-        if p.id in through
-        and p.id not in around
-        and p.id in keys
-        and (matters is None or matters(p))
+    """Checks of the function as it was (nodes `is_check` accepts, on lines
+    `removed` accepts) that vouched, on every path, for points that matter,
+    where the function as it is leaves some path unvouched.  `vouches_*`
+    say which places a call vouches for (a check, a helper making one),
+    in each version."""
+    checks = [
+        node
+        for point in before.graph.points
+        if point.kind == BRANCH and point.node is not None
+        for node in syntax.walk(point.node)
+        if is_check(node) and removed(node)
     ]
+    if not checks:
+        return
+    old = before.analysis(
+        Vouching(before, vouches_before, until_lock, proceeds), ("vouching", key, until_lock)
+    )
+    new = after.analysis(
+        Vouching(after, vouches_after, until_lock, proceeds), ("vouching", key, until_lock)
+    )
+    if not old.complete or not new.complete:
+        return
+    now = _by_key(after)
+    names_after = syntax.identifiers(after.function.node)
+    for check in checks:
+        for name in vouches_before(check):
+            if _roots(name)[-1].lstrip("*") not in names_after:
+                continue  # renamed: the new name is another check's business
+            for point_key, point in _by_key(before).items():
+                if matters is not None and not matters(point):
+                    continue
+                if point.node is None or not vouched(old, point.node, name):
+                    continue
+                target = now.get(point_key)
+                if target is None or target.node is None or not after.reachable(target):
+                    continue
+                if not vouched(new, target.node, name):
+                    yield Lost(check, name, target)
+                    break
+            else:
+                continue
+            break
 
 
 def _keys(flow: FunctionFlow) -> dict[int, tuple[str, str, int]]:
     found: dict[int, tuple[str, str, int]] = {}
     seen: dict[tuple[str, str], int] = {}
-    points = [
-        p for p in flow.graph.points if p.node is not None and p.kind in (STATEMENT, RETURN, BRANCH)
-    ]
+    points = [p for p in flow.graph.points if p.node is not None and p.kind in (STATEMENT, RETURN)]
     for point in sorted(points, key=lambda p: p.node.start_byte):  # type: ignore[union-attr]
         text = " ".join(syntax.text(point.node).split())
         occurrence = seen.get((point.kind, text), 0)
@@ -116,30 +195,19 @@ def _by_key(flow: FunctionFlow) -> dict[tuple[str, str, int], Point]:
     return {key: points[pid] for pid, key in _keys(flow).items()}
 
 
-def _calls_in(node: Node) -> list[Node]:
-    return syntax.calls(node)
-
-
-def branches_calling(
-    flow: FunctionFlow, names: frozenset[str], helpers: bool = True
-) -> Callable[[Point], bool]:
-    """A `still_checks` for checks that are calls to `names`, or to functions
-    of the tree that make one (a check moved into a helper)."""
-
-    def checks(point: Point) -> bool:
-        if point.kind != BRANCH or point.node is None:
-            return False
-        for call in syntax.calls(point.node):
-            name = syntax.call_name(call) or ""
-            if name in names:
-                return True
-            if (
-                helpers
-                and name
-                and name != flow.function.name
-                and flow.summaries.reaches(name, names, 2)
-            ):
-                return True
-        return False
-
-    return checks
+def argument_places(call: Node) -> list[str]:
+    """The places a check's arguments name (`vma`, `pteval`, `*pte` for
+    `ptep_get(pte)`)."""
+    found = []
+    for argument in syntax.arguments(call):
+        argument = ev.strip(argument)
+        if argument.type == "call_expression":
+            inner = syntax.arguments(argument)
+            name = ev.place(inner[0]) if inner else None
+            if name is not None:
+                found.append(name if name.startswith("*") else f"*{name}")
+            continue
+        name = ev.place(argument)
+        if name is not None:
+            found.append(name)
+    return found

@@ -17,6 +17,9 @@ callee takes or drops a lock; the set here is the function's own).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from tree_sitter import Node
 
 from analyzer import syntax
@@ -42,8 +45,24 @@ LOCK = register_dimension({HELD, FREE})
 _POINTER_RESULT = frozenset({NULL, PTR})
 
 
+@dataclass(frozen=True)
+class LockEffect:
+    """What a helper of the tree leaves done to a lock it is handed:
+    `release` False: it returns holding it."""
+
+    lock_class: str
+    argument: int
+    release: bool
+
+
 class Locks(Tracker):
     name = "locks"
+
+    def __init__(
+        self, helper_effects: Callable[[str], tuple[LockEffect, ...]] | None = None
+    ) -> None:
+        # Helpers that take or drop a lock they are handed (`demo_lock(&xas)`).
+        self.helper_effects = helper_effects
 
     def default(self, name: str) -> Kinds | None:
         return frozenset({FREE}) if _is_lock(name) else None
@@ -64,6 +83,13 @@ class Locks(Tracker):
             return
         spec = vocabulary.LOCK_CALLS.get(call.name)
         if spec is None:
+            for effect in self.helper_effects(call.name) if self.helper_effects else ():
+                if effect.argument < len(call.arguments):
+                    argument = call.arguments[effect.argument]
+                    name = ev.address_of(argument) or ev.place(argument)
+                    if name is not None:
+                        kinds = frozenset({FREE if effect.release else HELD})
+                        analysis.bind(state, f"{effect.lock_class}:{name}", call.node.id, kinds)
             return
         lock = _lock_name(spec, call)
         if lock is None:
@@ -171,3 +197,27 @@ def held(
         if HELD in kinds:
             found[name] = kinds & LOCK
     return found
+
+
+def helper_effects(function_body: Node, parameters: list[str]) -> tuple[LockEffect, ...]:
+    """The locks a helper takes and does not drop (or drops and does not
+    take), among the ones it is handed: `xas_lock_irq(xas)` in
+    `demo_lock(struct xa_state *xas)`."""
+    taken: dict[tuple[str, int], int] = {}
+    for call in syntax.calls(function_body):
+        spec = vocabulary.LOCK_CALLS.get(syntax.call_name(call) or "")
+        if spec is None or spec.fixed is not None or spec.argument < 0 or spec.conditional:
+            continue
+        arguments = syntax.arguments(call)
+        if len(arguments) <= spec.argument:
+            continue
+        name = ev.address_of(arguments[spec.argument]) or ev.place(arguments[spec.argument])
+        if name is None or name.lstrip("*") not in parameters:
+            continue
+        key = (spec.lock_class, parameters.index(name.lstrip("*")))
+        taken[key] = taken.get(key, 0) + (-1 if spec.release else 1)
+    return tuple(
+        LockEffect(lock_class, index, count < 0)
+        for (lock_class, index), count in sorted(taken.items())
+        if count != 0
+    )

@@ -127,6 +127,13 @@ class Tracker:
         """Does `call` only read what it is handed the address of?"""
         return False
 
+    def taken(self, analysis: Analysis, state: State, condition: Node, taken: bool) -> None:
+        """A branch on `condition` goes along its `taken` edge."""
+
+    def forgot(self, analysis: Analysis, state: State, name: str) -> None:
+        """Place `name` has just been given a new value (facts about the old
+        one a tracker keeps elsewhere are gone)."""
+
     # Answers from the summaries of the tree's functions, when the flow
     # layer has them: a helper that only returns a condition (`return
     # !vmf->pte;`) gives that condition and its parameter names, so that
@@ -293,9 +300,15 @@ class Analysis:
                         state, name, f"const:{assign.node.id}", frozenset({CONSTANT + constant})
                     )
             return
+        values = state.places.get(name, frozenset())
+        if any(k.startswith(CONSTANT) for k in state.kinds_of_values(values)):
+            # `nr++` on a counter known to be 0: not 0 any more.
+            self.forget(state, name)
+            return
         # `p += n`, `p++`: the same value, moved; what it pointed to is not known.
+        self.tracker.forgot(self, state, "*" + name)
         for tracked in list(state.places):
-            if tracked.startswith("*") and _rooted_at(tracked[1:], name):
+            if tracked == "*" + name or (tracked.startswith("*") and _rooted_at(tracked[1:], name)):
                 del state.places[tracked]
 
     # -- helpers for trackers ------------------------------------------------------
@@ -303,6 +316,7 @@ class Analysis:
     def forget(self, state: State, name: str, subplaces: bool = True) -> None:
         """`name` (and what is reached through it) holds something new."""
         state.places.pop(name, None)
+        self.tracker.forgot(self, state, name)
         if subplaces:
             for tracked in list(state.places):
                 if tracked != name and (
@@ -413,12 +427,16 @@ class Analysis:
         state = state.copy()
         if not self._refine_condition(state, point.node, edge.taken, results):
             return None
+        self.tracker.taken(self, state, point.node, edge.taken)
         return state
 
     def _constant(self, state: State, name: str, constant: str, equal: bool) -> bool:
         """Refine place `name` by `== constant` (or `!=`); False: infeasible."""
         values = state.places.get(name)
         if not values:
+            if equal and name in self.compared:
+                # `if (result != SCAN_SUCCEED) goto out;`: past it, it is.
+                self.bind(state, name, f"const:{name}={constant}", frozenset({CONSTANT + constant}))
             return True
         wanted = CONSTANT + constant
         return self._narrow_constants(
@@ -582,7 +600,12 @@ class Analysis:
             default = self.tracker.default(name)
             present = left if left is not None else right
             assert present is not None
-            if default is None:
+            if name in self.compared and any(
+                k.startswith(CONSTANT) for k in _kinds_in(a, b, present)
+            ):
+                # A constant on one side, any value on the other: not known.
+                joined.places.pop(name, None)
+            elif default is None:
                 joined.places[name] = present
             else:
                 top: Value = f"top:{name}"
@@ -646,6 +669,13 @@ class Analysis:
                 tracked = True
                 found |= state.kinds_of_values(values)
         return frozenset(found) if tracked else None
+
+
+def _kinds_in(a: State, b: State, values: frozenset[Value]) -> set[str]:
+    found: set[str] = set()
+    for value in values:
+        found |= a.kinds.get(value, frozenset()) | b.kinds.get(value, frozenset())
+    return found
 
 
 def _same(a: State, b: State) -> bool:
