@@ -281,6 +281,11 @@ class _Builder:
             return self.block(node, current)
         if kind in ("comment", "preproc_call", "preproc_def", "preproc_function_def"):
             return current
+        if kind == "function_definition":
+            # `scoped_guard(rcu) { ... }` reads as a nested definition: its
+            # block still runs here (the guard's lock is not known).
+            body = node.child_by_field_name("body")
+            return self.block(body, current) if body is not None else current
         if kind in ("attributed_statement",):
             inner = [c for c in node.named_children if c.type != "attribute_declaration"]
             return self.statement(inner[0], current) if inner else current
