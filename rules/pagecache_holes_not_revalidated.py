@@ -113,8 +113,6 @@ LOOPS = ("for_statement", "while_statement", "do_statement")
 # How far a call the patch adds is followed for a missing-mode check still
 # made: handle_pte_fault() -> do_pte_missing() -> do_anonymous_page() is two.
 ADDED_CALL_DEPTH = 3
-# Only an equality test notices every filled hole: `<` or `>` notice some.
-COMPARISONS = frozenset({"!=", "=="})
 
 MESSAGES = {
     "missing": (
@@ -432,20 +430,67 @@ def _reads_xarray(loop: Node, image: Image) -> bool:
 
 
 def _compares_counters(condition: Node, counters: dict[str, list[Node]]) -> list[str]:
-    """The counts of holes compared with another count in `condition`
-    (`a != b`, directly or handed to a helper)."""
+    """The counts of holes compared with another count in `condition`, when
+    it notices every difference (`a != b`, `a < b || a > b`; `a < b` alone
+    notices only some), directly or handed to a helper."""
     for node in syntax.walk(condition):
         if node.type == "binary_expression":
             operator = syntax.text(node.child_by_field_name("operator"))
             sides = [node.child_by_field_name("left"), node.child_by_field_name("right")]
             names = [syntax.text(s) for s in sides if s is not None and s.type == "identifier"]
-            if operator in COMPARISONS and len(names) == 2 and _counts(names, counters):
-                return [n for n in names if n in counters]
+            if operator in ORDERS and len(names) == 2 and _counts(names, counters):
+                truth = _orders(condition, names[0], names[1])
+                if truth in (DIFFERENT, EQUAL):
+                    return [n for n in names if n in counters]
+                return []
         elif node.type == "call_expression":
             names = [syntax.text(a) for a in syntax.arguments(node) if a.type == "identifier"]
             if len(names) >= 2 and _counts(names, counters):
                 return [n for n in names if n in counters]
     return []
+
+
+LESS, SAME, MORE = "<", "=", ">"
+DIFFERENT, EQUAL = frozenset({LESS, MORE}), frozenset({SAME})
+ORDERS = {
+    "<": frozenset({LESS}),
+    ">": frozenset({MORE}),
+    "<=": frozenset({LESS, SAME}),
+    ">=": frozenset({MORE, SAME}),
+    "==": EQUAL,
+    "!=": DIFFERENT,
+}
+_FLIPPED = {LESS: MORE, MORE: LESS, SAME: SAME}
+
+
+def _orders(condition: Node, a: str, b: str) -> frozenset[str] | None:
+    """For which orders of `a` and `b` the condition holds, when it speaks
+    of nothing else."""
+    node = condition
+    while node.type == "parenthesized_expression" and node.named_children:
+        node = node.named_children[0]
+    if node.type == "call_expression" and syntax.call_name(node) in ("likely", "unlikely"):
+        arguments = syntax.arguments(node)
+        return _orders(arguments[0], a, b) if arguments else None
+    if node.type == "unary_expression" and syntax.text(node.child_by_field_name("operator")) == "!":
+        inner = _orders(node.child_by_field_name("argument"), a, b)
+        return frozenset({LESS, SAME, MORE}) - inner if inner is not None else None
+    if node.type != "binary_expression":
+        return None
+    operator = syntax.text(node.child_by_field_name("operator"))
+    left, right = node.child_by_field_name("left"), node.child_by_field_name("right")
+    if left is None or right is None:
+        return None
+    if operator in ("&&", "||"):
+        one, other = _orders(left, a, b), _orders(right, a, b)
+        if one is None or other is None:
+            return None
+        return one & other if operator == "&&" else one | other
+    sides = (syntax.text(left), syntax.text(right))
+    if operator not in ORDERS or set(sides) != {a, b}:
+        return None
+    orders = ORDERS[operator]
+    return orders if sides == (a, b) else frozenset(_FLIPPED[o] for o in orders)
 
 
 def _xa_section(flow: FunctionFlow, node: Node) -> set[object]:

@@ -83,6 +83,8 @@ class PmdPresentAsEmpty(FunctionRule):
     id = "PMD_PRESENT_AS_EMPTY"
     severity = Severity.WARNING
     summary = "!pmd_present() is not pmd_none(): migration entries are non-present but not empty"
+    paths = ()
+    api = r"\bpmd_(?:none|present)\b"
 
     # The level's vocabulary; the PTE rule reuses the logic with its own.
     level = "PMD"

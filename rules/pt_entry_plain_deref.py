@@ -74,6 +74,8 @@ class PtEntryPlainDeref(FunctionRule):
     id = "PT_ENTRY_PLAIN_DEREF"
     severity = Severity.WARNING
     summary = "page-table entry read with a plain dereference instead of its accessor"
+    paths = ()
+    api = r"\b(?:pte|pmd|pud)_t\s*\*"
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
         body = change.after.body

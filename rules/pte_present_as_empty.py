@@ -57,6 +57,7 @@ from rules.pmd_present_as_empty import PmdPresentAsEmpty
 class PtePresentAsEmpty(PmdPresentAsEmpty):
     id = "PTE_PRESENT_AS_EMPTY"
     summary = "!pte_present() is not pte_none(): swap, migration entries and markers are not empty"
+    api = r"\b(?:huge_)?pte_(?:none|present)\w*\b"
 
     level = "PTE"
     none_tests = frozenset({"pte_none", "pte_none_mostly", "huge_pte_none", "huge_pte_none_mostly"})

@@ -189,7 +189,9 @@ class PteWorkOnHugePmd(FunctionRule):
         # A split, or a call that handles the huge PMD (zap_huge_pmd(),
         # madvise_free_huge_pmd()), the patch removes: what went there now
         # reaches the work, though other paths let such PMDs through already.
-        handler_removed = any(_handles_huge(g) for g in removed)
+        handler_removed = any(_handles_huge(g) for g in removed) and _handlers(flow) < (
+            _handlers(before) if before is not None else 0
+        )
         for item, kinds in _exposed(flow, analysis, work):
             if before_exposed is not None and item.key in before_exposed:
                 # Only what the function as it was kept away is new.
@@ -386,6 +388,12 @@ def _removed_guards(change: FunctionChange) -> list[Node]:
         for c in syntax.calls(change.before.body)
         if change.is_removed(c) and (syntax.call_name(c) in GUARDS or _handles_huge(c))
     ]
+
+
+def _handlers(flow: FunctionFlow) -> int:
+    """How many splits and huge-PMD handlers the function calls (a split
+    spelled another way is still one)."""
+    return sum(1 for call in flow.calls() if _handles_huge(call))
 
 
 def _handles_huge(call: Node) -> bool:

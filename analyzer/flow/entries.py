@@ -27,6 +27,7 @@ an entry changes only through the writes it knows (`set_pmd_at()`, splits,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
 from tree_sitter import Node
@@ -68,7 +69,8 @@ def _test(true: Iterable[str], false: Iterable[str] | None = None) -> tuple[Kind
 VALUE_TESTS: dict[str, tuple[Kinds, Kinds]] = {
     "pmd_none": _test({NONE}),
     "pud_none": _test({NONE}),
-    "pmd_present": _test(PMD_PRESENT | {PRESENT}),
+    # A corrupt PMD still has its present bit.
+    "pmd_present": _test(PMD_PRESENT | {PRESENT, BAD}),
     "pmd_trans_huge": _test({HUGE}),
     "pmd_is_huge": _test({HUGE}),
     "pmd_leaf": _test(PMD_LEAF),
@@ -85,6 +87,8 @@ VALUE_TESTS: dict[str, tuple[Kinds, Kinds]] = {
     "pte_present": _test({PRESENT} | PMD_PRESENT),
     "is_swap_pte": _test({MIGRATION, SWAP, DEVICE, MARKER}),
     "is_pte_marker": _test({MARKER}),
+    "is_hugetlb_entry_migration": _test({MIGRATION}, ENTRY),
+    "is_hugetlb_entry_hwpoisoned": _test({SWAP}, ENTRY),
     "pte_marker_entry_uffd_wp": _test({MARKER}, ENTRY),
     "is_uffd_pte_marker": _test({MARKER}, ENTRY),
     "pte_is_uffd_marker": _test({MARKER}, ENTRY),
@@ -143,6 +147,10 @@ MAPS: dict[str, int] = {
     "pte_alloc_map": 1,
     "pte_alloc_map_lock": 1,
 }
+# Functions named for the huge PMD they are handed (zap_huge_pmd(),
+# madvise_free_huge_pmd(), change_huge_pmd()): they deal with it at the PMD
+# level and answer whether they did.
+HUGE_HANDLER = re.compile(r"(?<!split)_huge_pmd$")
 # Returns a lock (non-NULL) exactly for a huge, devmap or swap PMD.
 HUGE_LOCKS: dict[str, int] = {"pmd_trans_huge_lock": 0}
 
@@ -256,6 +264,23 @@ class Entries(Tracker):
                 {analysis.new_value(state, call.node, frozenset({NULL, PTR}))}
             )
             return
+        if HUGE_HANDLER.search(name) and arguments:
+            # `if (zap_huge_pmd(tlb, vma, pmd, addr)) continue;`: a handler of
+            # the huge PMD it is handed answers whether there was one (it
+            # looked under pmd_trans_huge_lock()); when it says no, the PMD
+            # is none or a table.
+            entry = next(
+                (e for a in arguments if (e := _entry_place(a)) is not None and e.startswith("*")),
+                None,
+            )
+            if entry is not None:
+                target = _single(analysis.held_values(state, entry, call.node))
+                if target is not None:
+                    links = [Link(frozenset({FALSE}), target, frozenset({NONE, TABLE, BAD}))]
+                    results[call.node.id] = frozenset(
+                        {analysis.new_value(state, call.node, frozenset({TRUE, FALSE}), links)}
+                    )
+            return
         if name in HUGE_LOCKS and len(arguments) > HUGE_LOCKS[name]:
             entry = _entry_place(arguments[HUGE_LOCKS[name]])
             if entry is None:
@@ -297,7 +322,8 @@ def _single(values: frozenset[Value]) -> Value | None:
 
 # The kinds an entry of each level can be.
 LEVELS: dict[str, Kinds] = {
-    "PMD": frozenset({NONE, TABLE, HUGE, DEVMAP, MIGRATION, DEVICE, BAD}),
+    # Device-private PMDs came after the trees this models (6.1, 6.12).
+    "PMD": frozenset({NONE, TABLE, HUGE, DEVMAP, MIGRATION, BAD}),
     "PTE": frozenset({NONE, PRESENT, SWAP, MIGRATION, DEVICE, MARKER}),
 }
 

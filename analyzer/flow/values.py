@@ -232,9 +232,10 @@ class Analysis:
                 single = self._join(single, state)
             return old if len(old) == 1 and _same(old[0], single) else [single]
         while len(combined) > WIDTH:
-            i, j = _most_alike(combined)
-            joined = self._join(combined[i], combined[j])
-            combined = [s for k, s in enumerate(combined) if k not in (i, j)] + [joined]
+            # The newest state goes into the one it is most like.
+            newest = combined.pop()
+            index = _most_like(combined, newest)
+            combined[index] = self._join(combined[index], newest)
         if len(combined) == len(old) and all(
             _same(a, b) for a, b in zip(combined, old, strict=True)
         ):
@@ -685,6 +686,8 @@ def _same(a: State, b: State) -> bool:
 def _collected(state: State) -> State:
     """The state without the values no place holds any more (their kinds
     would keep apart states that are the same)."""
+    if len(state.kinds) <= len(state.places) + 2:
+        return state  # not worth a walk: at most a few dead values
     live = set()
     for values in state.places.values():
         live |= values
@@ -701,18 +704,14 @@ def _collected(state: State) -> State:
     return state
 
 
-def _most_alike(states: list[State]) -> tuple[int, int]:
-    """The two path states that differ in the fewest places and values."""
-    best = (0, 1)
-    fewest = None
-    for i in range(len(states)):
-        for j in range(i + 1, len(states)):
-            a, b = states[i], states[j]
-            differ = len(a.places.items() ^ b.places.items()) + len(
-                a.kinds.items() ^ b.kinds.items()
-            )
-            if fewest is None or differ < fewest:
-                best, fewest = (i, j), differ
+def _most_like(states: list[State], state: State) -> int:
+    """The path state that differs from `state` in the fewest places and values."""
+    best, fewest = 0, None
+    places, kinds = state.places.items(), state.kinds.items()
+    for index, other in enumerate(states):
+        differ = len(places ^ other.places.items()) + len(kinds ^ other.kinds.items())
+        if fewest is None or differ < fewest:
+            best, fewest = index, differ
     return best
 
 
