@@ -124,6 +124,10 @@ DATA_SINKS = frozenset(
         "zero_user",
         "zero_user_segment",
         "zero_user_segments",
+        "page_address",
+        "lowmem_page_address",
+        "set_page_dirty",
+        "set_page_dirty_lock",
     }
 )
 SIZE_CHECKS = frozenset(

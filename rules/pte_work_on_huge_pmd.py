@@ -277,7 +277,7 @@ def _parameters_worked_on(callee: FunctionFlow, depth: int) -> dict[int, frozens
     from analyzer.flow.summaries import _parameters
 
     parameters = _parameters(callee.function.node)
-    analysis = callee.entries()
+    analysis = callee.entries(callers=False)
     if not analysis.complete:
         return {}
     work = _work(callee, depth - 1)

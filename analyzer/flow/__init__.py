@@ -72,6 +72,16 @@ from analyzer.rule import ReviewContext
 
 __all__ = ["FunctionFlow", "flow_of"]
 
+ENTRY_POINTERS = frozenset({"pte_t *", "pmd_t *", "pud_t *"})
+
+
+def _entry_of(argument: Node) -> str | None:
+    address = ev.address_of(argument)
+    if address is not None:
+        return address
+    name = ev.place(argument)
+    return f"*{name}" if name is not None else None
+
 
 class _Shared:
     """What depends on the function's text alone: kept across patches."""
@@ -205,16 +215,74 @@ class FunctionFlow:
             return None
         return summary.predicate, list(summary.parameters)
 
-    def entries(self) -> Analysis:
+    def entries(self, callers: bool = True) -> Analysis:
         """What page-table entries may be, and where the maps of their PTE
-        tables may have failed (returned NULL, since v6.5)."""
+        tables may have failed (returned NULL, since v6.5).  For a static
+        function whose every call is in its file, an entry it is handed is
+        what its callers hand it (`if (pmd_none(*pmd)) helper(pmd);`)."""
         maps_fail = self.version is None or self.version >= (6, 5)
-        key = ("entries", maps_fail)
+        key = ("entries", maps_fail, callers)
         found = self._shared.analyses.get(key)
         if found is None:
             tracker = Entries(maps_fail, self.maps_and_may_fail, self._summary_predicate)
-            found = self._shared.analyses[key] = Analysis(self.graph, tracker)
+            tracker.entry_pointer = self._entry_pointer
+            handed = self._handed_entries() if callers else {}
+            found = self._shared.analyses[key] = Analysis(self.graph, tracker, handed)
         return found
+
+    def _handed_entries(self) -> dict[str, Kinds]:
+        """What the entries behind this function's pointer parameters may be,
+        at every call of it (none if its callers are not all known)."""
+        function, file = self.function, self.file
+        if file is None or not syntax.text(function.node).startswith("static"):
+            return {}
+        name = function.name
+        sites = [
+            (caller, call)
+            for caller in file.functions
+            if caller.name != name and caller.body is not None
+            for call in syntax.calls(caller.body, name)
+        ]
+        mentions = len(re.findall(rb"\b" + re.escape(name.encode()) + rb"\b", file.image.text))
+        # Every mention a call or the definition: no function pointer to it.
+        if not sites or len(sites) > 8 or mentions != len(sites) + 1:
+            return {}
+        parameters = [p for p in self.summaries_parameters() if p]
+        handed: dict[str, set[str]] = {}
+        for index, parameter in enumerate(self.summaries_parameters()):
+            if not parameter or self.type_of_parameter(parameter) not in ENTRY_POINTERS:
+                continue
+            kinds: set[str] = set()
+            for caller, call in sites:
+                arguments = syntax.arguments(call)
+                entry = _entry_of(arguments[index]) if index < len(arguments) else None
+                caller_flow = FunctionFlow(caller, file, self.context, self.path)
+                found = (
+                    caller_flow.entries(callers=False).place_kinds_at(call, entry)
+                    if entry
+                    else None
+                )
+                if not found:
+                    break
+                kinds |= found
+            else:
+                handed[f"*{parameter}"] = kinds
+        del parameters
+        return {place: frozenset(kinds) for place, kinds in handed.items()}
+
+    def _entry_pointer(self, expression: Node) -> bool:
+        declared = self.type_of(expression)
+        if declared is not None:
+            return declared in ENTRY_POINTERS
+        return "pmd" in syntax.text(expression) or "pte" in syntax.text(expression)
+
+    def summaries_parameters(self) -> list[str]:
+        from analyzer.flow.summaries import _parameters
+
+        return _parameters(self.function.node)
+
+    def type_of_parameter(self, name: str) -> str | None:
+        return self._shared.scope.of_name(name)
 
     def maps_and_may_fail(self, name: str) -> bool:
         """A function of the tree that returns the map of a PTE table, NULL

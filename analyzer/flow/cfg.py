@@ -470,6 +470,8 @@ class _Builder:
             if child.id not in skipped:
                 branch = self.statement(child, branch)
         ends.append(branch)
+        if _assumed_on(node):
+            return branch  # the configuration every lesson here is about
         if alternative is not None:
             other = self.graph._new(JOIN)
             Graph.connect(fork, other)
@@ -659,6 +661,20 @@ class _Builder:
         if vocabulary.LOOP_MACRO.search(name):
             return "loop"
         return None
+
+
+def _assumed_on(node: Node) -> bool:
+    """`#ifdef CONFIG_TRANSPARENT_HUGEPAGE`: the mm lessons are about the
+    kernels that have THPs and their migration; without them the code
+    between is not built, and a path around it would be a path in another
+    kernel."""
+    if node.type not in ("preproc_ifdef", "preproc_if"):
+        return False
+    if node.type == "preproc_ifdef" and syntax.text(node).lstrip().startswith("#ifndef"):
+        return False
+    condition = node.child_by_field_name("name") or node.child_by_field_name("condition")
+    text = syntax.text(condition)
+    return "!" not in text and any(config in text for config in vocabulary.ASSUMED_CONFIGS)
 
 
 def _is_branching(node: Node) -> bool:

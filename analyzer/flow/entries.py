@@ -169,6 +169,8 @@ class Entries(Tracker):
         # (`get_locked_pte()`): their result is tracked like a map's.
         self.mapping_helpers = mapping_helpers
         self.predicates = predicates
+        # Which expressions point to a page-table entry (declared types).
+        self.entry_pointer: Callable[[Node], bool] | None = None
 
     def default(self, name: str) -> Kinds | None:
         return ENTRY if name.startswith("*") else None
@@ -209,6 +211,10 @@ class Entries(Tracker):
                 # A read without the lock is a new value: a retry reads
                 # what the entry has become, not what it was.
                 analysis.bind(state, entry, call.node.id, ENTRY)
+                results[call.node.id] = frozenset({call.node.id})
+            elif entry is not None and name == "huge_ptep_get" and entry not in state.places:
+                # A hugetlb entry is never a device-private one.
+                analysis.bind(state, entry, call.node.id, ENTRY - {DEVICE})
                 results[call.node.id] = frozenset({call.node.id})
             elif entry is not None:
                 results[call.node.id] = analysis.held_values(state, entry, call.node)
@@ -270,7 +276,13 @@ class Entries(Tracker):
             # looked under pmd_trans_huge_lock()); when it says no, the PMD
             # is none or a table.
             entry = next(
-                (e for a in arguments if (e := _entry_place(a)) is not None and e.startswith("*")),
+                (
+                    e
+                    for a in arguments
+                    if (e := _entry_place(a)) is not None
+                    and e.startswith("*")
+                    and (self.entry_pointer is None or self.entry_pointer(a))
+                ),
                 None,
             )
             if entry is not None:
