@@ -69,17 +69,24 @@ afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
-from analyzer.flow import events as ev
 from analyzer.flow.cfg import BRANCH, RETURN, Point
-from analyzer.flow.guards import Vouching, argument_places, lost_checks, vouched
+from analyzer.flow.guards import (
+    Vouching,
+    branches_checking,
+    checks_by,
+    checks_made,
+    helpers_dropped,
+    lost_checks,
+    vouched,
+)
+from analyzer.flow.locks import lock_name
 from analyzer.flow.vocabulary import LOCK_CALLS
-from analyzer.parsing import ParsedFile
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 UFFD_CHECKS = frozenset(
@@ -129,9 +136,6 @@ BOOKKEEPING = frozenset(LOCK_CALLS) | frozenset(
         "likely",
     }
 )
-# UFFDIO_REGISTER changes VMA flags under mmap_lock held for write: a check
-# made while the mmap_lock is held stays true until it is dropped.
-MMAP = frozenset({"mmap"})
 
 
 class CollapseWithoutUffdCheck(FunctionRule):
@@ -142,171 +146,89 @@ class CollapseWithoutUffdCheck(FunctionRule):
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
         flow = change.flow
-        removed = list(self._lost(change))
+        removed = list(_removed(change))
         yield from removed
         collapses = flow.calls(COLLAPSE_CALLS)
         if not collapses or removed:
             return
-        if not _makes_check(flow):
+        if not checks_made(flow, UFFD_CHECKS):
             # Freeing a table someone else detached, or detaching for a
             # caller that made the check: the check is not this function's.
-            detaches = [c for c in collapses if syntax.call_name(c) in DETACH_CALLS]
-            if not detaches or _callers_check(flow, change.after_file):
-                return
-            yield change.finding(
-                detaches[0],
-                f"{syntax.call_name(collapses[0])}() in a function that never checks the VMA's "
-                "userfaultfd state: uffd-wp markers would be dropped; check userfaultfd_wp(vma) "
-                "under the lock that is held while the page table changes",
-            )
+            detaches = flow.calls(DETACH_CALLS)
+            if detaches and not _callers_check(flow):
+                yield change.finding(
+                    detaches[0],
+                    f"{syntax.call_name(collapses[0])}() in a function that never checks the "
+                    "VMA's userfaultfd state: uffd-wp markers would be dropped; check "
+                    "userfaultfd_wp(vma) under the lock that is held while the page table changes",
+                )
             return
         yield from _not_rechecked_under_lock(change, collapses)
 
-    @staticmethod
-    def _lost(change: FunctionChange) -> Iterator[Finding]:
-        before, after = change.before_flow, change.flow
-        if before is None:
-            return
-        reported: set[str] = set()
-        names = sorted(
-            {
-                name
-                for call in before.calls(UFFD_CHECKS - REPORTED_ELSEWHERE)
-                if change.is_removed(call) and (name := syntax.call_name(call) or "")
-            }
+
+def _removed(change: FunctionChange) -> Iterator[Finding]:
+    """Checks the patch takes away from this function, or from it through
+    a helper it no longer calls."""
+    before, after = change.before_flow, change.flow
+    if before is None:
+        return
+    names = {
+        syntax.call_name(call) or ""
+        for call in before.calls(UFFD_CHECKS - REPORTED_ELSEWHERE)
+        if change.is_removed(call)
+    }
+    lost = [(call, name) for name in sorted(names) if (call := _lost(change, name)) is not None]
+    lost += [
+        (call, check)
+        for call, check in helpers_dropped(
+            before, after, change.is_removed, UFFD_CHECKS - REPORTED_ELSEWHERE, _as_wide
         )
-        for checked in names:
-            check = next(c for c in before.calls(checked) if change.is_removed(c))
-            if not _lost_check(change, checked):
-                continue
-            name = checked
-            if name in reported:
-                continue
-            reported.add(name)
-            # Only the tree shows the whole function: from the patch alone,
-            # "the only" check would be a guess.
-            only = not change.after.image.partial and not any(
-                syntax.call_name(c) in _as_wide(name) for c in after.calls(UFFD_CHECKS)
-            )
-            what = "the only" if only else "a"
-            yield change.finding(
-                change.anchor_for(check),
-                f"patch removes {what} {name}() check on this collapse/retract path; "
-                "userfaultfd-registered ranges (uffd-wp markers, missing-mode holes) must be "
-                "skipped, and the check repeated under the lock held while the page table "
-                "changes",
-                Confidence.HIGH,
-                key=f"removed:{name}",
-            )
-        yield from _helpers_dropped(change, reported)
+        if check not in names
+    ]
+    for call, name in lost:
+        via = "" if syntax.call_name(call) == name else f" (via {syntax.call_name(call)}())"
+        # Only the tree shows the whole function: from the patch alone, "the
+        # only" check would be a guess.
+        only = not change.after.image.partial and not checks_made(after, _as_wide(name))
+        yield change.finding(
+            change.anchor_for(call),
+            f"patch removes {'the only' if only else 'a'} {name}() check{via} on this "
+            "collapse/retract path; userfaultfd-registered ranges (uffd-wp markers, missing-mode "
+            "holes) must be skipped, and the check repeated under the lock held while the page "
+            "table changes",
+            Confidence.HIGH,
+            key=f"removed:{name}",
+        )
 
 
-def _lost_check(change: FunctionChange, checked: str) -> bool:
-    """Did the patch take check `checked` (removed from one of its lines)
-    away from work it stood before?  Along paths: work it vouched for on
-    every path, with or without the lock taken since, that it no longer
-    does.  By count, for checks in loops, whose work is the next element:
-    fewer checks at least as wide, unless every collapse under a lock is
-    still checked after taking it."""
+def _lost(change: FunctionChange, checked: str) -> Node | None:
+    """The call of `checked` the patch removed, if it took the check away
+    from work it stood before.  Along paths: work it vouched for on every
+    path, with or without the lock taken since, that it no longer does.  By
+    count, for checks in loops, whose work is the next element: fewer checks
+    at least as wide, unless every collapse under a lock is still checked
+    after taking it."""
     before, after = change.before_flow, change.flow
     assert before is not None
+    call = next(c for c in before.calls(checked) if change.is_removed(c))
     names = _as_wide(checked)
     for until_lock in (True, False):
-        if next(
-            lost_checks(
-                before,
-                after,
-                removed=change.is_removed,
-                is_check=lambda node: syntax.call_name(node) == checked,
-                vouches_before=_vouches(before, names),
-                vouches_after=_vouches(after, names),
-                matters=_guarded_work,
-                until_lock=until_lock,
-                proceeds=_proceeds,
-                key=f"uffd:{checked}",
-            ),
-            None,
+        for _ in lost_checks(
+            before,
+            after,
+            removed=change.is_removed,
+            is_check=lambda node: syntax.call_name(node) == checked,
+            vouches_before=checks_by(before, names),
+            vouches_after=checks_by(after, names),
+            matters=_guarded_work,
+            until_lock=until_lock,
+            proceeds=_proceeds,
+            key=f"uffd:{checked}",
         ):
-            return True
-    if _making(after, names) >= _making(before, names):
-        return False
-    return not _collapses_checked_under_lock(after, names)
-
-
-def _making(flow: FunctionFlow, names: frozenset[str]) -> int:
-    """How many checks at least as wide the function makes, itself or
-    through helpers of the tree."""
-    count = 0
-    for call in flow.calls():
-        callee = syntax.call_name(call) or ""
-        if callee in names or (
-            callee and callee != flow.function.name and flow.summaries.reaches(callee, names, 3)
-        ):
-            count += 1
-    return count
-
-
-def _collapses_checked_under_lock(flow: FunctionFlow, names: frozenset[str]) -> bool:
-    """Is every collapse made under a page-table lock checked after taking
-    it (and is there one)?"""
-    collapses = [c for c in flow.calls(COLLAPSE_CALLS) if _under_spinlock(flow, c)]
-    if not collapses:
-        return False
-    analysis = flow.analysis(
-        Vouching(flow, _vouches(flow, names), True, _proceeds),
-        ("vouching", f"uffd:{sorted(names)}", "locked"),
-    )
-    return all(vouched(analysis, c, "vma") for c in collapses)
-
-
-def _under_spinlock(flow: FunctionFlow, node: Node) -> bool:
-    return any(kinds == {"held"} for kinds in flow.locks_at(node, frozenset({"spin"})).values())
-
-
-def _helpers_dropped(change: FunctionChange, reported: set[str]) -> Iterator[Finding]:
-    """A call to a helper of the tree that made the check, on a line the
-    patch removes, with nothing left in the function that makes it."""
-    before, after = change.before_flow, change.flow
-    assert before is not None
-    called_after = {syntax.call_name(c) for c in after.calls()}
-    for call in before.calls():
-        name = syntax.call_name(call) or ""
-        if not name or name in called_after or name in UFFD_CHECKS or not change.is_removed(call):
-            continue
-        made = _checks_made_by(before, name) - REPORTED_ELSEWHERE
-        for check in sorted(made - reported):
-            if any(
-                syntax.call_name(c) in _as_wide(check)
-                or after.summaries.reaches(syntax.call_name(c) or "", _as_wide(check), 3)
-                for c in after.calls()
-                if syntax.call_name(c) != after.function.name
-            ):
-                continue
-            reported.add(check)
-            yield change.finding(
-                change.anchor_for(call),
-                f"patch removes a {check}() check (via {name}()) on this collapse/retract path; "
-                "userfaultfd-registered ranges (uffd-wp markers, missing-mode holes) must be "
-                "skipped, and the check repeated under the lock held while the page table "
-                "changes",
-                Confidence.HIGH,
-                key=f"removed:{check}",
-            )
-
-
-def _checks_made_by(flow: FunctionFlow, name: str, depth: int = 3) -> frozenset[str]:
-    """The userfaultfd checks function `name` of the tree makes, itself or
-    through what it calls."""
-    if depth <= 0:
-        return frozenset()
-    calls = flow.summaries.calls(name)
-    if calls is None:
-        return frozenset()
-    made = set(calls & UFFD_CHECKS)
-    for callee in calls - UFFD_CHECKS:
-        if callee != name:
-            made |= _checks_made_by(flow, callee, depth - 1)
-    return frozenset(made)
+            return call
+    if checks_made(after, names) >= checks_made(before, names):
+        return None
+    return None if _collapses_checked_under_lock(after, names) else call
 
 
 def _as_wide(name: str) -> frozenset[str]:
@@ -319,23 +241,6 @@ def _proceeds(node: Node, condition: Node) -> bool | None:
     return False if syntax.call_name(node) in UFFD_CHECKS else None
 
 
-def _vouches(flow: FunctionFlow, names: frozenset[str]) -> Callable[[Node], list[str]]:
-    """A check at least as wide as one of `names`, or a helper of the tree
-    making one, vouches for what it is handed (`vma`, `pteval`)."""
-
-    def vouched(node: Node) -> list[str]:
-        if node.type != "call_expression":
-            return []
-        callee = syntax.call_name(node) or ""
-        if callee in names or (
-            callee and callee != flow.function.name and flow.summaries.reaches(callee, names, 3)
-        ):
-            return argument_places(node)
-        return []
-
-    return vouched
-
-
 def _guarded_work(point: Point) -> bool:
     """What a check guards: the work and what the function reports, not the
     locks taken before it nor the flags it sets."""
@@ -343,86 +248,56 @@ def _guarded_work(point: Point) -> bool:
         return False
     if point.kind == RETURN:
         return True  # what the function reports: success, for the caller to collapse
-    calls = [syntax.call_name(c) or "" for c in syntax.calls(point.node)]
-    return any(name not in BOOKKEEPING for name in calls)
+    return any(syntax.call_name(c) not in BOOKKEEPING for c in syntax.calls(point.node))
 
 
-def _makes_check(flow: FunctionFlow) -> bool:
-    """Does the function check userfaultfd state, itself or in a helper?"""
-    for call in flow.calls():
-        name = syntax.call_name(call) or ""
-        if name in UFFD_CHECKS:
-            return True
-        if name and name != flow.function.name and flow.summaries.reaches(name, UFFD_CHECKS, 1):
-            return True
-    return False
-
-
-def _callers_check(flow: FunctionFlow, file: ParsedFile | None) -> bool:
-    """Is every call of this function, in its file, reached only through a
-    userfaultfd check of the caller?"""
-    if file is None:
+def _collapses_checked_under_lock(flow: FunctionFlow, names: frozenset[str]) -> bool:
+    """Is every collapse made under a page-table lock checked after taking
+    it (and is there one)?"""
+    collapses = [c for c in flow.calls(COLLAPSE_CALLS) if flow.holds(c)]
+    if not collapses:
         return False
-    name = flow.function.name
-    sites = []
-    for caller in file.functions:
-        if caller.name == name or caller.body is None:
-            continue
-        for call in syntax.calls(caller.body, name):
-            sites.append((caller, call))
+    analysis = flow.analysis(
+        Vouching(flow, checks_by(flow, names), True, _proceeds), ("vouching", sorted(names))
+    )
+    return all(vouched(analysis, c, "vma") for c in collapses)
+
+
+def _callers_check(flow: FunctionFlow) -> bool:
+    """Is every call of this function reached only through a userfaultfd
+    check of its caller?"""
+    sites = flow.callers()
     if not sites:
         return False
     for caller, call in sites:
-        caller_flow = FunctionFlow(caller, file, flow.context, flow.path)
-        target = caller_flow.point(call)
-        if target is None or not caller_flow.every_path(
-            None, target, passes=_any_check(caller_flow)
+        target = caller.point(call)
+        if target is None or not caller.every_path(
+            None, target, passes=branches_checking(caller, UFFD_CHECKS)
         ):
             return False
     return True
 
 
-def _any_check(flow: FunctionFlow) -> Callable[[Point], bool]:
-    """Branches on a userfaultfd check, or on a helper of the tree making one."""
-
-    def checks(point: Point) -> bool:
-        if point.kind != BRANCH or point.node is None:
-            return False
-        for call in syntax.calls(point.node):
-            name = syntax.call_name(call) or ""
-            if name in UFFD_CHECKS:
-                return True
-            if name and name != flow.function.name and flow.summaries.reaches(name, UFFD_CHECKS, 3):
-                return True
-        return False
-
-    return checks
-
-
 def _not_rechecked_under_lock(change: FunctionChange, collapses: list[Node]) -> Iterator[Finding]:
     """A collapse under a page-table lock, with no userfaultfd check on
-    every path from taking the lock to it, though one was made before."""
+    every path from taking the lock to it, though one was made before; not
+    while the mmap_lock is held (UFFDIO_REGISTER changes VMA flags under it,
+    for write: a check made under it stays true until it is dropped)."""
     flow = change.flow
-    checks = _any_check(flow)
+    checks = branches_checking(flow, UFFD_CHECKS)
+    if not any(checks(p) for p in flow.graph.points):
+        return
     for collapse in collapses:
         target = flow.point(collapse)
-        if target is None:
-            continue
-        held = flow.locks_at(collapse, frozenset({"spin"}))
-        taken = [lock for lock, kinds in held.items() if kinds == {"held"}]
-        if not taken or flow.locks_at(collapse, MMAP):
-            continue
-        acquisitions = [
-            point for point in (flow.point(c) for c in _acquiring(flow, taken)) if point is not None
+        held = [
+            lock
+            for lock, kinds in flow.locks_at(collapse, frozenset({"spin"})).items()
+            if kinds == {"held"}
         ]
-        if not acquisitions:
+        if target is None or not held or flow.locks_at(collapse, frozenset({"mmap"})):
             continue
-        last = acquisitions[-1]
-        if flow.every_path(last, target, passes=checks):
-            continue
-        if flow.every_path(None, last, passes=lambda p: False):
-            continue  # no path from the entry to the lock at all
-        if not any(checks(p) for p in flow.graph.points):
+        taken = [p for c in _acquiring(flow, held) if (p := flow.point(c)) is not None]
+        if not taken or flow.every_path(taken[-1], target, passes=checks):
             continue
         yield change.finding(
             collapse,
@@ -435,23 +310,7 @@ def _not_rechecked_under_lock(change: FunctionChange, collapses: list[Node]) -> 
 
 def _acquiring(flow: FunctionFlow, locks: list[str]) -> list[Node]:
     """The calls that take any of `locks` (`spin:pml` by `pml = pmd_lock(...)`)."""
-    names = {lock.split(":", 1)[1] for lock in locks}
-    found = []
-    for call in flow.calls():
-        spec = LOCK_CALLS.get(syntax.call_name(call) or "")
-        if spec is None or spec.release:
-            continue
-        if spec.argument == -1:
-            targets = set(ev.destinations(call))
-        else:
-            arguments = syntax.arguments(call)
-            argument = arguments[spec.argument] if len(arguments) > spec.argument else None
-            targets = (
-                {ev.address_of(argument) or ev.place(argument)} if argument is not None else set()
-            )
-        if targets & names:
-            found.append(call)
-    return sorted(found, key=lambda c: c.start_byte)
+    return [c for c in flow.calls() if lock_name(c, acquire=True) in locks]
 
 
 RULE = CollapseWithoutUffdCheck

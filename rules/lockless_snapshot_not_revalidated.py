@@ -210,9 +210,7 @@ def _no_snapshot_left(flow: FunctionFlow, check: Node) -> bool:
         return False
     for name in snapshots:
         stores = _stores(flow, name)
-        if not stores or not all(
-            _fresh_read(store) and _under_spinlock(flow, store) for store in stores
-        ):
+        if not stores or not all(_fresh_read(store) and flow.holds(store) for store in stores):
             return False
     return True
 
@@ -245,10 +243,6 @@ def _fresh_read(store: Node) -> bool:
         value.type == "pointer_expression"
         and syntax.text(value.child_by_field_name("operator")) == "*"
     )
-
-
-def _under_spinlock(flow: FunctionFlow, node: Node) -> bool:
-    return any(kinds == {"held"} for kinds in flow.locks_at(node, frozenset({"spin"})).values())
 
 
 def _one_line(node: Node) -> str:

@@ -97,7 +97,7 @@ from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
-from analyzer.flow.guards import argument_places, lost_checks
+from analyzer.flow.guards import checks_by, lost_checks
 from analyzer.images import Image
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
@@ -207,7 +207,9 @@ def _missing_narrowed(change: FunctionChange) -> bool:
     what it guarded (`wp && userfaultfd_missing(vma)`)?"""
     before, after = change.before_flow, change.flow
     assert before is not None
-    vouches = {flow: _vouches_missing(flow) for flow in (before, after)}
+    vouches = {
+        flow: checks_by(flow, MISSING_OR_WIDER, ADDED_CALL_DEPTH) for flow in (before, after)
+    }
     return any(
         True
         for _ in lost_checks(
@@ -223,22 +225,6 @@ def _missing_narrowed(change: FunctionChange) -> bool:
             key="missing",
         )
     )
-
-
-def _vouches_missing(flow: FunctionFlow) -> Callable[[Node], list[str]]:
-    def vouched(node: Node) -> list[str]:
-        if node.type != "call_expression":
-            return []
-        callee = syntax.call_name(node) or ""
-        if callee in MISSING_OR_WIDER or (
-            callee
-            and callee != flow.function.name
-            and flow.summaries.reaches(callee, MISSING_OR_WIDER, ADDED_CALL_DEPTH)
-        ):
-            return argument_places(node)
-        return []
-
-    return vouched
 
 
 def _removes_missing_check(change: FunctionChange, old: Guards) -> bool:

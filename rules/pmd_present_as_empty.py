@@ -65,7 +65,9 @@ from collections.abc import Iterator
 from tree_sitter import Node
 
 from analyzer import syntax
+from analyzer.flow import FunctionFlow
 from analyzer.flow.entries import DEVICE, LEVELS, MIGRATION, truth_kinds
+from analyzer.flow.values import CONSTANT
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # Kernel page tables: no migration or swap entries, the two tests agree.
@@ -226,7 +228,7 @@ class PmdPresentAsEmpty(FunctionRule):
                 continue
             if self._non_present_left_before(change, call):
                 continue
-            if not _answers_wait(owner, body, result):
+            if not _answers_wait(owner, change.flow, result):
                 continue
             seen.add(arg)
             yield change.finding(
@@ -326,27 +328,20 @@ def _assigned_value(statement: Node, variable: str | None) -> bool | None:
     return _truthy(expr.child_by_field_name("right"))
 
 
-def _value_before(body: Node, variable: str | None, position: int) -> bool | None:
-    """The literal last given to `variable` before `position`, in text order."""
+def _value_at(flow: FunctionFlow, node: Node, variable: str | None) -> bool | None:
+    """What `variable` holds on every path to `node`, when it is a literal."""
     if variable is None:
         return None
-    value = None
-    for node in syntax.walk(body):
-        if node.start_byte >= position:
-            break
-        if (
-            node.type == "init_declarator"
-            and syntax.text(node.child_by_field_name("declarator")) == variable
-        ):
-            value = _truthy(node.child_by_field_name("value"))
-        elif node.type == "expression_statement":
-            assigned = _assigned_value(node, variable)
-            if assigned is not None:
-                value = assigned
-    return value
+    kinds = flow.entries().place_kinds_at(node, variable)
+    constants = {k for k in kinds or () if k.startswith(CONSTANT)}
+    if constants and constants <= {CONSTANT + "true", CONSTANT + "1"}:
+        return True
+    if constants and constants <= {CONSTANT + "false", CONSTANT + "0"}:
+        return False
+    return None
 
 
-def _answers_wait(branch: Node, body: Node, result: str | None) -> bool:
+def _answers_wait(branch: Node, flow: FunctionFlow, result: str | None) -> bool:
     """Does the if's consequence answer "yes, wait"?"""
     consequence = branch.child_by_field_name("consequence")
     if consequence is None:
@@ -362,10 +357,10 @@ def _answers_wait(branch: Node, body: Node, result: str | None) -> bool:
         if statement.type == "return_statement":
             value = next(iter(statement.named_children), None)
             if value is not None and value.type == "identifier":
-                return _value_before(body, result, branch.start_byte) is True
+                return _value_at(flow, statement, result) is True
             return _truthy(value) is True
         if statement.type == "goto_statement":
-            return _value_before(body, result, branch.start_byte) is True
+            return _value_at(flow, statement, result) is True
     return False
 
 

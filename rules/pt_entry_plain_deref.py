@@ -102,7 +102,7 @@ class PtEntryPlainDeref(FunctionRule):
                 budget -= 1
                 flagged.add(node.id)
                 lockless = syntax.call_name(partner) in LOCKLESS_ACCESSORS
-                if not lockless and kind == "pmd_t *" and _under_lock(change.flow, node):
+                if not lockless and kind == "pmd_t *" and change.flow.holds(node):
                     continue  # a PMD read under its lock may be plain
                 plain = f"'{syntax.text(node)}' ({kind})"
                 if lockless:
@@ -137,10 +137,6 @@ class PtEntryPlainDeref(FunctionRule):
                 "PTEs rely on",
                 Confidence.MEDIUM,
             )
-
-
-def _under_lock(flow: FunctionFlow, node: Node) -> bool:
-    return any(kinds == {"held"} for kinds in flow.locks_at(node, frozenset({"spin"})).values())
 
 
 def _accessor_for(kind: str, lockless: bool) -> str:

@@ -223,7 +223,9 @@ class PteWorkOnHugePmd(FunctionRule):
                 anchor,
                 message,
                 Confidence.HIGH if regression else Confidence.MEDIUM,
-                key=f"work:{item.key[0]}:{item.key[1]}",
+                # A regression is new by definition; the function as it was
+                # may have had the looked-up PMD finding at the same work.
+                key=f"{'newly' if regression else 'work'}:{item.key[0]}:{item.key[1]}",
             )
         yield from _unwaited(change, analysis)
 

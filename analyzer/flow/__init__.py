@@ -231,44 +231,29 @@ class FunctionFlow:
         return found
 
     def _handed_entries(self) -> dict[str, Kinds]:
-        """What the entries behind this function's pointer parameters may be,
-        at every call of it (none if its callers are not all known)."""
-        function, file = self.function, self.file
-        if file is None or not syntax.text(function.node).startswith("static"):
+        """What the entries behind this static function's pointer parameters
+        may be at every call of it (nothing when its callers are not all
+        known)."""
+        if not syntax.text(self.function.node).startswith("static"):
             return {}
-        name = function.name
-        sites = [
-            (caller, call)
-            for caller in file.functions
-            if caller.name != name and caller.body is not None
-            for call in syntax.calls(caller.body, name)
-        ]
-        mentions = len(re.findall(rb"\b" + re.escape(name.encode()) + rb"\b", file.image.text))
-        # Every mention a call or the definition: no function pointer to it.
-        if not sites or len(sites) > 8 or mentions != len(sites) + 1:
+        sites = self.callers()
+        if sites is None or len(sites) > 8:
             return {}
-        parameters = [p for p in self.summaries_parameters() if p]
-        handed: dict[str, set[str]] = {}
-        for index, parameter in enumerate(self.summaries_parameters()):
-            if not parameter or self.type_of_parameter(parameter) not in ENTRY_POINTERS:
+        handed: dict[str, Kinds] = {}
+        for index, parameter in enumerate(self.parameters()):
+            if not parameter or self._shared.scope.of_name(parameter) not in ENTRY_POINTERS:
                 continue
             kinds: set[str] = set()
             for caller, call in sites:
                 arguments = syntax.arguments(call)
                 entry = _entry_of(arguments[index]) if index < len(arguments) else None
-                caller_flow = FunctionFlow(caller, file, self.context, self.path)
-                found = (
-                    caller_flow.entries(callers=False).place_kinds_at(call, entry)
-                    if entry
-                    else None
-                )
+                found = caller.entries(callers=False).place_kinds_at(call, entry) if entry else None
                 if not found:
                     break
                 kinds |= found
             else:
-                handed[f"*{parameter}"] = kinds
-        del parameters
-        return {place: frozenset(kinds) for place, kinds in handed.items()}
+                handed[f"*{parameter}"] = frozenset(kinds)
+        return handed
 
     def _entry_pointer(self, expression: Node) -> bool:
         declared = self.type_of(expression)
@@ -276,13 +261,10 @@ class FunctionFlow:
             return declared in ENTRY_POINTERS
         return "pmd" in syntax.text(expression) or "pte" in syntax.text(expression)
 
-    def summaries_parameters(self) -> list[str]:
+    def parameters(self) -> list[str]:
         from analyzer.flow.summaries import _parameters
 
         return _parameters(self.function.node)
-
-    def type_of_parameter(self, name: str) -> str | None:
-        return self._shared.scope.of_name(name)
 
     def maps_and_may_fail(self, name: str) -> bool:
         """A function of the tree that returns the map of a PTE table, NULL
@@ -309,6 +291,30 @@ class FunctionFlow:
         if function is None or function.body is None:
             return ()
         return helper_effects(function.body, list(self.summaries.of(name).parameters))
+
+    def holds(self, node: Node, lock_class: str = "spin") -> bool:
+        """Is a lock of this class held on every path to `node`?"""
+        return any(
+            kinds == {"held"} for kinds in self.locks_at(node, frozenset({lock_class})).values()
+        )
+
+    def callers(self) -> list[tuple[FunctionFlow, Node]] | None:
+        """Every call of this function, when all of them are in its file and
+        nothing takes its address; None when callers are not all known."""
+        function, file = self.function, self.file
+        if file is None:
+            return None
+        name = function.name
+        sites = [
+            (FunctionFlow(caller, file, self.context, self.path), call)
+            for caller in file.functions
+            if caller.name != name and caller.body is not None
+            for call in syntax.calls(caller.body, name)
+        ]
+        mentions = len(re.findall(rb"\b" + re.escape(name.encode()) + rb"\b", file.image.text))
+        if not sites or mentions != len(sites) + 1:
+            return None
+        return sites
 
     def locks_at(self, node: Node, classes: frozenset[str] | None = None) -> dict[str, Kinds]:
         """Locks that may be held just before `node` runs, with their kinds

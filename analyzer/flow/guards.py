@@ -211,3 +211,79 @@ def argument_places(call: Node) -> list[str]:
         if name is not None:
             found.append(name)
     return found
+
+
+def checks_by(
+    flow: FunctionFlow, names: frozenset[str], depth: int = 3
+) -> Callable[[Node], list[str]]:
+    """`vouches` for checks that are calls to `names`, or to a function of
+    the tree making one (`depth` levels down): they vouch for what they are
+    handed."""
+
+    def vouched_for(node: Node) -> list[str]:
+        if node.type != "call_expression":
+            return []
+        callee = syntax.call_name(node) or ""
+        if callee in names or (
+            callee and callee != flow.function.name and flow.summaries.reaches(callee, names, depth)
+        ):
+            return argument_places(node)
+        return []
+
+    return vouched_for
+
+
+def checks_made(flow: FunctionFlow, names: frozenset[str], depth: int = 3) -> int:
+    """How many calls the function makes to `names`, or to helpers of the
+    tree making one."""
+    vouched_for = checks_by(flow, names, depth)
+    return sum(1 for call in flow.calls() if vouched_for(call) or syntax.call_name(call) in names)
+
+
+def branches_checking(
+    flow: FunctionFlow, names: frozenset[str], depth: int = 3
+) -> Callable[[Point], bool]:
+    """Branch points on a call to `names` or to a helper of the tree making one."""
+    vouched_for = checks_by(flow, names, depth)
+
+    def checks(point: Point) -> bool:
+        if point.kind != BRANCH or point.node is None:
+            return False
+        return any(syntax.call_name(c) in names or vouched_for(c) for c in syntax.calls(point.node))
+
+    return checks
+
+
+def helpers_dropped(
+    before: FunctionFlow,
+    after: FunctionFlow,
+    removed: Callable[[Node], bool],
+    names: frozenset[str],
+    wider: Callable[[str], frozenset[str]],
+) -> Iterator[tuple[Node, str]]:
+    """Calls on removed lines to helpers of the tree that made a check of
+    `names`, with the check, when nothing in the function as it is makes
+    it (or a wider one): (the call, the check's name)."""
+    called_after = {syntax.call_name(c) for c in after.calls()}
+    for call in before.calls():
+        name = syntax.call_name(call) or ""
+        if not name or name in called_after or name in names or not removed(call):
+            continue
+        for check in sorted(_made_by(before, name, names)):
+            if checks_made(after, wider(check)) == 0:
+                yield call, check
+
+
+def _made_by(
+    flow: FunctionFlow, name: str, names: frozenset[str], depth: int = 3
+) -> frozenset[str]:
+    if depth <= 0:
+        return frozenset()
+    calls = flow.summaries.calls(name)
+    if calls is None:
+        return frozenset()
+    made = set(calls & names)
+    for callee in calls - names:
+        if callee != name:
+            made |= _made_by(flow, callee, names, depth - 1)
+    return frozenset(made)

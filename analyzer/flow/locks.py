@@ -221,3 +221,12 @@ def helper_effects(function_body: Node, parameters: list[str]) -> tuple[LockEffe
         for (lock_class, index), count in sorted(taken.items())
         if count != 0
     )
+
+
+def lock_name(call: Node, acquire: bool) -> str | None:
+    """The lock a call takes (`acquire`) or drops, spelled as the lock
+    places are (`spin:ptl`); None for any other call."""
+    spec = vocabulary.LOCK_CALLS.get(syntax.call_name(call) or "")
+    if spec is None or spec.release == acquire:
+        return None
+    return _lock_name(spec, ev.Call(call, syntax.call_name(call), tuple(syntax.arguments(call))))

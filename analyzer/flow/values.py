@@ -48,7 +48,7 @@ from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.flow import events as ev
-from analyzer.flow.cfg import BRANCH, SWITCH, Edge, Graph, Point
+from analyzer.flow.cfg import BRANCH, RETURN, SWITCH, Edge, Graph, Point
 
 Kinds = frozenset[str]
 Value = int | str  # a call site's id, or "top:<place>" for "whatever it held"
@@ -727,6 +727,11 @@ def _compared_with_constants(graph: Graph) -> frozenset[str]:
             name = ev.place(node)
             if name is not None:
                 found.add(name)
+            continue
+        if point.kind == RETURN:
+            value = next((c for c in node.named_children if c.type != "comment"), None)
+            if value is not None and value.type == "identifier":  # `return ret;`
+                found.add(syntax.text(value))
             continue
         if point.kind != BRANCH:
             continue
