@@ -258,7 +258,7 @@ def _collapses_checked_under_lock(flow: FunctionFlow, names: frozenset[str]) -> 
     if not collapses:
         return False
     analysis = flow.analysis(
-        Vouching(flow, checks_by(flow, names), True, _proceeds), ("vouching", sorted(names))
+        Vouching(flow, checks_by(flow, names), True, _proceeds), ("vouching", tuple(sorted(names)))
     )
     return all(vouched(analysis, c, "vma") for c in collapses)
 

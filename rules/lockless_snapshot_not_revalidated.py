@@ -65,7 +65,6 @@ the mmap lock for writing) is reported and needs a reviewer's eye.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 
 from tree_sitter import Node
@@ -73,15 +72,12 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow import events as ev
-from analyzer.flow.guards import argument_places, lost_checks
+from analyzer.flow.entries import reads_entry
+from analyzer.flow.guards import argument_places, checks_by, lost_checks
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 SAME_CALLS = frozenset({"pmd_same", "pte_same", "pud_same"})
 VAL_CALLS = frozenset({"pmd_val", "pte_val", "pud_val"})
-# Reads of an entry: the operand stands for the entry it reads.
-READS = frozenset(
-    {"ptep_get", "pmdp_get", "pudp_get", "ptep_get_lockless", "pmdp_get_lockless", "READ_ONCE"}
-)
 
 
 class LocklessSnapshotNotRevalidated(FunctionRule):
@@ -113,7 +109,7 @@ class LocklessSnapshotNotRevalidated(FunctionRule):
             shown = _comparison(lost.check)
             yield change.finding(
                 change.anchor_for(shown),
-                f"patch removes the re-validation '{_one_line(shown)}': what it guarded "
+                f"patch removes the re-validation '{syntax.one_line(shown)}': what it guarded "
                 "still runs, and the entry may have changed since it was read (zap, split, "
                 "collapse, migration); compare it again under the lock and back off if it differs",
                 Confidence.HIGH,
@@ -156,98 +152,33 @@ def _proceeds(node: Node, condition: Node) -> bool | None:
 def _vouches(flow: FunctionFlow) -> Callable[[Node], list[str]]:
     """A same-test vouches for the entries and snapshots it compares; a
     helper of the tree making one, for what it is handed."""
-
-    def vouched(node: Node) -> list[str]:
-        if node.type != "call_expression":
-            return []
-        if _is_check(node):
-            return sorted(_operands(node))
-        callee = syntax.call_name(node) or ""
-        if (
-            callee
-            and callee != flow.function.name
-            and flow.summaries.reaches(callee, SAME_CALLS | VAL_CALLS, 2)
-        ):
-            return argument_places(node)
-        return []
-
-    return vouched
+    helpers = checks_by(flow, SAME_CALLS | VAL_CALLS, depth=2)
+    return lambda node: sorted(_operands(node)) if _is_check(node) else helpers(node)
 
 
 def _operands(check: Node) -> set[str]:
     """The entries a check compares: `*pte` for ptep_get(pte), the snapshot's name."""
     comparison = _comparison(check)
     if comparison is check:
-        operands = syntax.arguments(check)
-    else:
-        operands = [
-            argument
-            for side in ("left", "right")
-            if (value := comparison.child_by_field_name(side)) is not None
-            and (inner := ev.strip(value)).type == "call_expression"
-            for argument in syntax.arguments(inner)[:1]
-        ]
-    found = set()
-    for operand in operands:
-        operand = ev.strip(operand)
-        if operand.type == "call_expression" and syntax.call_name(operand) in READS:
-            inner = syntax.arguments(operand)
-            name = ev.place(inner[0]) if inner else None
-            if name is not None:
-                found.add(name if name.startswith("*") else f"*{name}")
-            continue
-        name = ev.place(operand)
-        if name is not None:
-            found.add(name)
-    return found
+        return set(argument_places(check))
+    sides = (ev.strip(comparison.child_by_field_name(side)) for side in ("left", "right"))
+    return {
+        name for side in sides if side.type == "call_expression" for name in argument_places(side)
+    }
 
 
 def _no_snapshot_left(flow: FunctionFlow, check: Node) -> bool:
     """Is every value the removed test compared now read fresh, under a
     page-table lock, in the function as it is (nothing left to re-validate)?"""
     snapshots = [name for name in _operands(check) if not name.startswith("*")]
-    if not snapshots:
-        return False
-    for name in snapshots:
-        stores = _stores(flow, name)
-        if not stores or not all(_fresh_read(store) and flow.holds(store) for store in stores):
-            return False
-    return True
-
-
-def _stores(flow: FunctionFlow, name: str) -> list[Node]:
-    body = flow.function.body
-    found = []
-    for node in syntax.walk(body) if body is not None else ():
-        if node.type == "assignment_expression":
-            target = node.child_by_field_name("left")
-        elif node.type == "init_declarator":
-            target = node.child_by_field_name("declarator")
-        else:
-            continue
-        if target is not None and ev.place(target) == name:
-            found.append(node)
-    return found
-
-
-def _fresh_read(store: Node) -> bool:
-    """Does the stored value read the entry (not copy a snapshot or derive
-    from one)?"""
-    value = store.child_by_field_name("right") or store.child_by_field_name("value")
-    if value is None:
-        return False
-    value = ev.strip(value)
-    if value.type == "call_expression":
-        return syntax.call_name(value) in READS
-    return (
-        value.type == "pointer_expression"
-        and syntax.text(value.child_by_field_name("operator")) == "*"
+    return bool(snapshots) and all(
+        (stores := flow.assignments(name))
+        and all(
+            store.value is not None and reads_entry(store.value) and flow.holds(store.node)
+            for store in stores
+        )
+        for name in snapshots
     )
-
-
-def _one_line(node: Node) -> str:
-    text = re.sub(r"\s+", " ", syntax.text(node))
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 RULE = LocklessSnapshotNotRevalidated

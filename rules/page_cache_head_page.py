@@ -173,7 +173,7 @@ class PageCacheHeadPage(FunctionRule):
                 or _size_checked(flow, folio, head)
             ):
                 continue
-            sink = _sink(flow.function.node, head)
+            sink = _sink(flow, head)
             if sink is None:
                 continue
             name = syntax.call_name(getter)
@@ -248,50 +248,17 @@ def _head_pages(body: Node) -> Iterator[tuple[Node, str]]:
                 yield node, syntax.text(arguments[0])
 
 
-def _assigned_value(node: Node, name: str) -> Node | None:
-    """What `node` stores into `name`: the right-hand side of an assignment
-    or initialiser, or the call a `&name` out-parameter is passed to."""
-    if node.type == "assignment_expression":
-        left = node.child_by_field_name("left")
-        if left is not None and left.type == "identifier" and syntax.text(left) == name:
-            return node.child_by_field_name("right")
-    elif node.type == "init_declarator":
-        declarator = node.child_by_field_name("declarator")
-        while declarator is not None and declarator.type == "pointer_declarator":
-            declarator = declarator.child_by_field_name("declarator")
-        if declarator is not None and syntax.text(declarator) == name:
-            return node.child_by_field_name("value")
-    elif node.type == "call_expression":
-        for argument in syntax.arguments(node):
-            if argument.type == "pointer_expression" and (
-                re.fullmatch(rf"&\s*{re.escape(name)}", syntax.text(argument))
-            ):
-                return node
-    return None
-
-
-def _sink(function: Node, head: Node) -> str | None:
+def _sink(flow: FunctionFlow, head: Node) -> str | None:
     """How the head page is used for the index's data, directly or through
     a `struct page *` local it is stored in (the strongest use, mapping
     first); None when it is not."""
     direct = _direct_sink(head)
     if direct is not None:
         return direct
-    local = _stored_in_local(head)
-    if local is None:
+    store = flow.store_of(head)
+    if store is None:
         return None
-    statement = syntax.enclosing(head, "expression_statement", "declaration")
-    after = statement.end_byte if statement is not None else head.end_byte
-    found: list[str] = []
-    for node in syntax.walk(function):
-        if node.start_byte < after:
-            continue
-        if _assigned_value(node, local) is not None:
-            break  # from here on the local holds something else
-        if node.type == "identifier" and syntax.text(node) == local:
-            sink = _direct_sink(node)
-            if sink is not None:
-                found.append(sink)
+    found = [sink for use in flow.uses_of(store) if (sink := _direct_sink(use)) is not None]
     return min(found, key=_strength, default=None)
 
 
@@ -325,21 +292,6 @@ def _direct_sink(node: Node) -> str | None:
             or (left.type == "pointer_expression" and syntax.text(left).startswith("*"))
         ):
             return f"handed back in {syntax.text(left)}"
-    return None
-
-
-def _stored_in_local(head: Node) -> str | None:
-    parent = syntax.unparenthesized_parent(head)
-    if parent is None:
-        return None
-    if parent.type == "assignment_expression" and parent.child_by_field_name("right") == head:
-        left = parent.child_by_field_name("left")
-        return syntax.text(left) if left is not None and left.type == "identifier" else None
-    if parent.type == "init_declarator":
-        declarator = parent.child_by_field_name("declarator")
-        while declarator is not None and declarator.type == "pointer_declarator":
-            declarator = declarator.child_by_field_name("declarator")
-        return syntax.text(declarator) if declarator is not None else None
     return None
 
 

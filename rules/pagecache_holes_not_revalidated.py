@@ -90,15 +90,15 @@ so this is the check that must stay, for every VMA mapping the range.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterator
 
 from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow.guards import checks_by, lost_checks
-from analyzer.images import Image
+from analyzer.flow.orders import ORDERS, notices_every_difference
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 MISSING_CHECKS = frozenset({"userfaultfd_missing"})
@@ -146,19 +146,8 @@ MESSAGES = {
     ),
 }
 
-
-@dataclass
-class Guards:
-    """The re-validations a function makes, by kind, with their nodes."""
-
-    def __init__(self) -> None:
-        self.sites: dict[str, list[Node]] = {}
-
-    def add(self, kind: str, node: Node, times: int = 1) -> None:
-        self.sites.setdefault(kind, []).extend([node] * times)
-
-    def count(self, kind: str) -> int:
-        return len(self.sites.get(kind, []))
+# The re-validations a function makes, by kind: where each is made.
+Guards = defaultdict[str, list[Node]]
 
 
 class PagecacheHolesNotRevalidated(FunctionRule):
@@ -176,23 +165,34 @@ class PagecacheHolesNotRevalidated(FunctionRule):
         if before is None or change.after.body is None:
             return
         old = _guards(before)
-        if not old.sites:
+        if not old:
             return
-        new = _guards(after, before, change.is_added)
-        lost = {kind: old.count(kind) - new.count(kind) for kind in MESSAGES}
+        new = _guards(after, before, change)
+        lost = {kind: len(old[kind]) - len(new[kind]) for kind in MESSAGES}
         if lost["missing"] <= 0 and _missing_narrowed(change):
             lost["missing"] = 1
         for kind, (severity, message) in MESSAGES.items():
             if lost[kind] <= 0:
                 continue
-            if kind == "missing" and not _removes_missing_check(change, old):
-                continue
+            if kind == "missing" and not any(
+                change.is_removed(site) and syntax.call_name(site) != "userfaultfd_armed"
+                for site in old["missing"]
+            ):
+                continue  # only userfaultfd_armed() went: another lesson's
             # A check that lost its lock but is still there is reported as
             # that, not also as a lost lock of a check that is gone.
             base = kind.removesuffix("-locked")
             if base != kind and lost[base] > 0:
                 continue
-            anchor = _anchor(change, old.sites[kind], new.sites.get(base, []))
+            removed = [site for site in old[kind] if change.is_removed(site)]
+            added = [site for site in new[base] if change.is_added(site)]
+            anchor = (
+                change.anchor_for(removed[0])
+                if removed
+                else added[0]
+                if added
+                else change.first_change()
+            )
             yield change.finding(
                 anchor,
                 message,
@@ -207,75 +207,28 @@ def _missing_narrowed(change: FunctionChange) -> bool:
     what it guarded (`wp && userfaultfd_missing(vma)`)?"""
     before, after = change.before_flow, change.flow
     assert before is not None
-    vouches = {
-        flow: checks_by(flow, MISSING_OR_WIDER, ADDED_CALL_DEPTH) for flow in (before, after)
-    }
-    return any(
-        True
-        for _ in lost_checks(
-            before,
-            after,
-            removed=change.is_removed,
-            is_check=lambda node: syntax.call_name(node) in MISSING_CHECKS,
-            vouches_before=vouches[before],
-            vouches_after=vouches[after],
-            proceeds=lambda node, condition: (
-                False if syntax.call_name(node) in MISSING_OR_WIDER else None
-            ),
-            key="missing",
-        )
+    lost = lost_checks(
+        before,
+        after,
+        removed=change.is_removed,
+        is_check=lambda node: syntax.call_name(node) in MISSING_CHECKS,
+        vouches_before=checks_by(before, MISSING_OR_WIDER, ADDED_CALL_DEPTH),
+        vouches_after=checks_by(after, MISSING_OR_WIDER, ADDED_CALL_DEPTH),
+        proceeds=lambda node, _: False if syntax.call_name(node) in MISSING_OR_WIDER else None,
+        key="missing",
     )
-
-
-def _removes_missing_check(change: FunctionChange, old: Guards) -> bool:
-    """Did the patch take away a userfaultfd_missing() test (not just a
-    userfaultfd_armed() one, which is another lesson's)?"""
-    return any(
-        change.is_removed(site) and syntax.call_name(site) != "userfaultfd_armed"
-        for site in old.sites.get("missing", [])
-    )
-
-
-def _anchor(change: FunctionChange, old_sites: list[Node], new_sites: list[Node]) -> Node:
-    """Where the lost check was, or else the first line the patch changed."""
-    assert change.before is not None and change.before.body is not None
-    removed = [s for s in old_sites if change.is_removed(s)]
-    if removed:
-        return change.anchor_for(removed[0])
-    added = [s for s in new_sites if change.is_added(s)]
-    if added:
-        return added[0]
-    if change.removed_rows:
-        return change.anchor_for(
-            _node_at(change.before.body, change.before.image, min(change.removed_rows))
-        )
-    assert change.after.body is not None
-    return _node_at(change.after.body, change.after.image, min(change.added_rows))
-
-
-def _node_at(body: Node, image: Image, row: int) -> Node:
-    """The outermost node starting at the first character of a line."""
-    line = image.line_text(row)
-    column = len(line.encode()) - len(line.lstrip().encode())
-    node = body.descendant_for_point_range((row, column), (row, column)) or body
-    while node.parent is not None and node.parent.start_point == node.start_point:
-        node = node.parent
-    return node
+    return next(lost, None) is not None
 
 
 def _guards(
-    flow: FunctionFlow,
-    before: FunctionFlow | None = None,
-    added: Callable[[Node], bool] | None = None,
+    flow: FunctionFlow, before: FunctionFlow | None = None, change: FunctionChange | None = None
 ) -> Guards:
     """The re-validations the function makes, itself or through the helpers
     of the tree it calls.  For a post-image (`before` given), each helper
     also as the patch found it, whichever makes more (a helper the patch
     changes is judged on its own), and the calls the patch adds followed
     ADDED_CALL_DEPTH levels for a missing-mode check."""
-    body = flow.function.body
-    assert body is not None
-    guards = _own_guards(flow, body)
+    guards = _own_guards(flow)
     readings = [flow] if before is None else [flow, before]
     for call in flow.calls():
         name = syntax.call_name(call) or ""
@@ -286,49 +239,50 @@ def _guards(
             helper = reading.summaries.located(name)
             if helper is None or helper[0].body is None:
                 continue
-            function, parsed, path = helper
-            helper_flow = FunctionFlow(function, parsed, reading.context, path)
-            inner = _own_guards(helper_flow, function.body, xa_held=_xa_held(flow, call))
-            counts = {kind: inner.count(kind) for kind in MESSAGES}
-            if added is not None and added(call):
+            helper_flow = FunctionFlow(*helper[:2], reading.context, helper[2])
+            counts = {
+                kind: len(sites)
+                for kind, sites in _own_guards(helper_flow, _xa_held(flow, call)).items()
+            }
+            if change is not None and change.is_added(call):
                 counts["missing"] = max(
-                    counts["missing"],
+                    counts.get("missing", 0),
                     int(reading.summaries.reaches(name, MISSING_OR_WIDER, ADDED_CALL_DEPTH)),
                 )
             if _range_walk_locked(flow, call):
-                counts["missing-locked"] = counts["missing"]
+                counts["missing-locked"] = counts.get("missing", 0)
             for kind, count in counts.items():
                 made[kind] = max(made.get(kind, 0), count)
         for kind, count in made.items():
-            guards.add(kind, call, count)
+            guards[kind].extend([call] * count)
     return guards
 
 
-def _own_guards(flow: FunctionFlow, body: Node, xa_held: bool = False) -> Guards:
-    """The re-validations `body` makes itself; `xa_held`: its caller holds
-    the xarray lock when calling it."""
-    guards = Guards()
-    for call in syntax.calls(body, MISSING_OR_WIDER):
-        guards.add("missing", call)
+def _own_guards(flow: FunctionFlow, xa_held: bool = False) -> Guards:
+    """The re-validations the function makes itself; `xa_held`: its caller
+    holds the xarray lock when calling it."""
+    guards: Guards = defaultdict(list)
+    for call in flow.calls(MISSING_OR_WIDER):
+        guards["missing"].append(call)
         if _range_walk_locked(flow, call):
-            guards.add("missing-locked", call)
-    for call in syntax.calls(body, "xas_store"):
-        args = syntax.arguments(call)
-        if len(args) > 1 and syntax.text(args[1]) == "XA_RETRY_ENTRY":
-            guards.add("retry", call)
-    for call in syntax.calls(body, "vma_interval_tree_foreach"):
-        args = syntax.arguments(call)
+            guards["missing-locked"].append(call)
+    for call in flow.calls("xas_store"):
+        arguments = syntax.arguments(call)
+        if len(arguments) > 1 and syntax.text(arguments[1]) == "XA_RETRY_ENTRY":
+            guards["retry"].append(call)
+    for call in flow.calls("vma_interval_tree_foreach"):
+        arguments = syntax.arguments(call)
         walk_body = syntax.macro_loop_body(call)
         # Only the walks that ask each VMA about missing-mode userfaultfd.
         if (
-            len(args) == 4
+            len(arguments) == 4
             and walk_body is not None
             and _asks_missing(flow, walk_body)
-            and syntax.text(args[2]) != syntax.text(args[3])
+            and syntax.text(arguments[2]) != syntax.text(arguments[3])
         ):
-            guards.add("ranged-walk", call)
-    counters = _hole_counters(flow, body, xa_held)
-    for statement in syntax.walk(body):
+            guards["ranged-walk"].append(call)
+    counters = _hole_counters(flow, xa_held)
+    for statement in syntax.walk(flow.function.body) if flow.function.body else ():
         if statement.type != "if_statement":
             continue
         condition = statement.child_by_field_name("condition")
@@ -336,34 +290,26 @@ def _own_guards(flow: FunctionFlow, body: Node, xa_held: bool = False) -> Guards
             statement.child_by_field_name("consequence")
         ):
             continue
-        compared = _compares_counters(condition, counters)
         # A re-count is made under the lock held at the comparison: the
         # scan's own counts were taken under earlier, dropped instances of it.
-        if compared and (
+        if any(
             xa_held
             or any(
-                _xa_section(flow, increment) & _xa_section(flow, condition)
-                for name in compared
+                flow.takings_held(increment, XA_LOCK) & flow.takings_held(condition, XA_LOCK)
                 for increment in counters[name]
             )
+            for name in _compares_counters(condition, counters)
         ):
-            guards.add("recount", statement)
+            guards["recount"].append(statement)
     return guards
 
 
 def _asks_missing(flow: FunctionFlow, node: Node) -> bool:
     """Does `node` test missing-mode userfaultfd, itself or in a helper?"""
-    for call in syntax.calls(node):
-        name = syntax.call_name(call) or ""
-        if name in MISSING_OR_WIDER:
-            return True
-        if (
-            name
-            and name != flow.function.name
-            and flow.summaries.reaches(name, MISSING_OR_WIDER, 1)
-        ):
-            return True
-    return False
+    asks = checks_by(flow, MISSING_OR_WIDER, 1)
+    return any(
+        syntax.call_name(call) in MISSING_OR_WIDER or asks(call) for call in syntax.calls(node)
+    )
 
 
 def _xa_held(flow: FunctionFlow, node: Node) -> bool:
@@ -375,43 +321,30 @@ def _xa_held(flow: FunctionFlow, node: Node) -> bool:
 
 def _range_walk_locked(flow: FunctionFlow, node: Node) -> bool:
     """Inside a `vma_interval_tree_foreach()` walk made under the i_mmap lock?"""
-    walk = _enclosing_range_walk(node)
-    return walk is not None and any(
-        kinds == {"held"} for kinds in flow.locks_at(walk, frozenset({"i_mmap"})).values()
-    )
+    walk = syntax.enclosing_macro_loop(node, "vma_interval_tree_foreach")
+    return walk is not None and flow.holds(walk, "i_mmap")
 
 
-def _hole_counters(flow: FunctionFlow, body: Node, xa_held: bool) -> dict[str, list[Node]]:
+def _hole_counters(flow: FunctionFlow, xa_held: bool) -> dict[str, list[Node]]:
     """Locals incremented, under the xarray lock, in a loop that reads the
     xarray (the scan's own limits, counted under RCU, are not re-counts)."""
-    counters: dict[str, Node] = {}
-    for node in syntax.walk(body):
-        if node.type != "expression_statement" or not node.named_children:
+    counters: dict[str, list[Node]] = defaultdict(list)
+    for store in flow.stores:
+        if store.operator not in ("++", "+=") or store.target.type != "identifier":
             continue
-        expression = node.named_children[0]
-        if expression.type == "update_expression" and "++" in syntax.text(expression):
-            target = expression.child_by_field_name("argument")
-        elif expression.type == "assignment_expression" and (
-            syntax.text(expression.child_by_field_name("operator")) == "+="
-        ):
-            target = expression.child_by_field_name("left")
-        else:
+        loop = syntax.enclosing(store.node, *LOOPS)
+        if loop is None or not _reads_xarray(flow, loop):
             continue
-        if target is None or target.type != "identifier":
-            continue
-        loop = syntax.enclosing(node, *LOOPS)
-        if loop is None or not _reads_xarray(loop, flow.function.image):
-            continue
-        if xa_held or _xa_held(flow, node):
-            counters.setdefault(syntax.text(target), []).append(node)
+        if xa_held or _xa_held(flow, store.node):
+            counters[syntax.text(store.target)].append(store.node)
     return counters
 
 
-def _reads_xarray(loop: Node, image: Image) -> bool:
+def _reads_xarray(flow: FunctionFlow, loop: Node) -> bool:
     if syntax.calls(loop, XA_READERS):
         return True
     # xas_for_each() and friends were turned into `while` for the parser.
-    head = image.text[loop.start_byte : loop.start_byte + 16]
+    head = flow.function.image.text[loop.start_byte : loop.start_byte + 16]
     return head.startswith((b"xas_for_each", b"xa_for_each"))
 
 
@@ -421,12 +354,11 @@ def _compares_counters(condition: Node, counters: dict[str, list[Node]]) -> list
     notices only some), directly or handed to a helper."""
     for node in syntax.walk(condition):
         if node.type == "binary_expression":
-            operator = syntax.text(node.child_by_field_name("operator"))
             sides = [node.child_by_field_name("left"), node.child_by_field_name("right")]
             names = [syntax.text(s) for s in sides if s is not None and s.type == "identifier"]
+            operator = syntax.text(node.child_by_field_name("operator"))
             if operator in ORDERS and len(names) == 2 and _counts(names, counters):
-                truth = _orders(condition, names[0], names[1])
-                if truth in (DIFFERENT, EQUAL):
+                if notices_every_difference(condition, *names):
                     return [n for n in names if n in counters]
                 return []
         elif node.type == "call_expression":
@@ -436,85 +368,12 @@ def _compares_counters(condition: Node, counters: dict[str, list[Node]]) -> list
     return []
 
 
-LESS, SAME, MORE = "<", "=", ">"
-DIFFERENT, EQUAL = frozenset({LESS, MORE}), frozenset({SAME})
-ORDERS = {
-    "<": frozenset({LESS}),
-    ">": frozenset({MORE}),
-    "<=": frozenset({LESS, SAME}),
-    ">=": frozenset({MORE, SAME}),
-    "==": EQUAL,
-    "!=": DIFFERENT,
-}
-_FLIPPED = {LESS: MORE, MORE: LESS, SAME: SAME}
-
-
-def _orders(condition: Node, a: str, b: str) -> frozenset[str] | None:
-    """For which orders of `a` and `b` the condition holds, when it speaks
-    of nothing else."""
-    node = condition
-    while node.type == "parenthesized_expression" and node.named_children:
-        node = node.named_children[0]
-    if node.type == "call_expression" and syntax.call_name(node) in ("likely", "unlikely"):
-        arguments = syntax.arguments(node)
-        return _orders(arguments[0], a, b) if arguments else None
-    if node.type == "unary_expression" and syntax.text(node.child_by_field_name("operator")) == "!":
-        inner = _orders(node.child_by_field_name("argument"), a, b)
-        return frozenset({LESS, SAME, MORE}) - inner if inner is not None else None
-    if node.type != "binary_expression":
-        return None
-    operator = syntax.text(node.child_by_field_name("operator"))
-    left, right = node.child_by_field_name("left"), node.child_by_field_name("right")
-    if left is None or right is None:
-        return None
-    if operator in ("&&", "||"):
-        one, other = _orders(left, a, b), _orders(right, a, b)
-        if one is None or other is None:
-            return None
-        return one & other if operator == "&&" else one | other
-    sides = (syntax.text(left), syntax.text(right))
-    if operator not in ORDERS or set(sides) != {a, b}:
-        return None
-    orders = ORDERS[operator]
-    return orders if sides == (a, b) else frozenset(_FLIPPED[o] for o in orders)
-
-
-def _xa_section(flow: FunctionFlow, node: Node) -> set[object]:
-    """Which taking of the xarray lock `node` runs under (the lock's value)."""
-    analysis = flow.locks()
-    found: set[object] = set()
-    for state, _results in analysis.before_each(node):
-        for lock, values in state.places.items():
-            if XA_LOCK.fullmatch(lock) and "held" in state.kinds_of_values(values):
-                found |= values
-    return found
-
-
 def _counts(names: list[str], counters: dict[str, list[Node]]) -> bool:
     # A count of holes against another count; a counter against a constant
     # (`latency < XA_CHECK_SCHED`) is a rescheduling point, not a re-count.
     if any(name.isupper() for name in names):
         return False
     return any(name in counters for name in names)
-
-
-def _enclosing_range_walk(node: Node) -> Node | None:
-    """The `vma_interval_tree_foreach(...)` statement whose body holds `node`."""
-    for ancestor in syntax.ancestors(node):
-        statement = ancestor.prev_named_sibling
-        while statement is not None and statement.type == "comment":
-            statement = statement.prev_named_sibling
-        if statement is None or statement.type != "expression_statement":
-            continue
-        head = statement.named_children[0] if statement.named_children else None
-        if (
-            head is not None
-            and head.type == "call_expression"
-            and syntax.call_name(head) == "vma_interval_tree_foreach"
-            and syntax.macro_loop_body(head) == ancestor
-        ):
-            return statement
-    return None
 
 
 RULE = PagecacheHolesNotRevalidated

@@ -66,8 +66,9 @@ from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
+from analyzer.flow import events as ev
 from analyzer.flow.entries import DEVICE, LEVELS, MIGRATION, truth_kinds
-from analyzer.flow.values import CONSTANT
+from analyzer.flow.values import literal_truth
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # Kernel page tables: no migration or swap entries, the two tests agree.
@@ -136,7 +137,9 @@ class PmdPresentAsEmpty(FunctionRule):
             budget = min(lost, gained)
             for call in added:
                 arg = syntax.text(syntax.arguments(call)[0])
-                partner = _partner(change, call, arg, removed)
+                partner = change.replaced(
+                    call, removed, lambda old, arg=arg: syntax.text(syntax.arguments(old)[0]) == arg
+                )
                 if partner is None or budget == 0:
                     continue
                 removed.remove(partner)
@@ -214,7 +217,7 @@ class PmdPresentAsEmpty(FunctionRule):
             for call in syntax.calls(body, self.none_tests)
             if (args := syntax.arguments(call))
         }
-        result = _returned_variable(body)
+        result = change.flow.returned_name()
         seen: set[str] = set()
         for call in syntax.calls(body, self.present_test):
             args = syntax.arguments(call)
@@ -269,80 +272,9 @@ def _squeezed(node: Node | None) -> str:
     return "".join(syntax.text(node).split())
 
 
-def _partner(change: FunctionChange, added: Node, arg: str, removed: list[Node]) -> Node | None:
-    """The removed test this added one replaces: one on the same value, else
-    one whose lines the added block holding it took the place of."""
-    same = [r for r in removed if syntax.text(syntax.arguments(r)[0]) == arg]
-    if same:
-        return same[0]
-    assert change.before is not None
-    line = change.after.image.real_line(added.start_point.row)
-    for candidate in removed:
-        pre_line = change.before.image.real_line(candidate.start_point.row)
-        start = end = change.post_line_of(pre_line)
-        while end + 1 in change.added_lines:
-            end += 1
-        if start - 1 <= line <= end + 1:
-            return candidate
-    return None
-
-
-def _returned_variable(body: Node) -> str | None:
-    names = {
-        syntax.text(value)
-        for node in syntax.walk(body)
-        if node.type == "return_statement"
-        and (value := next(iter(node.named_children), None)) is not None
-        and value.type == "identifier"
-    }
-    return names.pop() if len(names) == 1 else None
-
-
-def _truthy(node: Node | None) -> bool | None:
-    """True/False for a literal answer, None when it is not one."""
-    while node is not None and node.type == "parenthesized_expression":
-        node = next(iter(node.named_children), None)
-    if node is None:
-        return None
-    if node.type == "true":
-        return True
-    if node.type == "false":
-        return False
-    if node.type == "number_literal":
-        return syntax.text(node).rstrip("uUlL") not in ("0", "0x0")
-    return None
-
-
-def _assigned_value(statement: Node, variable: str | None) -> bool | None:
-    """`variable = <literal>;` -> the literal's truth."""
-    if variable is None or statement.type != "expression_statement":
-        return None
-    expr = next(iter(statement.named_children), None)
-    if (
-        expr is None
-        or expr.type != "assignment_expression"
-        or syntax.text(expr.child_by_field_name("left")) != variable
-        or syntax.text(expr.child_by_field_name("operator")) != "="
-    ):
-        return None
-    return _truthy(expr.child_by_field_name("right"))
-
-
-def _value_at(flow: FunctionFlow, node: Node, variable: str | None) -> bool | None:
-    """What `variable` holds on every path to `node`, when it is a literal."""
-    if variable is None:
-        return None
-    kinds = flow.entries().place_kinds_at(node, variable)
-    constants = {k for k in kinds or () if k.startswith(CONSTANT)}
-    if constants and constants <= {CONSTANT + "true", CONSTANT + "1"}:
-        return True
-    if constants and constants <= {CONSTANT + "false", CONSTANT + "0"}:
-        return False
-    return None
-
-
 def _answers_wait(branch: Node, flow: FunctionFlow, result: str | None) -> bool:
-    """Does the if's consequence answer "yes, wait"?"""
+    """Does the if's consequence answer "yes, wait" (return true, or set
+    the returned variable to true and leave)?"""
     consequence = branch.child_by_field_name("consequence")
     if consequence is None:
         return False
@@ -352,15 +284,18 @@ def _answers_wait(branch: Node, flow: FunctionFlow, result: str | None) -> bool:
         else [consequence]
     )
     for statement in statements:
-        if _assigned_value(statement, result) is True:
+        stores = [s for s in flow.stores if s.node.parent == statement and s.operator == "="]
+        if result is not None and any(
+            ev.place(s.target) == result and literal_truth(s.value) for s in stores
+        ):
             return True
         if statement.type == "return_statement":
             value = next(iter(statement.named_children), None)
             if value is not None and value.type == "identifier":
-                return _value_at(flow, statement, result) is True
-            return _truthy(value) is True
+                return result is not None and flow.truth_at(statement, result) is True
+            return literal_truth(value) is True
         if statement.type == "goto_statement":
-            return _value_at(flow, statement, result) is True
+            return result is not None and flow.truth_at(statement, result) is True
     return False
 
 

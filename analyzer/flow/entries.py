@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from tree_sitter import Node
 
@@ -111,6 +112,89 @@ READS: dict[str, int] = {
     "pudp_get": 0,
     "huge_ptep_get": -1,  # huge_ptep_get(ptep) before v6.11, (mm, addr, ptep) after
 }
+
+
+ENTRY_POINTERS = frozenset({"pte_t *", "pmd_t *", "pud_t *"})
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRead:
+    """A read of a page-table entry: plain (`*pte`, `pmd[i]`) or through
+    an accessor (`ptep_get(pte)`, `READ_ONCE(*pmdp)`)."""
+
+    node: Node
+    pointer: str  # the entry pointer read through, as written
+    pointer_type: str | None  # "pte_t *", ...; None where an accessor's is unknown
+    accessor: str | None  # None for a plain read
+
+
+def entry_reads(
+    events: Iterable[ev.Event], type_of: Callable[[Node], str | None]
+) -> list[EntryRead]:
+    """The entry reads among `events`, in text order: plain reads through
+    a pointer declared `pte_t *`/`pmd_t *`/`pud_t *` (not stores, not
+    `&p[i]`, not the operand of READ_ONCE()), and accessor calls."""
+
+    def entry_pointer(pointer: Node | None) -> str | None:
+        if pointer is None or pointer.type not in ("identifier", "field_expression"):
+            return None
+        declared = type_of(pointer)
+        return declared if declared in ENTRY_POINTERS else None
+
+    found = []
+    for event in events:
+        if isinstance(event, ev.Deref) and event.node.type != "field_expression":
+            kind = entry_pointer(event.pointer)
+            if kind is not None and not _stored_or_accessed(event.node):
+                found.append(EntryRead(event.node, syntax.text(event.pointer), kind, None))
+        elif isinstance(event, ev.Call) and (event.name in READS or event.name == "READ_ONCE"):
+            if not event.arguments:
+                continue
+            operand = ev.strip(event.arguments[READS.get(event.name or "", 0)])
+            if event.name == "READ_ONCE":
+                # READ_ONCE(*p) / READ_ONCE(p[i]) of an entry pointer only
+                if operand.type not in ("pointer_expression", "subscript_expression"):
+                    continue
+                operand = operand.child_by_field_name("argument") or operand
+                if entry_pointer(operand) is None:
+                    continue
+            found.append(
+                EntryRead(event.node, syntax.text(operand), entry_pointer(operand), event.name)
+            )
+    return sorted(found, key=lambda read: read.node.start_byte)
+
+
+def _stored_or_accessed(node: Node) -> bool:
+    """Is `*p` stored to, its address taken (`&p[i]`), or the operand of
+    READ_ONCE()/WRITE_ONCE() (the accessor, not a plain read)?"""
+    parent = syntax.unparenthesized_parent(node)
+    while node.parent is not None and node.parent.type == "parenthesized_expression":
+        node = node.parent
+    if parent is None:
+        return False
+    if parent.type == "assignment_expression":
+        return parent.child_by_field_name("left") == node
+    if parent.type == "pointer_expression":
+        return syntax.text(parent.child_by_field_name("operator")) == "&"
+    return (
+        parent.type == "argument_list"
+        and parent.parent is not None
+        and syntax.call_name(parent.parent) in ("READ_ONCE", "WRITE_ONCE")
+    )
+
+
+def reads_entry(expression: Node) -> bool:
+    """Does the expression read an entry itself (`ptep_get(pte)`, `*pmd`),
+    rather than copy a snapshot of one?"""
+    expression = ev.strip(expression)
+    if expression.type == "call_expression":
+        return syntax.call_name(expression) in READS or syntax.call_name(expression) == "READ_ONCE"
+    return (
+        expression.type == "pointer_expression"
+        and syntax.text(expression.child_by_field_name("operator")) == "*"
+    )
+
+
 LOCKLESS_READS = frozenset({"pmdp_get_lockless", "ptep_get_lockless", "pmd_read_atomic"})
 # Writes that leave the entry as these kinds: pointer argument, kinds.
 WRITES: dict[str, tuple[int, Kinds]] = {
@@ -136,6 +220,8 @@ OVERWRITES: dict[str, int] = {"set_pmd_at": 2, "set_pte_at": 2, "set_ptes": 2, "
 ALLOCATIONS: dict[str, int] = {"pte_alloc": 1, "__pte_alloc": 1}
 # Maps of the PTE table under a PMD: the PMD argument, and whether the map
 # fails (returns NULL) when the PMD is not a table — it does since v6.5.
+# They return NULL when the table cannot be allocated, in every version.
+ALLOCATING_MAPS = frozenset({"pte_alloc_map", "pte_alloc_map_lock"})
 MAPS: dict[str, int] = {
     "pte_offset_map": 0,
     "__pte_offset_map": 0,
@@ -250,7 +336,9 @@ class Entries(Tracker):
             if entry is None:
                 return
             target = _single(analysis.held_values(state, entry, call.node))
-            if not self.maps_fail or _private_table(analysis, state, pointer, target):
+            if name not in ALLOCATING_MAPS and (
+                not self.maps_fail or _private_table(analysis, state, pointer, target)
+            ):
                 results[call.node.id] = frozenset(
                     {analysis.new_value(state, call.node, frozenset({PTR}))}
                 )

@@ -25,8 +25,10 @@ reached it, so that `result = SCAN_PMD_NULL` on the path where `pte` is
 NULL is still tied to it when `if (result != SCAN_SUCCEED) goto out;` is
 tested later.  Integer places compared with constants in the function
 (`result`, `ret`) hold the constants assigned to them (`=SCAN_PMD_NULL`),
-refined by `==`, `!=` and `switch` cases.  Past `WIDTH` the two most alike
-states are merged: the sets of values and kinds are united; a place
+refined by `==`, `!=` and `switch` cases.  Past `WIDTH` the two states
+whose join loses least are merged (a place paired with kinds it never had
+on either side is the worst loss): the sets of values and kinds are
+united; a place
 tracked on one side only gets, from the other, what the tracker says an
 untracked place holds (nothing for a pointer that did not come from a
 tracked call, `free` for a lock, "anything" for a page-table entry nobody
@@ -232,10 +234,9 @@ class Analysis:
                 single = self._join(single, state)
             return old if len(old) == 1 and _same(old[0], single) else [single]
         while len(combined) > WIDTH:
-            # The newest state goes into the one it is most like.
-            newest = combined.pop()
-            index = _most_like(combined, newest)
-            combined[index] = self._join(combined[index], newest)
+            # The two most alike go together: what they disagree on is lost.
+            i, j = _most_alike(combined)
+            combined[i] = self._join(combined[i], combined.pop(j))
         if len(combined) == len(old) and all(
             _same(a, b) for a, b in zip(combined, old, strict=True)
         ):
@@ -704,15 +705,34 @@ def _collected(state: State) -> State:
     return state
 
 
-def _most_like(states: list[State], state: State) -> int:
-    """The path state that differs from `state` in the fewest places and values."""
-    best, fewest = 0, None
-    places, kinds = state.places.items(), state.kinds.items()
-    for index, other in enumerate(states):
-        differ = len(places ^ other.places.items()) + len(kinds ^ other.kinds.items())
-        if fewest is None or differ < fewest:
-            best, fewest = index, differ
+def _most_alike(states: list[State]) -> tuple[int, int]:
+    """The two path states (i < j) whose join loses least."""
+    best, fewest = (0, 1), None
+    for j in range(1, len(states)):
+        for i in range(j):
+            loss = _join_loss(states[i], states[j])
+            if fewest is None or loss < fewest:
+                best, fewest = (i, j), loss
     return best
+
+
+def _join_loss(a: State, b: State) -> int:
+    """What joining two path states forgets.  A value of other kinds on the
+    other side widens (1); a place holding other values costs more (4);
+    worst (16) is a value one side's place holds while the other side gave
+    it other kinds: the join pairs that place with kinds it never had (the
+    split PMD with the unsplit one's kinds)."""
+    loss = 0
+    for name in a.places.keys() | b.places.keys():
+        left, right = a.places.get(name, frozenset()), b.places.get(name, frozenset())
+        if left == right:
+            loss += sum(1 for value in left if a.kinds.get(value) != b.kinds.get(value))
+            continue
+        loss += 4
+        for value in left ^ right:
+            if value in a.kinds and value in b.kinds and a.kinds[value] != b.kinds[value]:
+                loss += 16
+    return loss
 
 
 def _compared_with_constants(graph: Graph) -> frozenset[str]:
@@ -774,6 +794,26 @@ def _constant_text(node: Node) -> str | None:
         inner = _constant_text(node.child_by_field_name("argument"))
         return f"-{inner}" if inner is not None else None
     return None
+
+
+def literal_truth(node: Node | None) -> bool | None:
+    """True or False for a literal (`1`, `false`, `0x0`), None for anything
+    else (a named constant's value is not known here)."""
+    constant = _constant_text(node) if node is not None else None
+    return _truth(constant) if constant is not None else None
+
+
+def constant_truth(kinds: Kinds) -> bool | None:
+    """The truth of a value every path gives a literal of one truth
+    (`ret = 1` on one path, `ret = true` on another), None otherwise."""
+    truths = {_truth(k.removeprefix(CONSTANT)) for k in kinds if k.startswith(CONSTANT)}
+    return truths.pop() if len(truths) == 1 else None
+
+
+def _truth(constant: str) -> bool | None:
+    if constant in ("true", "false"):
+        return constant == "true"
+    return constant != "0" if constant.lstrip("-").isdigit() else None
 
 
 def _intersect(current: Kinds, wanted: Kinds) -> Kinds:
