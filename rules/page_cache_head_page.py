@@ -198,7 +198,7 @@ def _getter(flow: FunctionFlow, analysis: Analysis, head: Node, folio: str) -> N
     """The page-cache lookup the folio at `head` comes from, on some path."""
     for state, _results in analysis.before_each(head):
         for value in state.places.get(folio, ()):
-            site = flow.graph.nodes_by_id.get(value) if isinstance(value, int) else None
+            site = analysis.site(value)
             if (
                 site is not None
                 and site.type == "call_expression"

@@ -127,12 +127,8 @@ def risky_uses(
             if not kinds & bad or node.id in seen:
                 continue
             seen.add(node.id)
-            sources = tuple(_site(analysis, v) for v in values if isinstance(v, int))
+            sources = tuple(analysis.site(v) for v in values)
             yield Use(node, pointer, kinds, tuple(s for s in sources if s is not None))
-
-
-def _site(analysis: Analysis, value: Value) -> Node | None:
-    return analysis.graph.nodes_by_id.get(value) if isinstance(value, int) else None
 
 
 def accessor_table(pattern: str) -> Callable[[str, int], tuple[str, ...]]:

@@ -234,9 +234,10 @@ class Analysis:
                 single = self._join(single, state)
             return old if len(old) == 1 and _same(old[0], single) else [single]
         while len(combined) > WIDTH:
-            # The two most alike go together: what they disagree on is lost.
-            i, j = _most_alike(combined)
-            combined[i] = self._join(combined[i], combined.pop(j))
+            # The newest state goes into the one whose join with it loses least.
+            newest = combined.pop()
+            index = min(range(len(combined)), key=lambda i: _join_loss(combined[i], newest))
+            combined[index] = self._join(combined[index], newest)
         if len(combined) == len(old) and all(
             _same(a, b) for a, b in zip(combined, old, strict=True)
         ):
@@ -592,7 +593,15 @@ class Analysis:
                     state.kinds[link.target] = refined
                     self._fire_links(state, link.target, depth + 1)
 
+    def site(self, value: Value) -> Node | None:
+        """The call or expression that made `value` (None for a default)."""
+        if isinstance(value, str) and value.endswith(SPLIT):
+            value = value.removesuffix(SPLIT)
+            value = int(value) if value.isdigit() else value
+        return self.graph.nodes_by_id.get(value) if isinstance(value, int) else None
+
     def _join(self, a: State, b: State) -> State:
+        a = _split_apart(a, b)
         joined = State(dict(a.places), dict(a.kinds), dict(a.links))
         for name in set(a.places) | set(b.places):
             left, right = a.places.get(name), b.places.get(name)
@@ -705,15 +714,54 @@ def _collected(state: State) -> State:
     return state
 
 
-def _most_alike(states: list[State]) -> tuple[int, int]:
-    """The two path states (i < j) whose join loses least."""
-    best, fewest = (0, 1), None
-    for j in range(1, len(states)):
-        for i in range(j):
-            loss = _join_loss(states[i], states[j])
-            if fewest is None or loss < fewest:
-                best, fewest = (i, j), loss
-    return best
+# The suffix of a value split from its namesake by a join (see _split_apart).
+SPLIT = "~"
+
+
+def _split_apart(a: State, b: State) -> State:
+    """`a`, with each value that it and `b` give other kinds *and* other
+    holders renamed: joined as one value, its kinds on one side would be
+    paired with places that held it on the other only (after `if
+    (is_migration(pmd)) wait(pmd);`, the waited entry with the kinds of the
+    one not waited for)."""
+    other_kinds = {v for v, _ in a.kinds.items() ^ b.kinds.items() if v in a.kinds and v in b.kinds}
+    if not other_kinds:
+        return a
+    holders_a, holders_b = _holders(a, other_kinds), _holders(b, other_kinds)
+    renamed = {
+        value: _split_name(value)
+        for value in other_kinds
+        if holders_a.get(value) != holders_b.get(value)
+    }
+    if not renamed:
+        return a
+
+    def name(value: Value) -> Value:
+        return renamed.get(value, value)
+
+    return State(
+        {place: frozenset(map(name, values)) for place, values in a.places.items()},
+        {name(value): kinds for value, kinds in a.kinds.items()},
+        {
+            name(value): frozenset(Link(k.when, name(k.target), k.then) for k in links)
+            for value, links in a.links.items()
+        },
+    )
+
+
+def _holders(state: State, values: set[Value]) -> dict[Value, frozenset[str]]:
+    found: dict[Value, set[str]] = {}
+    for place, held in state.places.items():
+        for value in held & values:
+            found.setdefault(value, set()).add(place)
+    return {value: frozenset(places) for value, places in found.items()}
+
+
+def _split_name(value: Value) -> Value:
+    # Once split is enough: the lattice stays finite (a split value joined
+    # again unites its kinds, as any value does).
+    text = str(value)
+    return text if text.endswith(SPLIT) else text + SPLIT
 
 
 def _join_loss(a: State, b: State) -> int:
@@ -722,15 +770,15 @@ def _join_loss(a: State, b: State) -> int:
     worst (16) is a value one side's place holds while the other side gave
     it other kinds: the join pairs that place with kinds it never had (the
     split PMD with the unsplit one's kinds)."""
-    loss = 0
-    for name in a.places.keys() | b.places.keys():
-        left, right = a.places.get(name, frozenset()), b.places.get(name, frozenset())
-        if left == right:
-            loss += sum(1 for value in left if a.kinds.get(value) != b.kinds.get(value))
-            continue
+    # The symmetric differences of the item views run in C: most places
+    # and values are alike.
+    other_kinds = {value for value, _ in a.kinds.items() ^ b.kinds.items()}
+    loss = len(other_kinds)
+    empty: frozenset[Value] = frozenset()
+    for name in {name for name, _ in a.places.items() ^ b.places.items()}:
         loss += 4
-        for value in left ^ right:
-            if value in a.kinds and value in b.kinds and a.kinds[value] != b.kinds[value]:
+        for value in a.places.get(name, empty) ^ b.places.get(name, empty):
+            if value in other_kinds and value in a.kinds and value in b.kinds:
                 loss += 16
     return loss
 
