@@ -16,6 +16,7 @@ could complain about.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -87,15 +88,23 @@ class Summaries:
             self._headers = []
             if self.file is not None and self.context.has_tree:
                 for kind, path in _INCLUDE_RE.findall(self.file.image.text[:20000]):
-                    text = self._read_header(kind, path.decode("utf-8", "replace"))
-                    if text is not None:
-                        self._headers.append(parse(Image.of(text)))
+                    parsed = self._read_header(kind, path.decode("utf-8", "replace"))
+                    if parsed is not None:
+                        self._headers.append(parsed)
         return self._headers
 
-    def _read_header(self, kind: bytes, path: str) -> bytes | None:
+    def _read_header(self, kind: bytes, path: str) -> ParsedFile | None:
         if kind == b"<":
-            return self.context.read_file(f"include/{path}")
-        return self.context.read_file(f"{self.directory}/{path}" if self.directory else path)
+            path = f"include/{path}"
+        elif self.directory:
+            path = f"{self.directory}/{path}"
+        # One read per header and review context: every function of a file
+        # (and every rule) asks for the same headers.
+        headers = _headers_read.setdefault(self.context, {})
+        if path not in headers:
+            text = self.context.read_file(path)
+            headers[path] = parse(Image.of(text)) if text is not None else None
+        return headers[path]
 
     def of(self, name: str, depth: int = DEPTH) -> Summary | None:
         function = self.definition(name)
@@ -201,6 +210,9 @@ class Summaries:
 
 
 _PENDING = object()
+_headers_read: weakref.WeakKeyDictionary[ReviewContext, dict[str, ParsedFile | None]] = (
+    weakref.WeakKeyDictionary()
+)
 _cache: dict[tuple[str, int, int], object] = {}
 
 
