@@ -131,6 +131,10 @@ class FailedResultUnchecked(FunctionRule):
         tests = _tests_of(body) if body is not None else {}
         asserted = _asserted(body)
         boot = _is_init(change)
+        wrong_tests = list(self._wrong_error_tests(change, flow, table, analysis))
+        yield from (finding for finding, _ in wrong_tests)
+        # The test is the bug there; its uses are not reported again.
+        asserted |= {name for _, name in wrong_tests}
         reported: set[tuple[int, ...]] = set()
         for use in risky_uses(analysis, flow.dereferences(ACCESSORS), bad=_BAD):
             sources = [s for s in use.sources if syntax.call_name(s)]
@@ -169,7 +173,6 @@ class FailedResultUnchecked(FunctionRule):
             yield self._use_finding(
                 change, table, use.node, use.pointer, use.kinds, sources, tested, removed
             )
-        yield from self._wrong_error_tests(change, flow, table, analysis)
 
     def _use_finding(
         self,
@@ -221,8 +224,9 @@ class FailedResultUnchecked(FunctionRule):
         flow: FunctionFlow,
         table: dict[str, Kinds],
         analysis: Analysis,
-    ) -> Iterator[Finding]:
-        """`IS_ERR()` of a result that is only ever NULL on failure."""
+    ) -> Iterator[tuple[Finding, str]]:
+        """`IS_ERR()` of a result that is only ever NULL on failure (with the
+        name tested)."""
         for call in flow.calls({"IS_ERR", "IS_ERR_VALUE"}):
             arguments = syntax.arguments(call)
             if not arguments:
@@ -239,13 +243,14 @@ class FailedResultUnchecked(FunctionRule):
                 continue
             callee = sorted(n for n in names if n)[0]
             name = ev.place(arguments[0]) or syntax.text(arguments[0])
-            yield change.finding(
+            finding = change.finding(
                 call,
                 f"{callee}() returns NULL on failure, never an ERR_PTR(): IS_ERR({name}) lets "
                 f"the failure through; test !{name}",
                 Confidence.HIGH,
                 key=f"is-err:{callee}:{name}",
             )
+            yield finding, name
 
 
 def _analysis(flow: FunctionFlow, table: dict[str, Kinds], helpers: set[str]) -> Analysis:

@@ -182,7 +182,12 @@ class SleepInAtomic(FunctionRule):
         if not gfp_parameters:
             return
         masks = function_masks(change.after)
+        dropped = list(self._dropped_masks(change, gfp_parameters))
+        yield from (finding for finding, _ in dropped)
+        already = {call.id for _, call in dropped}
         for call in flow.calls(ALLOCATORS):
+            if call.id in already:
+                continue
             index = ALLOCATORS[syntax.call_name(call) or ""]
             arguments = syntax.arguments(call)
             if index >= len(arguments):
@@ -202,11 +207,12 @@ class SleepInAtomic(FunctionRule):
                 key=f"ignored-mask:{syntax.call_name(call)}",
                 severity=Severity.WARNING,
             )
-        yield from self._dropped_masks(change, gfp_parameters)
 
-    def _dropped_masks(self, change: FunctionChange, gfp_parameters: set[str]) -> Iterator[Finding]:
+    def _dropped_masks(
+        self, change: FunctionChange, gfp_parameters: set[str]
+    ) -> Iterator[tuple[Finding, Node]]:
         """Calls that were handed the caller's mask before the patch and
-        no longer are."""
+        no longer are (with the call)."""
         before = change.before_flow
         if before is None or before.function.body is None:
             return
@@ -238,7 +244,7 @@ class SleepInAtomic(FunctionRule):
                 continue
             candidates.sort(key=lambda c: not change.is_added(c))
             parameter = sorted(before_names)[0]
-            yield change.finding(
+            finding = change.finding(
                 candidates[0],
                 f"patch stops passing the caller's gfp mask '{parameter}' to {name}(): what it "
                 "allocates no longer follows the caller's context (GFP_NOWAIT callers may sleep, "
@@ -247,6 +253,7 @@ class SleepInAtomic(FunctionRule):
                 key=f"dropped-mask:{name}",
                 severity=Severity.WARNING,
             )
+            yield finding, candidates[0]
 
 
 def _derived_masks(body: Node, parameters: set[str]) -> set[str]:
