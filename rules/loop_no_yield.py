@@ -107,9 +107,11 @@ from analyzer.flow.locks import held
 from analyzer.flow.loops import Loop, find_loops
 from analyzer.flow.sleeping import (
     NO_SLEEP_CLASSES,
+    RESCHEDULE,
     Sleepers,
     atomic_callback_contexts,
     function_masks,
+    lock_analysis,
 )
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
@@ -161,14 +163,15 @@ class LoopNoYield(FunctionRule):
         for loop in loops:
             if not loop.points or loop.head is None:
                 continue
-            new = change.is_added(loop.node) or (
-                loop.header is not None and change.is_added(loop.header)
-            )
             old = old_loops.get(loop.key)
+            # A header the patch rewrote (`for_each_process (tsk)` to
+            # `for_each_process(tsk)`) is not a new loop.
+            new = _header_added(change, loop) and old is None
             if new and loop.unbounded and not _yields(flow, loop, is_yield):
                 finding = self._unbounded(change, flow, loop, atomic_context)
                 if finding is not None:
                     yield finding
+                    continue  # one finding per loop
             if old is not None and before is not None:
                 finding = self._lost_yield(
                     change,
@@ -220,7 +223,12 @@ class LoopNoYield(FunctionRule):
             return None
         always = sorted(name for name, kinds in locks.items() if kinds == frozenset({"held"}))
         anchor = loop.header if loop.header is not None else loop.node
+        heavy = _scans_per_element(flow, loop)
         if not locks and not atomic_context:
+            # A zone's worth of PFNs is long whatever each step does; a list
+            # or a set of memcgs only when each element is a scan of its own.
+            if not heavy and not loop.unbounded.startswith("every PFN"):
+                return None
             return change.finding(
                 anchor,
                 f"this loop walks {loop.unbounded} and no iteration reschedules: add "
@@ -229,7 +237,7 @@ class LoopNoYield(FunctionRule):
                 Confidence.MEDIUM,
                 key=f"no-yield:{loop.key}",
             )
-        if not always or not _scans_per_element(flow, loop):
+        if not always or not heavy:
             return None
         if loop.body is not None and syntax.calls_matching(loop.body, _RELEASES.pattern):
             return None  # it drops the lock on its way
@@ -255,26 +263,33 @@ class LoopNoYield(FunctionRule):
     ) -> Finding | None:
         """The loop rescheduled before the patch, through a call the patch
         removed, and no longer does."""
-        sleepers = Sleepers(before.summaries, before.function.name)
-        masks = function_masks(before.function)
         removed = None
         for i in old.points:
             for event in ev.events_of(before.graph.points[i]):
                 if (
                     isinstance(event, ev.Call)
+                    and event.name in RESCHEDULE
                     and change.is_removed(event.node)
-                    and sleepers.reschedules(event.node, masks)
                 ):
                     removed = event.node
                     break
             if removed is not None:
                 break
-        if removed is None or atomic_context or yields():
+        if removed is None or atomic_context:
+            return None
+        name = syntax.call_name(removed) or ""
+        if loop.body is not None and syntax.calls(loop.body, name):
+            return None  # still there: moved, not removed
+        # Only the yield went: the loop still does what it did.  A loop whose
+        # work changed (cheaper steps) may not need its cond_resched() any more.
+        work_before = _callees(old) - RESCHEDULE
+        if not work_before or not work_before <= _callees(loop):
+            return None
+        if yields():
             return None
         locks = _held_at(change.flow, loop.head)
         if locks is None or locks:
             return None
-        name = syntax.call_name(removed) or "the rescheduling call"
         return change.finding(
             loop.header if loop.header is not None else loop.node,
             f"patch removes {name}() from this loop, and no iteration reschedules any more: "
@@ -356,6 +371,14 @@ class LoopNoYield(FunctionRule):
         )
 
 
+def _header_added(change: FunctionChange, loop: Loop) -> bool:
+    """Did the patch write the loop's header (its first line, or a line of
+    its condition)?  Lines added to its body do not make a loop new."""
+    first = loop.node.start_point.row
+    last = loop.header.end_point.row if loop.header is not None else first
+    return any(row in change.added_rows for row in range(first, max(first, last) + 1))
+
+
 def _yields(flow: FunctionFlow, loop: Loop, is_yield: Callable[[Point], bool]) -> bool:
     return any(is_yield(flow.graph.points[i]) for i in loop.points)
 
@@ -371,9 +394,9 @@ def _loops(flow: FunctionFlow) -> list[Loop]:
 def _held_at(flow: FunctionFlow, point: Point | None) -> dict[str, frozenset[str]] | None:
     """Atomic locks that may be held where an iteration starts (None when
     the lock analysis gave up)."""
-    if point is None:
+    if point is None or flow.function.body is None:
         return None
-    analysis = flow.locks()
+    analysis = lock_analysis(flow.graph, flow.function, flow.type_of, flow.summaries.definition)
     if not analysis.complete:
         return None
     found: dict[str, frozenset[str]] = {}
@@ -387,27 +410,55 @@ def _held_at(flow: FunctionFlow, point: Point | None) -> dict[str, frozenset[str
     return found
 
 
+def _callees(loop: Loop) -> set[str]:
+    body = loop.body
+    return (
+        {n for n in (syntax.call_name(c) for c in syntax.calls(body))} - {None} if body else set()
+    )
+
+
 def _scans_per_element(flow: FunctionFlow, loop: Loop) -> bool:
-    """Does each iteration do a scan of its own: a nested loop, or a call to
-    a helper of the tree that loops?"""
-    if loop.inner:
-        return True
+    """Does each iteration scan a range of its own (`for (p = start; p <
+    end; p++)`), itself or in a helper of the tree?  A lookup per element
+    (an interval-tree or list walk) is not taken for a scan."""
     if loop.body is None:
         return False
+    if _has_range_scan(loop.body, flow.function.image.text):
+        return True
     for call in syntax.calls(loop.body):
         name = syntax.call_name(call)
         if not name or name == flow.function.name:
             continue
         definition = flow.summaries.definition(name)
-        if definition is not None and definition.body is not None and _has_loop(definition.body):
+        if (
+            definition is not None
+            and definition.body is not None
+            and _has_range_scan(definition.body, definition.image.text)
+        ):
             return True
     return False
 
 
-def _has_loop(body: Node) -> bool:
-    return any(
-        n.type in ("while_statement", "for_statement", "do_statement") for n in syntax.walk(body)
-    )
+_RELATIONAL = frozenset({"<", "<=", ">", ">=", "!="})
+
+
+def _has_range_scan(body: Node, source: bytes) -> bool:
+    """A counted loop over a range: `for`/`while`/`do` (not an iterator
+    macro) whose condition compares."""
+    for node in syntax.walk(body):
+        if node.type not in ("for_statement", "while_statement", "do_statement"):
+            continue
+        if node.type == "while_statement" and not source[node.start_byte :].startswith(b"while"):
+            continue  # an iterator macro the sanitizer made a while of
+        condition = node.child_by_field_name("condition")
+        if condition is None:
+            continue
+        for inner in syntax.walk(condition):
+            if inner.type == "binary_expression" and (
+                syntax.text(inner.child_by_field_name("operator")) in _RELATIONAL
+            ):
+                return True
+    return False
 
 
 def _in_loop(node: Node) -> bool:
@@ -528,7 +579,17 @@ def _locals(definition: Node) -> set[str]:
             for child in node.named_children:
                 if child.type == "identifier":
                     found.add(syntax.text(child))
+        # `LIST_HEAD(list);`, `DEFINE_XARRAY(xa);`: a macro declaring a local.
+        if node.type == "call_expression" and _DECLARING_MACRO.fullmatch(
+            syntax.call_name(node) or ""
+        ):
+            arguments = syntax.arguments(node)
+            if arguments and arguments[0].type == "identifier":
+                found.add(syntax.text(arguments[0]))
     return found
+
+
+_DECLARING_MACRO = re.compile(r"(?:H?LIST|LLIST)_HEAD|DEFINE_[A-Z_]+|DECLARE_[A-Z_]+")
 
 
 def _address_taken(definition: Node, names: set[str]) -> bool:

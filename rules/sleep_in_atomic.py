@@ -93,9 +93,12 @@ from analyzer.flow.sleeping import (
     NO_SLEEP_CLASSES,
     Sleepers,
     atomic_callback_contexts,
+    atomic_locks_at,
     context_guarded,
     function_masks,
     gfp_value,
+    lock_analysis,
+    locks_held_on_entry,
     may_block,
     parameters,
 )
@@ -128,7 +131,7 @@ class SleepInAtomic(FunctionRule):
         if body is None:
             return
         contexts = atomic_callback_contexts(change.after_file, function.name)
-        if contexts or _enters_atomic(flow):
+        if contexts or _enters_atomic(flow) or locks_held_on_entry(function, flow.type_of):
             yield from self._sleeps_in_atomic(change, flow, body, contexts)
         yield from self._ignored_masks(change, flow, body)
 
@@ -137,14 +140,15 @@ class SleepInAtomic(FunctionRule):
     ) -> Iterator[Finding]:
         sleepers = Sleepers(flow.summaries, change.after.name)
         masks = function_masks(change.after)
-        if not contexts and not flow.locks().complete:
+        locks = lock_analysis(flow.graph, change.after, flow.type_of, flow.summaries.definition)
+        if not contexts and not locks.complete:
             return
 
         def atomic_at(call: Node) -> tuple[str, str] | None:
             """Why sleeping is not allowed at `call`, and the lock's name."""
             if contexts:
                 return f"{change.after.name}() runs in atomic context: {contexts[0]}", "callback"
-            held = flow.locks_at(call, NO_SLEEP_CLASSES)
+            held = atomic_locks_at(locks, call)
             always = sorted(name for name, kinds in held.items() if kinds == _HELD)
             return (_lock_words(always[0]), always[0]) if always else None
 

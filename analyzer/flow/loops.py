@@ -295,9 +295,11 @@ def _list_head(loop: Loop) -> str | None:
     """The root name of a list iterator's head argument (`&object_list` ->
     object_list, `&init_mm.mmlist` -> init_mm)."""
     items = _header_items(loop)
-    if len(items) < 2:
+    # (pos, head, member), or (pos, n, head, member) for the _safe forms.
+    index = 2 if loop.macro is not None and "_safe" in loop.macro else 1
+    if len(items) <= index:
         return None
-    head = ev.strip(items[1])
+    head = ev.strip(items[index])
     if (
         head.type == "pointer_expression"
         and syntax.text(head.child_by_field_name("operator")) == "&"

@@ -29,7 +29,9 @@ is taken to be the caller's choice, not a sleep.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import re
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from tree_sitter import Node
@@ -37,6 +39,9 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.flow import events as ev
 from analyzer.flow import vocabulary
+from analyzer.flow.cfg import Graph
+from analyzer.flow.locks import Locks, held
+from analyzer.flow.values import Analysis, State, Value
 from analyzer.parsing import Function, ParsedFile
 
 DIRECT_RECLAIM = "__GFP_DIRECT_RECLAIM"
@@ -590,7 +595,6 @@ class Sleepers:
         self._callees[key] = found
         return found
 
-
     def reschedules(self, call: Node, masks: Mapping[str, Gfp], depth: int = DEPTH) -> bool:
         """May `call` give the CPU away: a rescheduling point, a sleeping
         call, a test of `need_resched()`, or a helper of the tree that
@@ -650,15 +654,25 @@ def releases_foreign_lock(body: Node) -> bool:
         spec = vocabulary.LOCK_CALLS.get(syntax.call_name(call) or "")
         if spec is None or spec.lock_class not in NO_SLEEP_CLASSES:
             continue
-        arguments = syntax.arguments(call)
-        if spec.fixed is not None:
-            name = spec.fixed
-        elif 0 <= spec.argument < len(arguments):
-            name = syntax.text(arguments[spec.argument]).lstrip("&")
-        else:
-            continue  # a lock named by the result: taken here
-        first.setdefault(name, spec.release)
+        name = _lock_place(spec, call)
+        if name is not None:
+            first.setdefault(name, spec.release)
     return any(first.values())
+
+
+def _lock_place(spec: vocabulary.LockCall, call: Node) -> str | None:
+    """The lock a call takes or drops, as `locks.py` names it."""
+    if spec.fixed is not None:
+        return spec.fixed
+    if spec.argument == -1:
+        targets = ev.destinations(call)
+        return f"{spec.lock_class}:{targets[0]}" if targets else None
+    arguments = syntax.arguments(call)
+    if not 0 <= spec.argument < len(arguments):
+        return None
+    argument = arguments[spec.argument]
+    place = ev.address_of(argument) or ev.place(argument)
+    return f"{spec.lock_class}:{place}" if place is not None else None
 
 
 def atomic_callback_contexts(file: ParsedFile | None, name: str) -> list[str]:
@@ -709,3 +723,146 @@ def _initializer_pairs(root: Node) -> Iterator[Node]:
     for node in syntax.walk(root):
         if node.type == "initializer_pair":
             yield node
+
+
+# What says a function is entered with a lock held.
+_ASSERT_HELD = frozenset(
+    {
+        "lockdep_assert_held",
+        "lockdep_assert_held_once",
+        "lockdep_assert_held_write",
+        "lockdep_assert_held_read",
+    }
+)
+_ANNOTATION = re.compile(rb"__(?:must_hold|releases)\(\s*([^()]+?)\s*\)")
+_SPINLOCK_TYPES = frozenset({"spinlock_t", "raw_spinlock_t", "rwlock_t"})
+
+
+def locks_held_on_entry(
+    function: Function, type_of: Callable[[Node], str | None] | None = None
+) -> dict[str, frozenset[str]]:
+    """Atomic locks the function says its caller holds: `__must_hold(lock)`
+    or `__releases(lock)` on its definition, `lockdep_assert_held(lock)` in
+    its body.  The lock's class is that of the calls that drop it here
+    (`spin_unlock(&resv->lock)`), else its declared type; each is bound to
+    {held} for the analysis' entry state, spelled as `locks.py` names it."""
+    body = function.body
+    if body is None:
+        return {}
+    claimed: set[str] = set()
+    header = function.image.text[function.node.start_byte : body.start_byte]
+    for match in _ANNOTATION.finditer(header):
+        claimed.add(match.group(1).decode("utf-8", "replace").lstrip("&").strip())
+    asserted: dict[str, Node] = {}
+    for call in syntax.calls(body, _ASSERT_HELD):
+        arguments = syntax.arguments(call)
+        if arguments:
+            place = ev.address_of(arguments[0]) or ev.place(arguments[0])
+            if place is not None:
+                claimed.add(place)
+                asserted[place] = arguments[0]
+    if not claimed:
+        return {}
+    classes: dict[str, str] = {}
+    for call in syntax.calls(body):
+        spec = vocabulary.LOCK_CALLS.get(syntax.call_name(call) or "")
+        if spec is None or not spec.release:
+            continue
+        name = _lock_place(spec, call)
+        if name is not None:
+            lock_class, _, place = name.partition(":")
+            classes.setdefault(place, lock_class)
+    found: dict[str, frozenset[str]] = {}
+    for place in claimed:
+        lock_class = classes.get(place)
+        if lock_class is None and type_of is not None and place in asserted:
+            argument = ev.strip(asserted[place])
+            if argument.type == "pointer_expression":
+                argument = argument.child_by_field_name("argument") or argument
+            if (type_of(argument) or "") in _SPINLOCK_TYPES:
+                lock_class = "spin"
+        if lock_class in NO_SLEEP_CLASSES:
+            found[f"{lock_class}:{place}"] = frozenset({"held"})
+    return found
+
+
+class AnnotatedLocks(Locks):
+    """`Locks`, and a call to a function of the tree annotated
+    `__releases(lock)` drops that lock (`wp_page_reuse(vmf, folio)` unlocks
+    `vmf->ptl`), its parameters read as the caller's arguments."""
+
+    def __init__(self, definition: Callable[[str], Function | None]) -> None:
+        self.definition = definition
+        self._released: dict[str, tuple[list[str], list[str]]] = {}
+
+    def call(
+        self, analysis: Analysis, state: State, call: ev.Call, results: dict[int, frozenset[Value]]
+    ) -> None:
+        super().call(analysis, state, call, results)
+        if not call.name or call.name in vocabulary.LOCK_CALLS:
+            return
+        released, names = self._releases(call.name)
+        for expression in released:
+            root, sep, rest = expression.partition("->")
+            if root in names:
+                index = names.index(root)
+                if index >= len(call.arguments):
+                    continue
+                base = ev.place(call.arguments[index])
+                if base is None:
+                    continue
+                expression = base + sep + rest if sep else base
+            for lock in [n for n in state.places if n.partition(":")[2] == expression]:
+                analysis.bind(state, lock, f"released:{call.node.id}", frozenset({"free"}))
+
+    def _releases(self, name: str) -> tuple[list[str], list[str]]:
+        found = self._released.get(name)
+        if found is None:
+            definition = self.definition(name)
+            released: list[str] = []
+            names: list[str] = []
+            if definition is not None and definition.body is not None:
+                header = definition.image.text[
+                    definition.node.start_byte : definition.body.start_byte
+                ]
+                released = [
+                    m.group(1).decode("utf-8", "replace").lstrip("&").strip()
+                    for m in _RELEASES.finditer(header)
+                ]
+                names = [p for _, p in parameters(definition.node)]
+            found = self._released[name] = (released, names)
+        return found
+
+
+_RELEASES = re.compile(rb"__releases\(\s*([^()]+?)\s*\)")
+_entry_analyses: weakref.WeakKeyDictionary[Graph, Analysis] = weakref.WeakKeyDictionary()
+
+
+def lock_analysis(
+    graph: Graph,
+    function: Function,
+    type_of: Callable[[Node], str | None] | None = None,
+    definition: Callable[[str], Function | None] | None = None,
+) -> Analysis:
+    """Which locks are held at each point (`locks.py`), with the atomic locks
+    the function says its caller holds held on entry, and those its
+    `__releases()` callees drop dropped."""
+    found = _entry_analyses.get(graph)
+    if found is None:
+        entry = locks_held_on_entry(function, type_of)
+        tracker = AnnotatedLocks(definition) if definition is not None else Locks()
+        found = _entry_analyses[graph] = Analysis(graph, tracker, entry)
+    return found
+
+
+def atomic_locks_at(
+    analysis: Analysis, node: Node, classes: frozenset[str] = NO_SLEEP_CLASSES
+) -> dict[str, frozenset[str]]:
+    """Atomic locks that may be held just before `node`, with their kinds
+    over every path reaching it ({'held'}: on all of them)."""
+    per_path = [held(state, analysis, classes) for state, _ in analysis.before_each(node)]
+    names = {name for locks in per_path for name in locks}
+    free = frozenset({"free"})
+    return {
+        name: frozenset().union(*(locks.get(name, free) for locks in per_path)) for name in names
+    }
