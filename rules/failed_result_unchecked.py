@@ -128,7 +128,8 @@ class FailedResultUnchecked(FunctionRule):
         if not analysis.complete:
             return
         body = flow.function.body
-        tests = _tests_of(body) if body is not None else {}
+        test_nodes: dict[str, list[Node]] = {}
+        tests = _tests_of(body, test_nodes) if body is not None else {}
         asserted = _asserted(body)
         boot = _is_init(change)
         wrong_tests = list(self._wrong_error_tests(change, flow, table, analysis))
@@ -152,7 +153,12 @@ class FailedResultUnchecked(FunctionRule):
             # the rule cannot read.
             known = callees <= set(table)
             needed = {k for k in (NULL, ERR) if k in use.kinds}
-            written = change.is_added(use.node) or any(change.is_added(s) for s in sources)
+            # The use, the call, or the (wrong) test of it.
+            written = (
+                change.is_added(use.node)
+                or any(change.is_added(s) for s in sources)
+                or any(change.is_added(t) for t in test_nodes.get(name or "", []))
+            )
             unchecked = not needed & tested
             if boot and callees <= set(ALLOCATORS):
                 unchecked = False  # boot allocations do not fail
@@ -328,20 +334,24 @@ def _tests_in(body: Node | None, name: str) -> set[str]:
     return _tests_of(body).get(name, set())
 
 
-def _tests_of(body: Node) -> dict[str, set[str]]:
+def _tests_of(body: Node, nodes: dict[str, list[Node]] | None = None) -> dict[str, set[str]]:
+    """What `_tests_in()` says of every name at once; `nodes` gets where."""
     found: dict[str, set[str]] = {}
+    nodes = nodes if nodes is not None else {}
     for node in syntax.walk(body):
         if node.type == "call_expression" and syntax.call_name(node) in ERROR_TESTS:
             arguments = syntax.arguments(node)
             name = ev.place(arguments[0]) if arguments else None
             if name is not None:
                 found.setdefault(name, set()).add("err")
+                nodes.setdefault(name, []).append(node)
                 if syntax.call_name(node) == "IS_ERR_OR_NULL":
                     found[name].add("null")
         elif node.type in ("identifier", "field_expression"):
             name = ev.place(node)
             if name is not None and _truth_tested(node):
                 found.setdefault(name, set()).add("null")
+                nodes.setdefault(name, []).append(node)
         elif node.type == "binary_expression" and syntax.text(
             node.child_by_field_name("operator")
         ) in ("==", "!="):
@@ -351,6 +361,7 @@ def _tests_of(body: Node) -> dict[str, set[str]]:
                     name = ev.place(side)
                     if name is not None:
                         found.setdefault(name, set()).add("null")
+                        nodes.setdefault(name, []).append(node)
     return found
 
 

@@ -743,8 +743,8 @@ def locks_held_on_entry(
 ) -> dict[str, frozenset[str]]:
     """Atomic locks the function says its caller holds: `__must_hold(lock)`
     or `__releases(lock)` on its definition, `lockdep_assert_held(lock)` in
-    its body.  The lock's class is that of the calls that drop it here
-    (`spin_unlock(&resv->lock)`), else its declared type; each is bound to
+    its body.  The lock's class is that of the calls that drop or retake it
+    here (`spin_unlock(&resv->lock)`), else its declared type; each is bound to
     {held} for the analysis' entry state, spelled as `locks.py` names it."""
     body = function.body
     if body is None:
@@ -766,7 +766,7 @@ def locks_held_on_entry(
     classes: dict[str, str] = {}
     for call in syntax.calls(body):
         spec = vocabulary.LOCK_CALLS.get(syntax.call_name(call) or "")
-        if spec is None or not spec.release:
+        if spec is None:
             continue
         name = _lock_place(spec, call)
         if name is not None:
