@@ -380,9 +380,13 @@ def gfp_value(node: Node | None, variables: Mapping[str, Gfp] | None = None) -> 
         if len({DIRECT_RECLAIM in a for a in arms if a is not None}) != 1:
             return None
         return frozenset().union(*(a for a in arms if a is not None))
-    if kind == "call_expression" and syntax.call_name(node) == "current_gfp_context":
+    if kind == "call_expression":
         arguments = syntax.arguments(node)
-        return gfp_value(arguments[0], variables) if arguments else None
+        callee = node.child_by_field_name("function")
+        # `(gfp_t)(a | b)` reads as a call of a parenthesized name.
+        cast = callee is not None and callee.type == "parenthesized_expression"
+        if (cast or syntax.call_name(node) == "current_gfp_context") and len(arguments) == 1:
+            return gfp_value(arguments[0], variables)
     return None
 
 
