@@ -63,21 +63,32 @@ backported) for one side of it is wrong on the other.
 ```
 
 ## Known problems
-A pointer known to be valid by context (an address the caller just looked
-up, a VMA the mmap lock pins) is still reported when the function itself
-does not say so; assert it (`if (WARN_ON_ONCE(!vma))`) or check it.  Helpers
-in other `.c` files are unknown unless the table names them.  A pointer
-stored in a struct and read back through another name is not followed.
+Only what the patch writes, or a check it removes, is reported: a whole-file
+scan reports nothing.  A pointer the function tests somewhere is taken to be
+handled (a use under a correlated condition is not judged); allocations in
+`__init` functions and KUnit tests are not judged.  A pointer known to be
+valid by context (an address the caller just looked up, a VMA the mmap lock
+pins) is still reported when the patch writes its use without a word; assert
+it (`VM_WARN_ON_ONCE(!vma)`) or check it.  Helpers in other `.c` files are
+unknown unless the table names them; helpers of the tree count only when
+they return NULL or an error pointer themselves, and only when the patch
+drops a check of theirs.  A pointer stored in a struct and read back through
+another name is not followed.
 
 ## References
-- "vmalloc: fix NULL pointer dereference in is_vm_area_hugepages()"
-  (`find_vm_area()` dereferenced unchecked).
-- "mm/mempolicy: fix migrate_to_node() assuming there is at least one VMA
-  in a MM" (`find_vma(mm, 0)` dereferenced unchecked).
-- "mm: fix possible NULL pointer dereference in __swap_duplicate"
-  (`swp_swap_info()`/`_swap_info_get()` result used unchecked).
-- 66dabbb65d67 ("mm: return an ERR_PTR from __filemap_get_folio"), v6.3:
-  the page-cache lookups return `ERR_PTR(-ENOENT)` instead of NULL.
+- 091c1dd2d4df ("mm/mempolicy: fix migrate_to_node() assuming there is at
+  least one VMA in a MM"), David Hildenbrand, v6.13-rc, a syzbot report:
+  `find_vma(mm, 0)` dereferenced unchecked; Fixes: 39743889aaf7.
+  https://lore.kernel.org/r/20241120201151.9518-1-david@redhat.com
+- "vmalloc: fix NULL pointer dereference in is_vm_area_hugepages()":
+  `find_vm_area(addr)->page_order` for an address with no area.
+- "mm: fix possible NULL pointer dereference in __swap_duplicate": a swap
+  device lookup used unchecked.
+- 66dabbb65d67 ("mm: return an ERR_PTR from __filemap_get_folio"),
+  Christoph Hellwig, v6.3: the page-cache lookups fail with
+  `ERR_PTR(-ENOENT)`, not NULL; several later fixes carry
+  `Fixes: 66dabbb65d67` for callers that still tested NULL.
+  https://lore.kernel.org/r/20230121065755.1140136-8-hch@lst.de
 """
 
 from __future__ import annotations

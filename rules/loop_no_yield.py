@@ -3,15 +3,18 @@
 ## What it does
 Looks at the loops a patch writes or changes:
 
-- a new loop over an unbounded set (every task, every memcg, every entry
-  of an xarray or idr, a global list, every PFN of a zone or node) in
-  sleepable context, none of whose iterations passes a rescheduling point
-  (`cond_resched()`, `cond_resched_lock()`, a call that may sleep, a helper
-  of the tree that does, or a `need_resched()` test it bails out on);
+- a new loop over every PFN of a zone or node, or over an unbounded set
+  (every memcg, every entry of an xarray or idr, a global list) whose
+  elements each get a scan of their own (a counted loop over a range, in the
+  loop or in a helper of the tree), in sleepable context, none of whose
+  iterations passes a rescheduling point (`cond_resched()`,
+  `cond_resched_lock()`, a call that may sleep, a helper of the tree that
+  does, or a `need_resched()` test it bails out on);
 - a new loop over such a set inside `rcu_read_lock()`, a spinlock or with
   preemption disabled, which does a scan of its own per element (a nested
   loop, or a helper of the tree that loops): it cannot yield at all;
-- a patch that removes a loop's rescheduling point, or replaces
+- a patch that removes a loop's `cond_resched()` (or another explicit
+  rescheduling call) and leaves the rest of its work as it was, or replaces
   `cond_resched_tasks_rcu_qs()` with `cond_resched()`;
 - a patch that lets the value a loop's exit waits for grow without bound:
   a doubling (`x *= 2`, `x <<= 1`, `x = max(1, x * 2)`) of a variable the
@@ -79,17 +82,18 @@ judged as sleepable.  Which loops need RCU-tasks quiescent states is not
 inferred; only a patch that removes one is reported.
 
 ## References
-- "mm/kmemleak: avoid soft lockup when scanning task stacks": every thread's
-  stack scanned under one `rcu_read_lock()`; now one task at a time, with a
-  reference and `cond_resched()`.
+- "mm/kmemleak: avoid soft lockup when scanning task stacks" (Breno Leitao,
+  2026): every thread's stack scanned under one `rcu_read_lock()`; now one
+  task at a time with a reference and `cond_resched()`.
+  https://lore.kernel.org/r/20260611-kmemleak-stack-resched-v1-1-d6248ade5f4a@debian.org (v1)
 - "mm/kmemleak: report RCU-tasks quiescent states during the scan",
   "mm/vmscan: report RCU-tasks quiescent states in shrink_lruvec()",
   "mm/migrate: report RCU-tasks quiescent states in migrate_pages_batch()",
   "writeback: report a Tasks-RCU quiescent state per cgwb drain pass":
-  `cond_resched()` replaced by `cond_resched_tasks_rcu_qs()`.
+  `cond_resched()` replaced by `cond_resched_tasks_rcu_qs()` in long scans.
 - "mm/damon/core: avoid infinite kdamond_merge_regions() internal loop"
-  (SeongJae Park, 2026), https://lore.kernel.org/20260715031002.108504-1-sj@kernel.org
-  (series): the merge threshold doubled without a cap could wrap and spin.
+  (SeongJae Park, 2026): the doubling merge threshold had no cap and could
+  wrap; series https://lore.kernel.org/r/20260715031002.108504-1-sj@kernel.org
 """
 
 from __future__ import annotations

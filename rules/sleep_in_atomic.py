@@ -59,24 +59,31 @@ needs; use the caller's mask (`kmalloc(n, gfp)`), or scope it with
 `memalloc_nofs_save()`/`memalloc_noio_save()` where a callee cannot take one.
 
 ## Known problems
-Locks a caller holds are not known: a helper called under its caller's
-spinlock is judged as sleepable, unless its own file hands it to one of the
-APIs above.  Callees in other `.c` files, and callees whose sleeping call
+Locks a caller holds are known only when the function says so
+(`__must_hold(&lock)`, `lockdep_assert_held(&lock)` of a spinlock) or its
+own file hands it to one of the APIs above; a callee annotated
+`__releases(lock)` drops the lock.  Other helpers called under a caller's
+spinlock are judged as sleepable.  Callees in other `.c` files, and callees whose sleeping call
 depends on a parameter (`if (blocking) ...`), are trusted not to sleep.  A
 sleeping call guarded by a test of the context (`gfpflags_allow_blocking()`,
 `preemptible()`) is the caller's choice.  Under PREEMPT_RT spinlocks sleep,
 but sleeping allocations under them remain wrong.
 
 ## References
-- "kasan: avoid sleepable page allocation from atomic context" (Alexander
-  Gordeev, 2025): `kasan_populate_vmalloc_pte()`, an `apply_to_page_range()`
-  callback, allocated with `GFP_KERNEL` in lazy MMU mode; the pages are now
-  allocated before the walk.
-- "mm/vmalloc, mm/kasan: respect gfp mask in kasan_populate_vmalloc()"
-  (Uladzislau Rezki, 2025): `alloc_vmap_area()` took a gfp mask and did not
-  pass it to the KASAN shadow population, which allocated with `GFP_KERNEL`.
-- "mm/shrinker: do not hold RCU lock in shrinker_debugfs_count_show()":
-  `->count_objects()` called under `rcu_read_lock()`.
+- b6ea95a34cbd ("kasan: avoid sleepable page allocation from atomic
+  context"), Alexander Gordeev, v6.15: `kasan_populate_vmalloc_pte()`, an
+  `apply_to_page_range()` callback, allocated with `GFP_KERNEL` in lazy MMU
+  mode (preemption disabled on s390); the shadow pages are now bulk-allocated
+  before the walk.  Fixes: 3c5c3cfb9ef4.
+  https://lore.kernel.org/r/c61d3560297c93ed044f0b1af085610353a06a58.1747316918.git.agordeev@linux.ibm.com
+- 79357cd06d41 ("mm/vmalloc, mm/kasan: respect gfp mask in
+  kasan_populate_vmalloc()"), Uladzislau Rezki: `alloc_vmap_area()` took a
+  gfp mask and did not hand it to the KASAN shadow population.
+- b902890c62d2 ("mm/shrinker: do not hold RCU lock in
+  shrinker_debugfs_count_show()"): `->count_objects()` called under
+  `rcu_read_lock()`.
+- Documentation/core-api/memory-allocation.rst: `GFP_KERNEL` "implies
+  `__GFP_RECLAIM`, which means that direct reclaim may be triggered".
 """
 
 from __future__ import annotations
@@ -171,10 +178,14 @@ class SleepInAtomic(FunctionRule):
             if key in reported:
                 continue
             reported.add(key)
+            advice = (
+                "allocate before the atomic section, or use GFP_NOWAIT/GFP_ATOMIC with a fallback"
+                if sleep.allocates
+                else "call it outside the atomic section"
+            )
             yield change.finding(
                 call,
-                f"{sleep.describe()} may sleep, but {where[0]}; allocate or sleep before "
-                "entering the atomic section, or use a non-sleeping variant",
+                f"{sleep.describe()} may sleep, but {where[0]}; {advice}",
                 Confidence.HIGH if len(sleep.chain) == 1 else Confidence.MEDIUM,
                 key=key,
             )

@@ -125,9 +125,7 @@ def test_sleepers_bind_callee_gfp_parameters_and_skip_lock_droppers() -> None:
     for call in syntax.calls(caller.body):
         sleep = sleepers.sleeps(call, masks)
         found[syntax.text(call)] = sleep.describe() if sleep is not None else None
-    assert found["grab(8, GFP_KERNEL)"] == (
-        "grab() -> kmalloc() with gfp, which allows direct reclaim"
-    )
+    assert found["grab(8, GFP_KERNEL)"] == "grab() -> kmalloc() (gfp allows direct reclaim)"
     assert found["grab(8, GFP_ATOMIC)"] is None
     assert found["drop_and_sleep(lock)"] is None  # it drops the caller's lock first
     assert found["maybe_sleep(true)"] is None  # the caller's flag decides

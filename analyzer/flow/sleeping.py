@@ -513,11 +513,14 @@ class Sleep:
     does (`("helper", "mutex_lock")`), and what that call is."""
 
     chain: tuple[str, ...]
+    # Why the last call of the chain sleeps, when its name does not say.
     detail: str = ""
+    # It is an allocation (the fix is to allocate earlier, or not to sleep).
+    allocates: bool = False
 
     def describe(self) -> str:
         calls = " -> ".join(f"{name}()" for name in self.chain)
-        return calls + self.detail
+        return f"{calls} ({self.detail})" if self.detail else calls
 
 
 class Sleepers:
@@ -539,8 +542,7 @@ class Sleepers:
             if method in SLEEPING_METHODS:
                 return Sleep(
                     (f"->{method}",),
-                    " (shrinker callbacks may sleep: the core never "
-                    "calls them under RCU or a spinlock)",
+                    "a shrinker callback: the shrinker core never calls it under RCU or a spinlock",
                 )
             return None
         if name in SLEEPING_CALLS:
@@ -552,7 +554,9 @@ class Sleepers:
                 mask_node = arguments[index]
                 if may_block(gfp_value(mask_node, masks)):
                     return Sleep(
-                        (name,), f" with {syntax.text(mask_node)}, which allows direct reclaim"
+                        (name,),
+                        f"{' '.join(syntax.text(mask_node).split())} allows direct reclaim",
+                        allocates=True,
                     )
             return None
         if depth <= 1 or name == self.function_name:
@@ -594,7 +598,7 @@ class Sleepers:
                     continue
                 why = self.sleeps(inner, local, depth - 1)
                 if why is not None:
-                    found = Sleep((name, *why.chain), why.detail)
+                    found = Sleep((name, *why.chain), why.detail, why.allocates)
                     break
         self._callees[key] = found
         return found
