@@ -400,7 +400,9 @@ def _held_at(flow: FunctionFlow, point: Point | None) -> dict[str, frozenset[str
     the lock analysis gave up)."""
     if point is None or flow.function.body is None:
         return None
-    analysis = lock_analysis(flow.graph, flow.function, flow.type_of, flow.summaries.definition)
+    analysis = lock_analysis(
+        flow.graph, flow.function, flow.type_of, flow.summaries.definition, flow.context
+    )
     if not analysis.complete:
         return None
     found: dict[str, frozenset[str]] = {}

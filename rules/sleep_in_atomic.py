@@ -147,7 +147,9 @@ class SleepInAtomic(FunctionRule):
     ) -> Iterator[Finding]:
         sleepers = Sleepers(flow.summaries, change.after.name)
         masks = function_masks(change.after)
-        locks = lock_analysis(flow.graph, change.after, flow.type_of, flow.summaries.definition)
+        locks = lock_analysis(
+            flow.graph, change.after, flow.type_of, flow.summaries.definition, flow.context
+        )
         if not contexts and not locks.complete:
             return
 

@@ -843,7 +843,12 @@ class AnnotatedLocks(Locks):
 
 
 _RELEASES = re.compile(rb"__releases\(\s*([^()]+?)\s*\)")
-_entry_analyses: weakref.WeakKeyDictionary[Graph, Analysis] = weakref.WeakKeyDictionary()
+# Per review context (what callees are annotated with, what types are, is
+# read from its tree), then per graph.
+_entry_analyses: weakref.WeakKeyDictionary[object, weakref.WeakKeyDictionary[Graph, Analysis]] = (
+    weakref.WeakKeyDictionary()
+)
+_NO_CONTEXT = type("_NoContext", (), {})()
 
 
 def lock_analysis(
@@ -851,15 +856,20 @@ def lock_analysis(
     function: Function,
     type_of: Callable[[Node], str | None] | None = None,
     definition: Callable[[str], Function | None] | None = None,
+    context: object | None = None,
 ) -> Analysis:
     """Which locks are held at each point (`locks.py`), with the atomic locks
     the function says its caller holds held on entry, and those its
-    `__releases()` callees drop dropped."""
-    found = _entry_analyses.get(graph)
+    `__releases()` callees drop dropped.  `context` (the review context
+    `type_of` and `definition` read) keys the cache."""
+    per_graph = _entry_analyses.setdefault(
+        context if context is not None else _NO_CONTEXT, weakref.WeakKeyDictionary()
+    )
+    found = per_graph.get(graph)
     if found is None:
         entry = locks_held_on_entry(function, type_of)
         tracker = AnnotatedLocks(definition) if definition is not None else Locks()
-        found = _entry_analyses[graph] = Analysis(graph, tracker, entry)
+        found = per_graph[graph] = Analysis(graph, tracker, entry)
     return found
 
 
