@@ -23,8 +23,8 @@ What it iterates over is read from its header:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from tree_sitter import Node
 
@@ -68,7 +68,6 @@ class Loop:
     head: Point | None = None  # where each iteration starts
     unbounded: str | None = None  # what it iterates over, when that is unbounded
     ordinal: int = 0  # n-th loop of its kind and header in the function
-    inner: list[Loop] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -98,8 +97,6 @@ def find_loops(
         counts[index] = loop.ordinal + 1
         loop.points, loop.head = _iteration_points(graph, loop)
         loop.unbounded = _unbounded(loop, globals_)
-    for loop in found:
-        loop.inner = [o for o in found if o is not loop and loop.contains(o.node)]
     return found
 
 
@@ -332,17 +329,3 @@ def _header_items(loop: Loop) -> list[Node]:
         node = right
     items.append(node)
     return items
-
-
-def yields(loop: Loop, graph: Graph, is_yield: Callable[[Point], bool]) -> bool:
-    """Does some iteration of the loop pass a rescheduling point?"""
-    return any(is_yield(graph.points[i]) for i in loop.points)
-
-
-def points_calling(graph: Graph, ids: Iterable[int], names: frozenset[str]) -> list[Point]:
-    found = []
-    for i in ids:
-        point = graph.points[i]
-        if any(isinstance(e, ev.Call) and e.name in names for e in ev.events_of(point)):
-            found.append(point)
-    return found
