@@ -80,10 +80,17 @@ from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.declarations import Declarations, TypeScope, kernel_version
-from analyzer.flow import cfg, paths
+from analyzer.flow import cfg, paths, vocabulary
 from analyzer.flow import events as ev
 from analyzer.flow.entries import ENTRY_POINTERS, MAPS, Entries, EntryRead, entry_reads
-from analyzer.flow.locks import LockEffect, Locks, held, helper_effects
+from analyzer.flow.locks import (
+    LockEffect,
+    Locks,
+    annotated_effects,
+    held,
+    held_on_entry,
+    helper_effects,
+)
 from analyzer.flow.nullness import Nullness
 from analyzer.flow.summaries import Summaries
 from analyzer.flow.values import NULL, Analysis, Kinds, Tracker, constant_truth
@@ -308,7 +315,11 @@ class FunctionFlow:
         they are handed count where they are called."""
         found = self._shared.analyses.get("locks")
         if found is None:
-            found = self._shared.analyses["locks"] = Analysis(self.graph, Locks(self._lock_effects))
+            # The atomic locks a function says its caller holds are held
+            # on entry (`__must_hold()`, `lockdep_assert_held()`).
+            entry = held_on_entry(self.function, self.type_of, vocabulary.NO_SLEEP_CLASSES)
+            tracker = Locks(self._lock_effects)
+            found = self._shared.analyses["locks"] = Analysis(self.graph, tracker, entry)
         return found
 
     def _lock_effects(self, name: str) -> tuple[LockEffect, ...]:
@@ -317,7 +328,8 @@ class FunctionFlow:
         function = self.summaries.definition(name)
         if function is None or function.body is None:
             return ()
-        return helper_effects(function.body, list(self.summaries.of(name).parameters))
+        parameters = list(self.summaries.of(name).parameters)
+        return helper_effects(function.body, parameters) + annotated_effects(function, parameters)
 
     def holds(self, node: Node, lock_class: str = "spin") -> bool:
         """Is a lock of this class held on every path to `node`?"""

@@ -263,8 +263,9 @@ class _Builder:
         if kind == "return_statement":
             value = next((c for c in node.named_children if c.type != "comment"), None)
             if value is not None:
-                current = self.branches_in(value, current)
-            point = self.point(RETURN, node, current, self._holes(value) if value else ())
+                # `return a ? b : c;`: the value itself may branch.
+                current = self.branches_in(node, current)
+            point = self.point(RETURN, node, current, self._holes(node) if value else ())
             Graph.connect(point, self.graph.exit)
             return None
         if kind == "goto_statement":
@@ -448,8 +449,9 @@ class _Builder:
                     self.graph.abort,
                 )
                 return goes_on
-        current = self.branches_in(expression, current)
-        return self.point(STATEMENT, node, current, self._holes(expression))
+        # `a && f(b);`, `c ? f() : g();`: the expression itself may branch.
+        current = self.branches_in(node, current)
+        return self.point(STATEMENT, node, current, self._holes(node))
 
     def conditional_compilation(self, node: Node, current: Point) -> Point | None:
         ends: list[Point | None] = []

@@ -19,6 +19,7 @@ could complain about.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, TypeVar
@@ -177,7 +178,12 @@ class Summaries:
                     full = f"include/{name}"
                 else:
                     full = f"{self.directory}/{name}" if self.directory else name
-                text = self.context.read_file(full)
+                # One read per header and review context: every file of a
+                # series (and every rule) asks for the same headers.
+                texts = _header_texts.setdefault(self.context, {})
+                if full not in texts:
+                    texts[full] = self.context.read_file(full)
+                text = texts[full]
                 if text is not None:
                     self._headers.append((full, text))
         return self._headers
@@ -254,6 +260,9 @@ class Summaries:
         return value
 
 
+_header_texts: weakref.WeakKeyDictionary[ReviewContext, dict[str, bytes | None]] = (
+    weakref.WeakKeyDictionary()
+)
 _cache: dict[tuple[str, int, int], Summary] = {}
 _facts: dict[tuple[str, int, str], object] = {}
 _functions: dict[str, dict[str, Function]] = {}

@@ -236,3 +236,5 @@ GUARD_CLASSES: dict[str, str] = {
 }
 # Classes under which the CPU may not sleep.
 ATOMIC_CLASSES = frozenset({"spin", "rcu", "preempt", "irq", "pagefault"})
+# Lock classes under which sleeping is a bug.
+NO_SLEEP_CLASSES = ATOMIC_CLASSES - {"pagefault"}
