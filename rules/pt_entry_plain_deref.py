@@ -58,9 +58,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from analyzer import syntax
+from analyzer.flow import FunctionFlow
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
-LOCKLESS_ACCESSORS = frozenset({"pmdp_get_lockless", "ptep_get_lockless", "READ_ONCE"})
+LOCKLESS_ACCESSORS = frozenset(
+    {"pmdp_get_lockless", "ptep_get_lockless", "pmd_read_atomic", "READ_ONCE"}
+)
 # c33c794828f2 ("mm: ptep_get() conversion"), v6.5.
 PTEP_GET_SINCE = (6, 5)
 
@@ -107,13 +110,14 @@ class PtEntryPlainDeref(FunctionRule):
                     message = (
                         f"patch replaces the lockless {accessor}() by the plain {shown}: "
                         "without the lock the entry can be re-loaded between uses and tear "
-                        f"on 32-bit; read it once with {_accessor_for(kind, True)}"
+                        f"on 32-bit; read it once with {_accessor_for(change.flow, kind, True)}"
                     )
                 else:
+                    advice = _accessor_for(change.flow, kind, False)
                     message = (
                         f"patch replaces {accessor}() by the plain {shown}: read it with "
-                        f"{_accessor_for(kind, False)}, which architectures with contiguous "
-                        "entries rely on (and which reads it once)"
+                        f"{advice}, which architectures with contiguous entries rely on (and "
+                        "which reads it once)"
                     )
                 yield change.finding(
                     read.node,
@@ -137,11 +141,16 @@ class PtEntryPlainDeref(FunctionRule):
             )
 
 
-def _accessor_for(kind: str, lockless: bool) -> str:
+def _accessor_for(flow: FunctionFlow, kind: str, lockless: bool) -> str:
+    """The accessor to advise, among those the tree has (6.1 had
+    pmd_read_atomic(), not pmdp_get_lockless())."""
     level = kind.split("_")[0]
-    if level == "pud":
-        return "pudp_get()"
-    return f"{level}p_get_lockless()" if lockless else f"{level}p_get()"
+    if lockless:
+        candidates = [f"{level}p_get_lockless", "pmd_read_atomic" if level == "pmd" else ""]
+    else:
+        candidates = [f"{level}p_get"]
+    found = [c for c in candidates if c and flow.declarations.declares(c) is not False]
+    return f"{found[0]}()" if found else f"READ_ONCE(*{level})"
 
 
 RULE = PtEntryPlainDeref
