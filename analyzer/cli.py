@@ -1,34 +1,70 @@
-"""The `mmreview` command line."""
+"""The `mmreview` command line.
+
+b4 and the send-email hook start one process per patch, so what a command
+imports is paid on every patch: a command imports what it uses when it runs
+(the bot, the hook, the reply writer, the reporters, GitPython are not
+loaded to check a patch).  `python -X importtime -m analyzer.cli check ...`
+shows what is.
+"""
 
 from __future__ import annotations
 
 import functools
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import git
 import typer
+from typer.core import TyperGroup
 
-from analyzer import __version__, hooks
+from analyzer import __version__
 from analyzer import b4 as b4_integration
 from analyzer import config as tree_config
-from analyzer.bot.cli import app as bot_app
-from analyzer.engine import Review, review
-from analyzer.engine import scan as scan_tree
 from analyzer.patches import InputError, read_series
 from analyzer.registry import RuleError, all_rules, get_rule, select_rules
-from analyzer.reporters import FORMATS, email_reply
+from analyzer.reporters import FORMATS
 from analyzer.rule import Severity
 from analyzer.tree import KernelTree
 
+if TYPE_CHECKING:
+    from analyzer.engine import Review
+
+
+class _Commands(TyperGroup):
+    """The top-level commands, with `bot` built only when a command line
+    names it or the help lists it: the bot's modules are a tenth of a
+    check's start-up."""
+
+    _LAZY = "bot"
+    _BEFORE = "corpus"  # where `bot` stands in the listing
+
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        if self._LAZY not in names:
+            at = names.index(self._BEFORE) if self._BEFORE in names else len(names)
+            names.insert(at, self._LAZY)
+        return names
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name == self._LAZY and self._LAZY not in self.commands:
+            from analyzer.bot.cli import app as bot_app
+
+            bot = typer.main.get_group(bot_app)
+            bot.name = self._LAZY
+            order = self.list_commands(ctx)
+            commands = {**self.commands, self._LAZY: bot}
+            self.commands.clear()
+            self.commands.update((name, commands[name]) for name in order)
+        return super().get_command(ctx, cmd_name)
+
+
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Review Linux mm patches against the lessons of past review threads.",
 )
-app.add_typer(bot_app, name="bot")
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -115,6 +151,8 @@ def check(
     ] = None,
 ) -> None:
     """Review a patch, a series or a commit range."""
+    from analyzer.engine import review
+
     _check_format(output_format)
     kernel = KernelTree(str(tree)) if tree is not None else None
     config = tree_config.load(kernel.top if kernel is not None else None)
@@ -140,6 +178,8 @@ def check(
     _tell(result, quiet)
     options: dict = {}
     if output_format == "email":
+        from analyzer.reporters import email_reply
+
         where = str(tree) if tree is not None else None
         options["sender"] = sender or config.reply_from or email_reply.default_sender(where)
     if output_format == "sarif":
@@ -202,6 +242,8 @@ def scan(
     ignore: IgnoreOption = None,
 ) -> None:
     """Run every rule on whole files (not diff-aware): what upstream code already has."""
+    from analyzer.engine import scan as scan_tree
+
     _check_format(output_format)
     if not tree.is_dir():
         raise UsageError(f"--tree {tree}: no such directory")
@@ -328,6 +370,8 @@ BlockOn = Annotated[
 
 
 def _block_level(value: str | None) -> None:
+    from analyzer import hooks
+
     if value is not None and value not in hooks.BLOCK_LEVELS:
         raise UsageError(f"--block-on {value}: choose from {', '.join(hooks.BLOCK_LEVELS)}")
 
@@ -338,6 +382,8 @@ def hook_install(
     block_on: BlockOn = None,
 ) -> None:
     """Install the sendemail-validate hook (an existing one still runs first)."""
+    from analyzer import hooks
+
     _block_level(block_on)
     try:
         done = hooks.install(str(repo), b4_integration.mmreview_command(), block_on)
@@ -351,6 +397,8 @@ def hook_uninstall(
     repo: Annotated[Path, typer.Option("--repo", help="Git repository.")] = Path("."),
 ) -> None:
     """Remove the hook and put back the one that was there before."""
+    from analyzer import hooks
+
     try:
         typer.echo(f"mmreview: {hooks.uninstall(str(repo))}")
     except hooks.HookError as err:
@@ -366,6 +414,8 @@ def hook_sendemail_validate(
     block_on: BlockOn = None,
 ) -> None:
     """Run by the hook for each file: review it, stop the send if it must."""
+    from analyzer import hooks
+
     _block_level(block_on)
     raise typer.Exit(hooks.validate(patch, headers, block_on, sys.stderr))
 
@@ -377,7 +427,7 @@ def main() -> None:
     except (UsageError, InputError, RuleError, tree_config.ConfigError) as err:
         typer.echo(f"mmreview: error: {err}", err=True)
         sys.exit(EXIT_USAGE)
-    except git.GitCommandError as err:
+    except _git_command_error() as err:
         stderr = " ".join(str(err.stderr).split()).strip("' ")
         typer.echo(
             f"mmreview: error: git {err.command[1] if len(err.command) > 1 else ''}: {stderr}",
@@ -388,6 +438,17 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(EXIT_CLEAN)
+
+
+class _NoGitError(Exception):
+    """Stands for GitPython's error while nothing has imported GitPython."""
+
+
+def _git_command_error() -> type[Exception]:
+    # Evaluated only when an exception reaches main(): GitPython is not
+    # imported just in case one might.
+    module = sys.modules.get("git")
+    return module.GitCommandError if module is not None else _NoGitError
 
 
 if __name__ == "__main__":
