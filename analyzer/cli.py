@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 import typer
 from typer.core import TyperGroup
@@ -31,31 +32,29 @@ if TYPE_CHECKING:
 
 
 class _Commands(TyperGroup):
-    """The top-level commands, with `bot` built only when a command line
-    names it or the help lists it: the bot's modules are a tenth of a
-    check's start-up."""
+    """The top-level commands.  Typer builds every command's options from
+    its signature on each start, so the groups (`bot`, `corpus`, `b4`,
+    `hook`) are built only when a command line names one or the help lists
+    them; `bot` is not even imported before that."""
 
-    _LAZY = "bot"
-    _BEFORE = "corpus"  # where `bot` stands in the listing
+    # name -> the group's Typer, in the order the help lists them.
+    groups: ClassVar[dict[str, Callable[[], typer.Typer]]] = {}
 
     def list_commands(self, ctx) -> list[str]:
-        names = super().list_commands(ctx)
-        if self._LAZY not in names:
-            at = names.index(self._BEFORE) if self._BEFORE in names else len(names)
-            names.insert(at, self._LAZY)
-        return names
+        return [*super().list_commands(ctx), *(g for g in self.groups if g not in self.commands)]
 
     def get_command(self, ctx, cmd_name: str):
-        if cmd_name == self._LAZY and self._LAZY not in self.commands:
-            from analyzer.bot.cli import app as bot_app
-
-            bot = typer.main.get_group(bot_app)
-            bot.name = self._LAZY
-            order = self.list_commands(ctx)
-            commands = {**self.commands, self._LAZY: bot}
-            self.commands.clear()
-            self.commands.update((name, commands[name]) for name in order)
+        if cmd_name in self.groups and cmd_name not in self.commands:
+            group = typer.main.get_group(self.groups[cmd_name]())
+            group.name = cmd_name
+            self.add_command(group, cmd_name)
         return super().get_command(ctx, cmd_name)
+
+
+def _bot_app() -> typer.Typer:
+    from analyzer.bot.cli import app as bot_app
+
+    return bot_app
 
 
 app = typer.Typer(
@@ -306,7 +305,7 @@ def explain(
 
 
 corpus_app = typer.Typer(no_args_is_help=True, help="Measure the rules on a real kernel tree.")
-app.add_typer(corpus_app, name="corpus")
+_Commands.groups.update(bot=_bot_app, corpus=lambda: corpus_app)
 
 
 @corpus_app.command("eval")
@@ -331,7 +330,7 @@ def corpus_eval(
 
 
 b4_app = typer.Typer(no_args_is_help=True, help="Wire mm-review into b4's check commands.")
-app.add_typer(b4_app, name="b4")
+_Commands.groups["b4"] = lambda: b4_app
 
 
 @b4_app.command("setup")
@@ -359,7 +358,7 @@ def b4_setup(
 
 
 hook_app = typer.Typer(no_args_is_help=True, help="The git send-email pre-send hook.")
-app.add_typer(hook_app, name="hook")
+_Commands.groups["hook"] = lambda: hook_app
 
 BlockOn = Annotated[
     str | None,
