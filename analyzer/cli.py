@@ -9,7 +9,9 @@ shows what is.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +31,13 @@ from analyzer.tree import KernelTree
 
 if TYPE_CHECKING:
     from analyzer.engine import Review
+
+# At exit Python walks every object the review made (syntax trees and all)
+# for cycles just before the process gives the memory back: a fifth of a
+# one-patch check's CPU time.  A frozen object is not walked; reference
+# counting still frees what it frees, finalizers still run, output is
+# still flushed.
+atexit.register(gc.freeze)
 
 
 class _Commands(TyperGroup):
