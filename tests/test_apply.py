@@ -176,3 +176,23 @@ def test_a_single_patch_review_starts_three_git_processes(minitree: Tree, tmp_pa
     started = log.read_text().splitlines()
     assert len(started) == 3, started
     assert any("cat-file --batch" in line for line in started)
+
+
+def test_a_root_commit_is_its_own_history(tmp_path: Path) -> None:
+    # A snapshot imported as one commit: the own-commit search reads it
+    # from the cat-file process, with the subject `git log %s` gives.
+    repo = Tree(tmp_path / "one")
+    repo.path.mkdir()
+    repo.git("init", "-q")
+    (repo.path / "a.c").write_text("int a;\n")
+    repo.git("add", "a.c")
+    message = "\n \n  mm: a subject  \nin two lines\t\n \nThe body.\n"
+    repo.git("commit", "-q", "--cleanup=verbatim", "-m", message)
+    kernel = KernelTree(str(repo.path))
+    expected = repo.git("log", "--no-merges", "-n500", "--format=%H%x00%s", "HEAD")
+    assert kernel.recent_commits(500) == [tuple(expected.rstrip("\n").split("\0"))]
+    assert kernel.recent_commits(500)[0][1] == "  mm: a subject in two lines"
+    # With history, git log lists it.
+    repo.git("commit", "-q", "--allow-empty", "-m", "second")
+    two = KernelTree(str(repo.path)).recent_commits(500)
+    assert [subject for _, subject in two] == ["second", "  mm: a subject in two lines"]
