@@ -1,34 +1,78 @@
-"""The `mmreview` command line."""
+"""The `mmreview` command line.
+
+b4 and the send-email hook start one process per patch, so what a command
+imports is paid on every patch: a command imports what it uses when it runs
+(the bot, the hook, the reply writer, the reporters, GitPython are not
+loaded to check a patch).  `python -X importtime -m analyzer.cli check ...`
+shows what is.
+"""
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
-import git
 import typer
+from typer.core import TyperGroup
 
-from analyzer import __version__, hooks
+from analyzer import __version__
 from analyzer import b4 as b4_integration
 from analyzer import config as tree_config
-from analyzer.bot.cli import app as bot_app
-from analyzer.engine import Review, review
-from analyzer.engine import scan as scan_tree
 from analyzer.patches import InputError, read_series
 from analyzer.registry import RuleError, all_rules, get_rule, select_rules
-from analyzer.reporters import FORMATS, email_reply
+from analyzer.reporters import FORMATS
 from analyzer.rule import Severity
 from analyzer.tree import KernelTree
 
+if TYPE_CHECKING:
+    from analyzer.engine import Review
+
+# At exit Python walks every object the review made (syntax trees and all)
+# for cycles just before the process gives the memory back: a fifth of a
+# one-patch check's CPU time.  A frozen object is not walked; reference
+# counting still frees what it frees, finalizers still run, output is
+# still flushed.
+atexit.register(gc.freeze)
+
+
+class _Commands(TyperGroup):
+    """The top-level commands.  Typer builds every command's options from
+    its signature on each start, so the groups (`bot`, `corpus`, `b4`,
+    `hook`) are built only when a command line names one or the help lists
+    them; `bot` is not even imported before that."""
+
+    # name -> the group's Typer, in the order the help lists them.
+    groups: ClassVar[dict[str, Callable[[], typer.Typer]]] = {}
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*super().list_commands(ctx), *(g for g in self.groups if g not in self.commands)]
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name in self.groups and cmd_name not in self.commands:
+            group = typer.main.get_group(self.groups[cmd_name]())
+            group.name = cmd_name
+            self.add_command(group, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+def _bot_app() -> typer.Typer:
+    from analyzer.bot.cli import app as bot_app
+
+    return bot_app
+
+
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Review Linux mm patches against the lessons of past review threads.",
 )
-app.add_typer(bot_app, name="bot")
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -115,6 +159,8 @@ def check(
     ] = None,
 ) -> None:
     """Review a patch, a series or a commit range."""
+    from analyzer.engine import review
+
     _check_format(output_format)
     kernel = KernelTree(str(tree)) if tree is not None else None
     config = tree_config.load(kernel.top if kernel is not None else None)
@@ -140,6 +186,8 @@ def check(
     _tell(result, quiet)
     options: dict = {}
     if output_format == "email":
+        from analyzer.reporters import email_reply
+
         where = str(tree) if tree is not None else None
         options["sender"] = sender or config.reply_from or email_reply.default_sender(where)
     if output_format == "sarif":
@@ -202,6 +250,8 @@ def scan(
     ignore: IgnoreOption = None,
 ) -> None:
     """Run every rule on whole files (not diff-aware): what upstream code already has."""
+    from analyzer.engine import scan as scan_tree
+
     _check_format(output_format)
     if not tree.is_dir():
         raise UsageError(f"--tree {tree}: no such directory")
@@ -264,7 +314,7 @@ def explain(
 
 
 corpus_app = typer.Typer(no_args_is_help=True, help="Measure the rules on a real kernel tree.")
-app.add_typer(corpus_app, name="corpus")
+_Commands.groups.update(bot=_bot_app, corpus=lambda: corpus_app)
 
 
 @corpus_app.command("eval")
@@ -320,7 +370,7 @@ def corpus_stable_score(
 
 
 b4_app = typer.Typer(no_args_is_help=True, help="Wire mm-review into b4's check commands.")
-app.add_typer(b4_app, name="b4")
+_Commands.groups["b4"] = lambda: b4_app
 
 
 @b4_app.command("setup")
@@ -348,7 +398,7 @@ def b4_setup(
 
 
 hook_app = typer.Typer(no_args_is_help=True, help="The git send-email pre-send hook.")
-app.add_typer(hook_app, name="hook")
+_Commands.groups["hook"] = lambda: hook_app
 
 BlockOn = Annotated[
     str | None,
@@ -359,6 +409,8 @@ BlockOn = Annotated[
 
 
 def _block_level(value: str | None) -> None:
+    from analyzer import hooks
+
     if value is not None and value not in hooks.BLOCK_LEVELS:
         raise UsageError(f"--block-on {value}: choose from {', '.join(hooks.BLOCK_LEVELS)}")
 
@@ -369,6 +421,8 @@ def hook_install(
     block_on: BlockOn = None,
 ) -> None:
     """Install the sendemail-validate hook (an existing one still runs first)."""
+    from analyzer import hooks
+
     _block_level(block_on)
     try:
         done = hooks.install(str(repo), b4_integration.mmreview_command(), block_on)
@@ -382,6 +436,8 @@ def hook_uninstall(
     repo: Annotated[Path, typer.Option("--repo", help="Git repository.")] = Path("."),
 ) -> None:
     """Remove the hook and put back the one that was there before."""
+    from analyzer import hooks
+
     try:
         typer.echo(f"mmreview: {hooks.uninstall(str(repo))}")
     except hooks.HookError as err:
@@ -397,6 +453,8 @@ def hook_sendemail_validate(
     block_on: BlockOn = None,
 ) -> None:
     """Run by the hook for each file: review it, stop the send if it must."""
+    from analyzer import hooks
+
     _block_level(block_on)
     raise typer.Exit(hooks.validate(patch, headers, block_on, sys.stderr))
 
@@ -408,7 +466,7 @@ def main() -> None:
     except (UsageError, InputError, RuleError, tree_config.ConfigError) as err:
         typer.echo(f"mmreview: error: {err}", err=True)
         sys.exit(EXIT_USAGE)
-    except git.GitCommandError as err:
+    except _git_command_error() as err:
         stderr = " ".join(str(err.stderr).split()).strip("' ")
         typer.echo(
             f"mmreview: error: git {err.command[1] if len(err.command) > 1 else ''}: {stderr}",
@@ -419,6 +477,17 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(EXIT_CLEAN)
+
+
+class _NoGitError(Exception):
+    """Stands for GitPython's error while nothing has imported GitPython."""
+
+
+def _git_command_error() -> type[Exception]:
+    # Evaluated only when an exception reaches main(): GitPython is not
+    # imported just in case one might.
+    module = sys.modules.get("git")
+    return module.GitCommandError if module is not None else _NoGitError
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ parse still fails around a function, the function is re-parsed alone
 
 from __future__ import annotations
 
+import bisect
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -93,70 +95,136 @@ _CALL_ANNOTATIONS = (
     "__pt_guarded_by",
 )
 
-_ANNOTATION_RE = re.compile(
-    rb"\b(?:" + b"|".join(re.escape(a.encode()) for a in _BARE_ANNOTATIONS) + rb")\b"
-)
-_CALL_ANNOTATION_RE = re.compile(
-    rb"\b(?:" + b"|".join(re.escape(a.encode()) for a in _CALL_ANNOTATIONS) + rb")\s*\("
-)
+
+def _names_re(names: tuple[str, ...], after: bytes) -> list[re.Pattern[bytes]]:
+    """Patterns for `names`, one per common first two characters: each
+    starts with a literal, which the regex engine finds fast.  The word
+    boundary before a name is tested on the match (`_names`): no name can
+    start inside another's match, every name being word characters."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name[:2], []).append(name[2:])
+    return [
+        re.compile(
+            re.escape(prefix.encode())
+            + rb"(?:"
+            + b"|".join(re.escape(rest.encode()) for rest in rests)
+            + rb")"
+            + after
+        )
+        for prefix, rests in groups.items()
+    ]
+
+
+_ANNOTATION_RES = _names_re(_BARE_ANNOTATIONS, rb"\b")
+_CALL_ANNOTATION_RES = _names_re(_CALL_ANNOTATIONS, rb"\s*\(")
 # `list_for_each_entry(pos, head, member) {` reads as `while (pos, head, member) {`.
 _ITERATOR_RE = re.compile(rb"^([ \t]*)((?:\w*_)?for_each\w*)(\s*\()", re.MULTILINE)
-_TYPE_ARG_RE = re.compile(rb"(?<=[(,])(\s*)(struct|union|enum)(\s+\w+\s*)(?=[,)])")
+# A struct/union/enum type as a macro argument, after "(" or ",".
+_TYPE_ARG_RE = re.compile(rb"[(,](\s*)(struct|union|enum)(\s+\w+\s*)(?=[,)])")
 _SYSCALL_RE = re.compile(rb"^(SYSCALL_DEFINE\d|COMPAT_SYSCALL_DEFINE\d)\((\w+)", re.MULTILINE)
 _DIRECTIVE_RE = re.compile(rb"^[ \t]*#.*?(?:\\\r?\n.*?)*$", re.MULTILINE)
 _FUNCTION_END_RE = re.compile(rb"^}[^\n]*$", re.MULTILINE)
+_PARENTHESIS_RE = re.compile(rb"[()]")
+# Blanking: every byte a space but line ends.
+_BLANKED = bytes(b if b in (0x0A, 0x0D) else 0x20 for b in range(256))
+_WORD = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
 def _blank(buf: bytearray, start: int, end: int) -> None:
-    for i in range(start, end):
-        if buf[i] not in (0x0A, 0x0D):
-            buf[i] = 0x20
+    buf[start:end] = bytes(buf[start:end]).translate(_BLANKED)
 
 
 def _balanced_end(buf: bytes | bytearray, open_paren: int) -> int:
     depth = 0
-    for i in range(open_paren, len(buf)):
-        if buf[i] == 0x28:
+    for match in _PARENTHESIS_RE.finditer(buf, open_paren):
+        if buf[match.start()] == 0x28:
             depth += 1
-        elif buf[i] == 0x29:
+        else:
             depth -= 1
             if depth == 0:
-                return i + 1
+                return match.start() + 1
     return open_paren + 1
+
+
+def _names(patterns: list[re.Pattern[bytes]], source: bytes) -> Iterator[re.Match[bytes]]:
+    """Matches of `patterns` that start a word, as a leading \\b would have."""
+    for pattern in patterns:
+        for match in pattern.finditer(source):
+            start = match.start()
+            if start == 0 or source[start - 1] not in _WORD:
+                yield match
+
+
+def _syscall_lines(source: bytes) -> Iterator[re.Match[bytes]]:
+    """`_SYSCALL_RE.finditer(source)`, tried only where a line starts with
+    SYSCALL_DEFINE or COMPAT_SYSCALL_DEFINE."""
+    position = 0
+    while (found := source.find(b"SYSCALL_DEFINE", position)) != -1:
+        position = found + 14
+        start = found - 7 if source[max(found - 7, 0) : found] == b"COMPAT_" else found
+        if (start == 0 or source[start - 1] == 0x0A) and (
+            match := _SYSCALL_RE.match(source, start)
+        ):
+            yield match
+
+
+def _iterator_lines(source: bytes) -> Iterator[re.Match[bytes]]:
+    """`_ITERATOR_RE.finditer(source)`, trying only the lines that hold
+    "for_each" (a match never runs into the next line's start)."""
+    position = 0
+    tried = -1
+    while (found := source.find(b"for_each", position)) != -1:
+        line = source.rfind(b"\n", 0, found) + 1
+        if line != tried:
+            tried = line
+            if match := _ITERATOR_RE.match(source, line):
+                yield match
+        position = found + 8
+
+
+def _directive_spans(source: bytes) -> list[tuple[int, int]]:
+    """`_DIRECTIVE_RE`'s matches, tried only at the lines holding a "#"."""
+    spans: list[tuple[int, int]] = []
+    position = 0
+    while (found := source.find(b"#", position)) != -1:
+        line = source.rfind(b"\n", 0, found) + 1
+        if match := _DIRECTIVE_RE.match(source, line):
+            spans.append((match.start(), match.end()))
+            position = max(match.end(), found + 1)
+        else:  # a directive starts a line, or not at all
+            end = source.find(b"\n", found)
+            position = end + 1 if end != -1 else len(source)
+    return spans
 
 
 def sanitize(source: bytes) -> bytes:
     """Blank kernel idioms the grammar cannot read, keeping every offset."""
     buf = bytearray(source)
-    directives = [(m.start(), m.end()) for m in _DIRECTIVE_RE.finditer(source)]
+    directives = _directive_spans(source)
+    starts = [start for start, _ in directives]
 
     def in_directive(pos: int) -> bool:
         # Macro bodies are left alone: blanking inside `#define` breaks them.
-        lo, hi = 0, len(directives)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if directives[mid][1] < pos:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo < len(directives) and directives[lo][0] <= pos <= directives[lo][1]
+        index = bisect.bisect_right(starts, pos) - 1
+        return index >= 0 and pos <= directives[index][1]
 
-    for match in _CALL_ANNOTATION_RE.finditer(source):
+    for match in _names(_CALL_ANNOTATION_RES, source):
         if not in_directive(match.start()):
             _blank(buf, match.start(), _balanced_end(source, match.end() - 1))
-    for match in _ANNOTATION_RE.finditer(source):
+    for match in _names(_ANNOTATION_RES, source):
         if not in_directive(match.start()):
             _blank(buf, match.start(), match.end())
-    for match in _ITERATOR_RE.finditer(source):
+    for match in _iterator_lines(source):
         if in_directive(match.start()):
             continue
         start = match.start(2)
         buf[start : start + 5] = b"while"
         _blank(buf, start + 5, match.end(2))
     for match in _TYPE_ARG_RE.finditer(source):
-        if not in_directive(match.start()):
+        if not in_directive(match.start(1)):
             _blank(buf, match.start(2), match.end(2))
-    for match in _SYSCALL_RE.finditer(source):
+    for match in _syscall_lines(source):
         _rewrite_syscall(buf, source, match)
     return bytes(buf)
 

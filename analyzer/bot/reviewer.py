@@ -87,7 +87,7 @@ class Reviewer:
                 base = _base(tree, series.base_commit, self.config.tree.base)
                 result = review(series, self.rules, tree=tree, base=base)
             finally:
-                tree.repo.close()
+                tree.close()
             result.notes = [named(n) for n in result.notes]
             result.errors = [named(e) for e in result.errors]
         return result

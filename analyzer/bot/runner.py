@@ -72,7 +72,7 @@ class Bot:
             raise ConfigError(f"{self.config.source}: [tree] {err}") from None
         base = self.config.tree.base or "HEAD"
         found = tree.resolve(base)
-        tree.repo.close()
+        tree.close()
         if found is None:
             raise ConfigError(f"{self.config.source}: [tree] base {base}: no such revision")
 
