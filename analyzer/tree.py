@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import git
 
+from analyzer import budget
+from analyzer.budget import BudgetExceeded
 from analyzer.images import FileImages, Image, changed_lines, hunks_match_post, images_from_patch
 from analyzer.patches import FileDiff, InputError, Patch, Series
 
@@ -36,6 +38,8 @@ class PatchImages:
     # others as of `read_rev`.
     state: dict[str, str | None] = field(default_factory=dict)
     read_rev: str | None = None
+    # The patch's time budget ran out while it was being applied.
+    unfinished: bool = False
 
 
 class KernelTree:
@@ -159,17 +163,20 @@ class KernelTree:
 
     # -- images ------------------------------------------------------------
 
-    def images(self, series: Series, base: str) -> list[PatchImages]:
-        """Apply the series patch by patch; yield each patch's images."""
-        results = []
+    def images(self, series: Series, base: str) -> Iterator[PatchImages]:
+        """Apply the series patch by patch; yield each patch's images (a
+        patch is applied when its images are asked for, in its time budget)."""
         state: dict[str, str | None] = {}
         with self._scratch(series, base) as scratch:
             for patch in series.reviewable:
-                result = self._apply_one(scratch, patch, base)
+                try:
+                    result = self._apply_one(scratch, patch, base)
+                except BudgetExceeded:
+                    yield PatchImages(patch=patch, read_rev=base, unfinished=True)
+                    continue
                 state.update(result.state)
                 result.state = dict(state)
-                results.append(result)
-        return results
+                yield result
 
     def commit_images(self, patch: Patch, commit: str) -> PatchImages:
         """Images straight from a commit already in the tree."""
@@ -223,7 +230,13 @@ class KernelTree:
         paths = [p for f in files for p in (f.old_path, f.new_path) if p]
         before = self._ls_files(env, paths)
         applied: dict[str, str | None] = {}
-        for diff in files:
+        # One git apply for the whole patch when it applies (a tree-wide
+        # patch of 2,000 files took 13 s file by file); file by file only to
+        # say which file and hunk do not.
+        if len(files) > 1 and self._git_apply(env, *files) is None:
+            applied = {diff.path: None for diff in files}
+        for diff in files if not applied else []:
+            budget.check()
             problem = self._git_apply(env, diff)
             if problem:
                 result.files.append(images_from_patch(diff.patched, problem))
@@ -240,10 +253,11 @@ class KernelTree:
         result.state = {p: after.get(p) for p in paths}
         return result
 
-    def _git_apply(self, env: dict[str, str], diff: FileDiff) -> str | None:
+    def _git_apply(self, env: dict[str, str], diff: FileDiff, *more: FileDiff) -> str | None:
         patch_file = os.path.join(env["MMREVIEW_SCRATCH"], "one.patch")
         with open(patch_file, "w", encoding="utf-8", errors="surrogateescape") as handle:
-            handle.write(str(diff.patched))
+            for each in (diff, *more):
+                handle.write(str(each.patched))
         status, _, stderr = self.git.execute(
             ["git", "apply", "--cached", "--whitespace=nowarn", patch_file],
             env=env,
