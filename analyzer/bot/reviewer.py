@@ -69,8 +69,9 @@ class Reviewer:
             try:
                 series = read_series(paths)
             except InputError as err:
-                raise SeriesSkipped(named(str(err))) from None
+                raise SeriesSkipped("; ".join(named(line) for line in err.lines)) from None
             series.notes = [named(n) for n in series.notes]
+            series.errors = [named(e) for e in series.errors]
             for patch in series.patches:
                 patch.source = named(patch.source)
                 if patch.error:
