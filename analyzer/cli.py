@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import functools
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +15,19 @@ from analyzer import __version__, hooks
 from analyzer import b4 as b4_integration
 from analyzer import config as tree_config
 from analyzer.bot.cli import app as bot_app
+from analyzer.budget import DEFAULT_SECONDS as DEFAULT_PATCH_SECONDS
 from analyzer.engine import Review, review
 from analyzer.engine import scan as scan_tree
-from analyzer.patches import InputError, read_series
+from analyzer.patches import InputError, printable, read_series
 from analyzer.registry import RuleError, all_rules, get_rule, select_rules
-from analyzer.reporters import FORMATS, email_reply
+from analyzer.reporters import (
+    FORMATS,
+    ReportError,
+    email_reply,
+    format_name,
+    render_report,
+    write_report,
+)
 from analyzer.rule import Severity
 from analyzer.tree import KernelTree
 
@@ -42,6 +51,10 @@ SelectOption = Annotated[
 ]
 IgnoreOption = Annotated[
     list[str] | None, typer.Option("--ignore", help="Not these rules (repeatable).")
+]
+DebugOption = Annotated[
+    bool,
+    typer.Option("--debug", help="Show the traceback of an internal error (a rule's, a report's)."),
 ]
 
 
@@ -113,16 +126,30 @@ def check(
             help="From: of --format email replies (default: git config user.name/email).",
         ),
     ] = None,
+    time_budget: Annotated[
+        float,
+        typer.Option(
+            "--time-budget",
+            min=0,
+            help="Seconds of review per patch (0: no limit); a patch that takes longer"
+            " is reported as not fully reviewed and the series goes on.",
+        ),
+    ] = DEFAULT_PATCH_SECONDS,
+    debug: DebugOption = False,
 ) -> None:
     """Review a patch, a series or a commit range."""
-    _check_format(output_format)
+    _debug(debug)
+    output_format = _check_format(output_format)
+    if base is not None and tree is None:
+        raise UsageError("--base needs --tree")
+    if revision_range and tree is None:
+        raise UsageError("--range needs --tree")
+    if revision_range and inputs:
+        raise UsageError("give either patch files or --range, not both")
     kernel = KernelTree(str(tree)) if tree is not None else None
     config = tree_config.load(kernel.top if kernel is not None else None)
     if revision_range:
-        if kernel is None:
-            raise UsageError("--range needs --tree")
-        if inputs:
-            raise UsageError("give either patch files or --range, not both")
+        assert kernel is not None
         kernel.range_commits(revision_range)
         series = read_series(["-"], stdin=kernel.format_patches(revision_range))
     else:
@@ -136,15 +163,23 @@ def check(
         # A b4 prep branch's commit on stdin: review it as it sits in HEAD.
         b4_integration.find_own_commits(kernel, series)
     rules = select_rules(*config.rules(select, ignore))
-    result = config.apply(review(series, rules, tree=kernel, base=base, show_all=show_all))
-    _tell(result, quiet)
+    result = config.apply(
+        review(
+            series,
+            rules,
+            tree=kernel,
+            base=base,
+            show_all=show_all,
+            patch_seconds=time_budget or None,
+        )
+    )
     options: dict = {}
     if output_format == "email":
         where = str(tree) if tree is not None else None
         options["sender"] = sender or config.reply_from or email_reply.default_sender(where)
     if output_format == "sarif":
         options["severity"] = config.severity
-    _write(result, output_format, output, **options)
+    _report(result, output_format, output, quiet, **options)
     if output_format == "checkpatch" and (
         stale := b4_integration.stale_token_warning(rules_version, config.path)
     ):
@@ -152,11 +187,20 @@ def check(
     raise typer.Exit(exit_code(result))
 
 
-def _check_format(output_format: str) -> None:
-    if output_format not in FORMATS:
+def _check_format(output_format: str) -> str:
+    """The format's name as FORMATS spells it (-f JSON is -f json)."""
+    name = format_name(output_format)
+    if name is None:
         raise UsageError(
             f"--format {output_format}: unknown format (choose from {', '.join(FORMATS)})"
         )
+    return name
+
+
+def _debug(enabled: bool) -> None:
+    # The engine and the reporters read it where a failure is caught.
+    if enabled:
+        os.environ["MMREVIEW_DEBUG"] = "1"
 
 
 def exit_code(result: Review) -> int:
@@ -168,22 +212,30 @@ def exit_code(result: Review) -> int:
 
 def _tell(result: Review, quiet: bool) -> None:
     for error in result.errors:
-        typer.echo(f"mmreview: error: {error}", err=True)
+        typer.echo(f"mmreview: error: {printable(error)}", err=True)
     if not quiet:
         for note in result.notes:
-            typer.echo(f"mmreview: note: {note}", err=True)
+            typer.echo(f"mmreview: note: {printable(note)}", err=True)
 
 
-def _write(result: Review, output_format: str, output: Path | None, **options: object) -> None:
-    renderer = functools.partial(FORMATS[output_format], **options)
-    if output is None:
-        renderer(result, sys.stdout)
-        return
+def _report(
+    result: Review, output_format: str, output: Path | None, quiet: bool, **options: object
+) -> None:
+    """Render the whole report first (a reporter that fails on one patch
+    leaves that patch out and says so), then say what went wrong, then
+    write the report: to stdout, or atomically to `output`."""
     try:
-        with open(output, "w", encoding="utf-8") as handle:
-            renderer(result, handle)
-    except OSError as err:
-        raise UsageError(f"--output {output}: {err.strerror}") from None
+        text = render_report(
+            result, output_format, terminal=output is None and sys.stdout.isatty(), **options
+        )
+    except ReportError as err:
+        _tell(result, quiet)
+        raise UsageError(str(err)) from None
+    _tell(result, quiet)
+    try:
+        write_report(text, output)
+    except ReportError as err:
+        raise UsageError(str(err)) from None
 
 
 @app.command()
@@ -200,9 +252,11 @@ def scan(
     output: OutputOption = None,
     select: SelectOption = None,
     ignore: IgnoreOption = None,
+    debug: DebugOption = False,
 ) -> None:
     """Run every rule on whole files (not diff-aware): what upstream code already has."""
-    _check_format(output_format)
+    _debug(debug)
+    output_format = _check_format(output_format)
     if not tree.is_dir():
         raise UsageError(f"--tree {tree}: no such directory")
     files = _expand(tree, paths or ["mm"])
@@ -212,7 +266,7 @@ def scan(
     result = config.apply(scan_tree(str(tree), files, select_rules(*config.rules(select, ignore))))
     _tell(result, quiet=False)
     options = {"severity": config.severity} if output_format == "sarif" else {}
-    _write(result, output_format, output, **options)
+    _report(result, output_format, output, quiet=False, **options)
     raise typer.Exit(exit_code(result))
 
 
@@ -371,11 +425,16 @@ def hook_sendemail_validate(
 
 
 def main() -> None:
-    """Entry point: every expected failure is one line on stderr and exit 2."""
+    """Entry point: every expected failure is one line on stderr and exit 2;
+    so is an unexpected one (a bug), with the traceback only under --debug."""
     try:
         app()
-    except (UsageError, InputError, RuleError, tree_config.ConfigError) as err:
-        typer.echo(f"mmreview: error: {err}", err=True)
+    except InputError as err:
+        for line in err.lines:
+            typer.echo(f"mmreview: error: {printable(line)}", err=True)
+        sys.exit(EXIT_USAGE)
+    except (UsageError, RuleError, tree_config.ConfigError) as err:
+        typer.echo(f"mmreview: error: {printable(str(err))}", err=True)
         sys.exit(EXIT_USAGE)
     except git.GitCommandError as err:
         stderr = " ".join(str(err.stderr).split()).strip("' ")
@@ -388,6 +447,13 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(EXIT_CLEAN)
+    except Exception as err:  # a bug: one line, never a traceback by default
+        if "MMREVIEW_DEBUG" in os.environ or "--debug" in sys.argv:
+            traceback.print_exc()
+        detail = printable(" ".join(f"{type(err).__name__}: {err}".split()))[:200]
+        hint = "" if "--debug" in sys.argv else " (--debug shows the traceback)"
+        typer.echo(f"mmreview: internal error: {detail}{hint}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 if __name__ == "__main__":
