@@ -97,10 +97,8 @@ class KernelTree:
             return False
 
     def range_commits(self, spec: str) -> list[str]:
-        if ".." not in spec:
-            raise InputError(f"--range {spec}: expected A..B")
         try:
-            out = self.git.rev_list("--reverse", "--no-merges", spec)
+            out = self.git.rev_list("--reverse", "--no-merges", self._range(spec))
         except git.GitCommandError as err:
             raise InputError(f"--range {spec}: {_git_error(err)}") from None
         commits = out.split()
@@ -110,9 +108,26 @@ class KernelTree:
 
     def format_patches(self, spec: str) -> bytes:
         try:
-            return self.git.format_patch("--stdout", spec, stdout_as_string=False)
+            return self.git.format_patch("--stdout", self._range(spec), stdout_as_string=False)
         except git.GitCommandError as err:
             raise InputError(f"--range {spec}: {_git_error(err)}") from None
+
+    def _range(self, spec: str) -> str:
+        """A..B (or A...B; an empty side is HEAD) with both ends resolved
+        here, so that a bad end is said in our words, not in git's."""
+        separator = "..." if "..." in spec else ".."
+        if separator not in spec:
+            raise InputError(f"--range {spec}: expected A..B")
+        ends = [end or "HEAD" for end in spec.split(separator, 1)]
+        resolved = []
+        for end in ends:
+            if end.startswith("-") or "\0" in end:
+                raise InputError(f"--range {spec}: '{end}' is not a revision")
+            sha = self.resolve(end)
+            if sha is None:
+                raise InputError(f"--range {spec}: no revision '{end}' in {self.top}")
+            resolved.append(sha)
+        return separator.join(resolved)
 
     # -- files -------------------------------------------------------------
 
@@ -349,6 +364,11 @@ def _apply_problem(stderr: str, diff: FileDiff) -> str:
 
 
 def _git_error(err: git.GitCommandError) -> str:
+    """git's message, first line only, without its advice, cut at a word."""
     stderr = err.stderr if isinstance(err.stderr, str) else str(err.stderr)
-    text = " ".join(stderr.replace("stderr:", "").split()).strip("' ")
-    return text.removeprefix("fatal: ")[:160] or "git failed"
+    lines = [line.strip(" '") for line in stderr.replace("stderr:", "").splitlines()]
+    text = next((line for line in lines if line and not line.startswith("hint:")), "")
+    text = text.removeprefix("fatal: ").removeprefix("error: ").split(". Use '--'")[0]
+    if len(text) > 160:
+        text = text[:160].rsplit(" ", 1)[0] + " ..."
+    return text or "git failed"
