@@ -162,10 +162,23 @@ def identifiers(node: Node) -> set[str]:
 
 def declared_type(function: Node, name: str) -> str | None:
     """The declared type of a parameter or local `name`, e.g. "pmd_t *"."""
+    return _declarations(function)[0].get(name)
+
+
+@lru_cache(maxsize=64)
+def _declarations(function: Node) -> tuple[dict[str, str], dict[str, frozenset[str]]]:
+    """Every declaration of a function, read in one walk: for each name the
+    first declared type as written (declared_type), and all its normalised
+    types (declared_types).  A rule asks for one name per read it checks,
+    and a walk per question made a 3,000-line function take minutes.  The
+    cache is small: it keeps the trees of the nodes it holds alive."""
+    first: dict[str, str] = {}
+    every: dict[str, set[str]] = {}
     for node in walk(function):
         if node.type not in ("parameter_declaration", "declaration"):
             continue
-        base = text(node.child_by_field_name("type"))
+        base_node = node.child_by_field_name("type")
+        base = text(base_node)
         for declarator in node.children_by_field_name("declarator"):
             stars = 0
             current = declarator
@@ -180,9 +193,12 @@ def declared_type(function: Node, name: str) -> str | None:
                 current = current.child_by_field_name("declarator") or (
                     current.named_children[0] if current.named_children else None
                 )
-            if current is not None and text(current) == name:
-                return base + (" " + "*" * stars if stars else "")
-    return None
+            if current is not None:
+                first.setdefault(text(current), base + (" " + "*" * stars if stars else ""))
+            declared, typed_stars = _declarator_name_and_stars(declarator)
+            if declared is not None and typed_stars >= 0:
+                every.setdefault(declared, set()).add(_typed(base_node, typed_stars))
+    return first, {name: frozenset(types) for name, types in every.items()}
 
 
 _TOKEN_RE = re.compile(r"[A-Za-z_]\w*|\S")
@@ -287,16 +303,7 @@ def declared_types(function: Node, name: str) -> set[str]:
     """Every type `name` is declared with in `function` (parameters and
     locals of all scopes), normalised; more than one means "it depends
     where", and a careful rule gives up."""
-    found = set()
-    for node in walk(function):
-        if node.type not in ("parameter_declaration", "declaration"):
-            continue
-        base = node.child_by_field_name("type")
-        for declarator in node.children_by_field_name("declarator"):
-            declared, stars = _declarator_name_and_stars(declarator)
-            if declared == name and stars >= 0:
-                found.add(_typed(base, stars))
-    return found
+    return set(_declarations(function)[1].get(name, ()))
 
 
 def expression_type(
