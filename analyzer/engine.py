@@ -52,6 +52,8 @@ class Review:
     base: str | None = None
     base_reason: str | None = None
     reviewed_patches: list[Patch] = field(default_factory=list)
+    # Patches whose time budget ran out (index -> why): in `errors` too.
+    unfinished: dict[int, str] = field(default_factory=dict)
     # For `mmreview scan`: how many whole files were read.
     scanned_files: int = 0
 
@@ -85,9 +87,10 @@ def review(
                         raise budget.BudgetExceeded
                     _review_patch(images, rules, tree, show_all, result)
                 except budget.BudgetExceeded:
+                    why = f"it took longer than its time budget of {patch_seconds:g} s"
+                    result.unfinished[patch.index] = why
                     result.errors.append(
-                        f"{patch.label()}: not fully reviewed: it took longer than its time"
-                        f" budget of {patch_seconds:g} s; findings so far are reported"
+                        f"{patch.label()}: not fully reviewed: {why}; findings so far are reported"
                     )
                 except StopIteration:
                     break

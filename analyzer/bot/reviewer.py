@@ -86,7 +86,13 @@ class Reviewer:
             tree = self.open_tree()
             try:
                 base = _base(tree, series.base_commit, self.config.tree.base)
-                result = review(series, self.rules, tree=tree, base=base)
+                result = review(
+                    series,
+                    self.rules,
+                    tree=tree,
+                    base=base,
+                    patch_seconds=limits.seconds_per_patch or None,
+                )
             finally:
                 tree.repo.close()
             result.notes = [named(n) for n in result.notes]
