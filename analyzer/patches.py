@@ -392,6 +392,13 @@ def header(message: email.message.Message, name: str) -> str:
     return printable(" ".join(text.split()))
 
 
+def _address_of(value: str) -> tuple[str, str]:
+    try:
+        return parseaddr(value)
+    except (RecursionError, ValueError, IndexError):  # hostile comments and quoting
+        return "", ""
+
+
 def _guarded_patch(
     message: EmailMessage, subject: Subject, where: str, from_line: str | None, limits: Limits
 ) -> Patch:
@@ -413,7 +420,7 @@ def _patch_from_message(
     from_line: str | None = None,
     limits: Limits = LIMITS,
 ) -> Patch:
-    author_name, author_addr = parseaddr(header(message, "From"))
+    author_name, author_addr = _address_of(header(message, "From"))
     patch = Patch(
         index=subject.counter or 0,
         total=subject.total or 0,
@@ -434,6 +441,11 @@ def _patch_from_message(
     body = body.replace("\r\n", "\n")
     match = _DIFF_START_RE.search(body)
     if not match:
+        # A charset declared wrong (UTF-8 text labelled UTF-16, say) hides
+        # the diff; read as UTF-8 it may be there.
+        body = _message_text(message, charset="utf-8").replace("\r\n", "\n")
+        match = _DIFF_START_RE.search(body)
+    if not match:
         patch.error = f"{where}: '{subject.text[:60]}' has no diff"
         patch.commit_message = body
         return patch
@@ -442,10 +454,11 @@ def _patch_from_message(
     return patch
 
 
-def _message_text(message: EmailMessage) -> str:
-    """The body text, with a diff sent as an attachment appended to it."""
+def _message_text(message: EmailMessage, charset: str | None = None) -> str:
+    """The body text, with a diff sent as an attachment appended to it (in
+    `charset` instead of the declared ones, if given)."""
     if not message.is_multipart():
-        return _decoded(message)
+        return _decoded(message, charset)
     texts = []
     for part in message.walk():
         if part.is_multipart():
@@ -457,16 +470,16 @@ def _message_text(message: EmailMessage) -> str:
             or ctype in ("text/x-patch", "text/x-diff")
             or filename.endswith((".patch", ".diff"))
         ):
-            texts.append(_decoded(part))
+            texts.append(_decoded(part, charset))
     return "\n".join(texts)
 
 
-def _decoded(part: email.message.Message) -> str:
+def _decoded(part: email.message.Message, charset: str | None = None) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
     try:
-        charset = part.get_content_charset() or "utf-8"
+        charset = charset or part.get_content_charset() or "utf-8"
         return payload.decode(charset, "replace")
     except (LookupError, UnicodeError, ValueError, TypeError):
         # An unknown or bytes-to-bytes charset ("base64"), or a codec that
@@ -603,16 +616,37 @@ def _assemble(patches: list[Patch], cover: EmailMessage | None, notes: list[str]
 
 def reply_addresses(message: EmailMessage) -> tuple[list[str], list[str]]:
     """To and Cc for a reply in the list's conventions."""
-    reply_to = message.get_all("Reply-To") or message.get_all("From") or []
-    to = [_address(n, a) for n, a in getaddresses([str(x) for x in reply_to]) if a]
-    cc_raw = [str(x) for x in (message.get_all("To") or []) + (message.get_all("Cc") or [])]
-    seen = {a for _, a in getaddresses([str(x) for x in reply_to])}
+    reply_to = _header_values(message, "Reply-To") or _header_values(message, "From")
+    to = [_address(n, a) for n, a in _addresses(reply_to) if a]
+    cc_raw = _header_values(message, "To") + _header_values(message, "Cc")
+    seen = {a for _, a in _addresses(reply_to)}
     cc = []
-    for name, addr in getaddresses(cc_raw):
+    for name, addr in _addresses(cc_raw):
         if addr and addr not in seen:
             seen.add(addr)
             cc.append(_address(name, addr))
     return to, cc
+
+
+def _header_values(message: email.message.Message, name: str) -> list[str]:
+    """Every value of a header, as clean text (see header())."""
+    values = []
+    for key, raw in message.raw_items():
+        if key.lower() != name.lower():
+            continue
+        try:
+            parsed = message.policy.header_fetch_parse(key, raw)
+            values.append(printable(" ".join(str(parsed).split())))
+        except Exception:  # header parsers raise assorted errors (and recurse)
+            values.append(printable(" ".join(str(raw).split())))
+    return values
+
+
+def _addresses(values: list[str]) -> list[tuple[str, str]]:
+    try:
+        return getaddresses(values)
+    except (RecursionError, ValueError, IndexError):  # hostile comments and quoting
+        return []
 
 
 def _address(name: str, addr: str) -> str:
