@@ -4,17 +4,21 @@ Review work is bounded per patch: the engine opens a budget when it starts a
 patch, and the slow steps (applying files in the tree, parsing, each rule on
 each function) check it and stop the patch once it has run out, so that one
 pathological patch costs its budget and the rest of the series is still
-reviewed.  Checking is cooperative: a step that cannot check (one rule call
-on one function) runs to its end.  tree-sitter's parser checks through its
-progress callback, so a parse of hostile text is cancelled mid-way.
+reviewed.  tree-sitter's parser checks through its progress callback, so a
+parse of hostile text is cancelled mid-way.  A rule's check on one function
+cannot check for itself: it runs `interruptible()`, where a timer signal
+stops it at the deadline (in the main thread; elsewhere it runs to its end).
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from types import FrameType
 
 # Per patch: big enough for every real patch measured (a 2,000-line change
 # of mm/memory.c, a tree-wide patch touching 2,002 files; see the README's
@@ -24,8 +28,9 @@ DEFAULT_SECONDS = 10.0
 _deadline: ContextVar[float | None] = ContextVar("mmreview_deadline", default=None)
 
 
-class BudgetExceeded(Exception):
-    """The patch's time budget ran out; said as "not fully reviewed"."""
+class BudgetExceeded(BaseException):
+    """The patch's time budget ran out; said as "not fully reviewed".  Not
+    an Exception: a rule's own `except Exception` must not swallow it."""
 
 
 @contextmanager
@@ -52,3 +57,27 @@ def cancel_parse(_offset: int, _has_error: bool) -> bool:
     """tree-sitter's progress_callback: True stops the parse (it then
     raises ValueError), which parsing.py turns into BudgetExceeded."""
     return expired()
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Run pure-Python work (a rule's check) so that the deadline stops it
+    mid-way: a rule slow on one huge function costs the budget, not more."""
+    deadline = _deadline.get()
+    if deadline is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise BudgetExceeded
+    previous = signal.signal(signal.SIGALRM, _stop)
+    signal.setitimer(signal.ITIMER_REAL, remaining)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _stop(_signum: int, _frame: FrameType | None) -> None:
+    raise BudgetExceeded

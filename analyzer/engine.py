@@ -424,9 +424,8 @@ def _guarded(
 ) -> list[Finding]:
     """A rule bug must not cost the user the rest of the review."""
     try:
-        return list(run())
-    except budget.BudgetExceeded:
-        raise
+        with budget.interruptible():
+            return list(run())
     except Exception as err:  # RecursionError on deeply nested input too
         (failures or _Failures(None)).rule_failed(rule, err)
         return []
