@@ -257,7 +257,8 @@ class KernelTree:
                 result.files.append(images_from_patch(diff.patched, problem))
                 continue
             applied[diff.path] = None
-        after = self._ls_files(env, paths)
+        # Nothing applied, nothing changed: no second listing.
+        after = self._ls_files(env, paths) if applied else before
         contents = self.blobs([*before.values(), *after.values()], env=env)
         for diff in files:
             if diff.path not in applied:
