@@ -115,7 +115,7 @@ KERNEL_STYLE_DIFFS = [
 KERNEL_STYLE_MESSAGE = (
     "mm/demo: skip non-present PMDs in the walk\n\n"
     "A non-present PMD has nothing to walk.\n\n"
-    "Fixes: 0123456789ab (\"mm/demo: add the walk\")\n"
+    'Fixes: 0123456789ab ("mm/demo: add the walk")\n'
     "Signed-off-by: Jane Dev <jane@example.com>\n"
 )
 
@@ -220,12 +220,41 @@ BIG = {"long_line", "big_hunk", "many_files", "deep_mime", "many_messages"}
 _HUNK_RE = re.compile(rb"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@", re.MULTILINE)
 _DIFF_GIT_RE = re.compile(rb"^diff --git [^\n]*\n", re.MULTILINE)
 _PATH_RE = re.compile(rb"^(diff --git a/|--- a/|\+\+\+ b/)(\S+)", re.MULTILINE)
-_HEADER_RE = re.compile(rb"^(From|Subject|Message-I[Dd]|Date|Content-Type|MIME-Version): [^\n]*\n", re.M)
+_HEADER_RE = re.compile(
+    rb"^(From|Subject|Message-I[Dd]|Date|Content-Type|MIME-Version): [^\n]*\n", re.M
+)
 _C_TOKENS = [
-    "{", "}", "(", ")", ";", "if", "else", "while (", "for (;;)", "pmd_none(", "*pmd",
-    "#if CONFIG_X", "#else", "#endif", "struct", "->", "=", "0", "goto out;", "out:",
-    "__must_hold(", "list_for_each_entry(", "SYSCALL_DEFINE3(", "\"", "'", "/*", "*/",
-    "\\", "pte_offset_map(", "return", "static int f(void)",
+    "{",
+    "}",
+    "(",
+    ")",
+    ";",
+    "if",
+    "else",
+    "while (",
+    "for (;;)",
+    "pmd_none(",
+    "*pmd",
+    "#if CONFIG_X",
+    "#else",
+    "#endif",
+    "struct",
+    "->",
+    "=",
+    "0",
+    "goto out;",
+    "out:",
+    "__must_hold(",
+    "list_for_each_entry(",
+    "SYSCALL_DEFINE3(",
+    '"',
+    "'",
+    "/*",
+    "*/",
+    "\\",
+    "pte_offset_map(",
+    "return",
+    "static int f(void)",
 ]
 
 
@@ -322,7 +351,9 @@ def _wrong_charset(data: bytes, rng: random.Random) -> bytes:
 
 def _missing_headers(data: bytes, rng: random.Random) -> bytes:
     headers = list(_HEADER_RE.finditer(data))
-    for match in sorted(rng.sample(headers, rng.randint(0, len(headers))), key=lambda m: -m.start()):
+    for match in sorted(
+        rng.sample(headers, rng.randint(0, len(headers))), key=lambda m: -m.start()
+    ):
         data = data[: match.start()] + data[match.end() :]
     return data
 
@@ -357,7 +388,9 @@ def _long_line(data: bytes, rng: random.Random) -> bytes:
 
 def _big_hunk(data: bytes, rng: random.Random) -> bytes:
     count = rng.choice([20000, 50000])
-    return _add_lines(data, [f"+\tif (pmd_none(*pmd{n % 97}))\n+\t\treturn {n};" for n in range(count // 2)])
+    return _add_lines(
+        data, [f"+\tif (pmd_none(*pmd{n % 97}))\n+\t\treturn {n};" for n in range(count // 2)]
+    )
 
 
 def _add_lines(data: bytes, lines: list[str]) -> bytes:
@@ -376,13 +409,7 @@ def _add_lines(data: bytes, lines: list[str]) -> bytes:
     )
     end_of_header = data.index(b"\n", match.start()) + 1
     body_end = _hunk_end(data, end_of_header)
-    return (
-        data[: match.start()]
-        + header
-        + data[match.end() : body_end]
-        + added
-        + data[body_end:]
-    )
+    return data[: match.start()] + header + data[match.end() : body_end] + added + data[body_end:]
 
 
 def _hunk_end(data: bytes, start: int) -> int:
@@ -404,7 +431,9 @@ def _many_files(data: bytes, rng: random.Random) -> bytes:
     path = _PATH_RE.search(section)
     name = path.group(2) if path else b"mm/x.c"
     copies = [
-        section.replace(name, name.replace(b".", b"_%d." % n, 1) if b"." in name else name + b"%d" % n)
+        section.replace(
+            name, name.replace(b".", b"_%d." % n, 1) if b"." in name else name + b"%d" % n
+        )
         for n in range(2000)
     ]
     return data[: match.start()] + b"".join(copies) + data[end:]
@@ -416,7 +445,9 @@ def _deep_mime(data: bytes, rng: random.Random) -> bytes:
         b"From: Jane Dev <jane@example.com>\nSubject: [PATCH] mm/demo: deep\n"
         b"Message-ID: <deep@example.com>\nMIME-Version: 1.0\n"
     )
-    opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (n, n) for n in range(depth))
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (n, n) for n in range(depth)
+    )
     closing = b"".join(b"\n--b%d--\n" % n for n in reversed(range(depth)))
     return head + opening + b"Content-Type: text/plain\n\n" + data + closing
 
@@ -427,8 +458,9 @@ def _many_messages(data: bytes, rng: random.Random) -> bytes:
         data = format_patch_mail(data.decode("utf-8", "replace"), "[PATCH] x").encode()
     first = data.split(b"\nFrom ", 1)[0] + b"\n"
     return b"".join(
-        re.sub(rb"(?m)^Subject: [^\n]*", b"Subject: [PATCH %d/500] mm: part %d" % (n, n), first)
-        .replace(b"Message-ID: <", b"Message-ID: <%d." % n, 1)
+        re.sub(
+            rb"(?m)^Subject: [^\n]*", b"Subject: [PATCH %d/500] mm: part %d" % (n, n), first
+        ).replace(b"Message-ID: <", b"Message-ID: <%d." % n, 1)
         for n in range(1, 501)
     )
 

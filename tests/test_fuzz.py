@@ -54,7 +54,7 @@ def git_seeds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Tree, dict[str,
     tree.edit("mm/khugepaged.c", "vma->anon_vma || userfaultfd_wp(vma)", "vma->anon_vma")
     tree.commit("mm/demo: drop the uffd-wp re-check")
     tree.edit("mm/fault.c", "\tint present = 0;", "\tint nr_present = 0;")
-    tree.commit("mm/demo: rename the counter", "Fixes: 0123456789ab (\"mm/demo: x\")")
+    tree.commit("mm/demo: rename the counter", 'Fixes: 0123456789ab ("mm/demo: x")')
     seeds = {
         "git-series": tree.format_patch("--cover-letter", "-v2", "--base=HEAD~3", "--thread", "-3"),
         "git-patch": tree.format_patch("--base=HEAD~1", "-1"),
@@ -74,9 +74,9 @@ def check(data: bytes, tree: KernelTree | None = None) -> Review | None:
         return None
     result = review(series, RULES, tree=tree, patch_seconds=PATCH_SECONDS)
     assert all(one_line(line) for line in result.errors + result.notes), result.errors
-    assert all(
-        "<stdin>" in line or line.startswith("patch ") for line in result.errors
-    ), result.errors
+    assert all("<stdin>" in line or line.startswith("patch ") for line in result.errors), (
+        result.errors
+    )
     # A rule that fails says so in a note; on any input that is a bug.
     assert not [n for n in result.notes if " failed (" in n], result.notes
     errors_before = list(result.errors)
@@ -143,14 +143,14 @@ KERNEL_LINES = st.sampled_from(
 def hunks(draw: st.DrawFn) -> str:
     lines = draw(
         st.lists(
-            st.tuples(st.sampled_from([" ", "+", "-", "", "\\ No newline at end of file\n"]), KERNEL_LINES),
+            st.tuples(
+                st.sampled_from([" ", "+", "-", "", "\\ No newline at end of file\n"]), KERNEL_LINES
+            ),
             min_size=1,
             max_size=30,
         )
     )
-    body = "".join(
-        kind if kind.startswith("\\") else f"{kind}{text}\n" for kind, text in lines
-    )
+    body = "".join(kind if kind.startswith("\\") else f"{kind}{text}\n" for kind, text in lines)
     old = sum(1 for kind, _ in lines if kind in (" ", "-"))
     new = sum(1 for kind, _ in lines if kind in (" ", "+"))
     if draw(st.booleans()):  # the header's counts right, or anything
@@ -171,7 +171,9 @@ def diffs(draw: st.DrawFn) -> str:
             head += "new file mode 100644\nindex 0000000..1111111\n--- /dev/null\n"
             head += f"+++ b/{path}\n"
         elif kind == "delete":
-            head += f"deleted file mode 100644\nindex 1111111..0000000\n--- a/{path}\n+++ /dev/null\n"
+            head += (
+                f"deleted file mode 100644\nindex 1111111..0000000\n--- a/{path}\n+++ /dev/null\n"
+            )
         elif kind == "rename":
             head = (
                 f"diff --git a/{path} b/{path}.new\nsimilarity index 80%\n"
@@ -215,7 +217,9 @@ def mails(draw: st.DrawFn) -> bytes:
     for number, subject in enumerate(subjects, 1):
         message = EmailMessage()
         message["From"] = draw(
-            st.sampled_from(["Jane Dev <jane@example.com>", "", "((((((((((x", "=?utf-8?b?SsO2cmc=?= <j@x>"])
+            st.sampled_from(
+                ["Jane Dev <jane@example.com>", "", "((((((((((x", "=?utf-8?b?SsO2cmc=?= <j@x>"]
+            )
         )
         message["Subject"] = subject
         message["Message-ID"] = f"<{number}@example.com>"
@@ -323,7 +327,11 @@ def test_the_minitree_is_untouched_by_a_fuzz_slice(
     for category in SMALL:
         check(mutate(seeds["git-series"], category, rng), kernel)
     kernel.repo.close()
-    assert (tree.git("status", "--porcelain"), tree.git("rev-parse", "HEAD"), _objects(tree)) == before
+    assert (
+        tree.git("status", "--porcelain"),
+        tree.git("rev-parse", "HEAD"),
+        _objects(tree),
+    ) == before
 
 
 def _objects(tree: Tree) -> int:
