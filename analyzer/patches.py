@@ -254,7 +254,10 @@ def _read_file(path: str, name: str, limits: Limits) -> bytes:
 
 
 def _mib(size: int) -> str:
-    return f"{size / (1 << 20):.0f} MiB" if size >= 1 << 20 else f"{size // 1024} KiB"
+    """A size as people say it: 16 MiB, 128 KiB, 80 bytes."""
+    if size >= 1 << 20:
+        return f"{size / (1 << 20):.0f} MiB"
+    return f"{size / 1024:.0f} KiB" if size >= 1024 else f"{size} bytes"
 
 
 def _gunzip(data: bytes, name: str, limits: Limits) -> bytes:
@@ -532,9 +535,10 @@ def _parse_diff_into(patch: Patch, diff: str, where: str, limits: Limits = LIMIT
         old = None if patched.is_added_file else _strip_prefix(patched.source_file)
         new = None if patched.is_removed_file else _strip_prefix(patched.target_file)
         path = new or old or patched.path
-        if bad := _unsafe_path(path) or (old and _unsafe_path(old)):
-            patch.error = f"{where}: refusing diff path '{printable(path)[:200]}': {bad}"
-            return
+        for named in (path, old):
+            if named and (bad := _unsafe_path(named)):
+                patch.error = f"{where}: refusing diff path '{printable(named)[:200]}': {bad}"
+                return
         for hunk in patched:
             if len(hunk) > limits.hunk_lines:
                 patch.error = (

@@ -54,8 +54,12 @@ def main() -> None:
                     if task is not None:
                         finished = progress.tasks[task].total or 1
                         progress.update(task, total=finished, completed=finished)
+                    # The whole title (paths, sizes) once; the bar is named
+                    # by its first word, so that it fits on the line.
+                    number = f"[{words[1]}/{words[2]}]"
+                    progress.console.print(f"{number} {words[3]}", highlight=False, markup=False)
                     task = progress.add_task(
-                        f"[{words[1]}/{words[2]}] {words[3]}", total=None, amount=""
+                        f"{number} {words[3].split()[0]:<11}", total=None, amount=""
                     )
                     unit = ""
                 elif task is None:

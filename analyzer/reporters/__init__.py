@@ -126,7 +126,7 @@ def write_report(text: str, output: Path | None) -> None:
             dir=directory, prefix=f".{output.name}.", suffix=".tmp"
         )
     except OSError as err:
-        raise ReportError(f"--output {output}: {err.strerror or err}") from None
+        raise ReportError(f"--output {output}: {_reason(err)}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -136,7 +136,11 @@ def write_report(text: str, output: Path | None) -> None:
     except OSError as err:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
-        raise ReportError(f"--output {output}: {err.strerror or err}") from None
+        raise ReportError(f"--output {output}: {_reason(err)}") from None
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror.lower() if err.strerror else str(err)
 
 
 def _default_mode() -> int:
