@@ -50,8 +50,11 @@ class Limits:
     # a 100-patch series a few MB.  Parsing costs about ten times the size.
     input_bytes: int = 16 << 20
     # Messages in one mbox: lore's t.mbox.gz of the longest linux-mm threads
-    # holds hundreds.
+    # holds hundreds (replies cost little: they are skipped).
     messages: int = 5000
+    # Patches in one series: the longest mm series have a few hundred; each
+    # costs tens of milliseconds with a tree.
+    patches: int = 1000
     # Files one patch touches: a tree-wide edit of the 6.12 tree touching
     # every file that includes linux/mm.h is 2,002 files.
     files_per_patch: int = 20000
@@ -218,6 +221,12 @@ def read_series(
             covers.append(cover)
     if errors and not patches and not covers:
         raise InputError(*errors)
+    if len(patches) > limits.patches:
+        raise InputError(
+            f"{', '.join(printable(s) if s != '-' else '<stdin>' for s in sources)[:200]}:"
+            f" {len(patches)} patches, more than the limit of {limits.patches} per series;"
+            " review it in parts"
+        )
     series = _assemble(patches, covers[0] if covers else None, notes)
     series.errors = errors
     return series

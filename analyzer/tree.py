@@ -55,6 +55,8 @@ class KernelTree:
         # Nothing we run should ever start one of the user's hooks.
         self.git.set_persistent_git_options(c="core.hooksPath=/dev/null")
         self._blob_cache: dict[str, bytes] = {}
+        # Path -> blob id in the scratch index of the series being applied.
+        self._scratch_index: dict[str, str] = {}
 
     # -- revisions ---------------------------------------------------------
 
@@ -229,6 +231,10 @@ class KernelTree:
                 }
             )
             listing = self.git.ls_tree("-r", "--full-tree", base, "--", *paths) if paths else ""
+            # The scratch index changes only by our applies: what it holds is
+            # known from here on without asking git before every patch (a
+            # 500-patch series paid a git process per patch for it).
+            self._scratch_index = _parse_listing(listing, sha_field=2)
             index_info = os.path.join(scratch, "index-info")
             with open(index_info, "w") as handle:
                 handle.write(listing + "\n" if listing else "")
@@ -243,7 +249,8 @@ class KernelTree:
         result = PatchImages(patch=patch, read_rev=base)
         files = _c_files(patch)
         paths = [p for f in files for p in (f.old_path, f.new_path) if p]
-        before = self._ls_files(env, paths)
+        index = self._scratch_index
+        before = {p: index[p] for p in paths if p in index}
         applied: dict[str, str | None] = {}
         # One git apply for the whole patch when it applies (a tree-wide
         # patch of 2,000 files took 13 s file by file); file by file only to
@@ -259,6 +266,11 @@ class KernelTree:
             applied[diff.path] = None
         # Nothing applied, nothing changed: no second listing.
         after = self._ls_files(env, paths) if applied else before
+        for path in paths:
+            if path in after:
+                index[path] = after[path]
+            else:
+                index.pop(path, None)
         contents = self.blobs([*before.values(), *after.values()], env=env)
         for diff in files:
             if diff.path not in applied:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import email.policy
 import hashlib
+import json
 import os
 import random
 import re
@@ -392,16 +393,28 @@ def run_case(case: Case, tree: Path, work: Path, env: dict[str, str]) -> Outcome
     lines = [line for line in stderr.splitlines() if line.strip()]
     traceback = "Traceback" in stderr or "internal error" in stderr
     stray = any(not _OWN_LINE.match(line) for line in lines)
-    half = False
-    if case.to_file and code in (0, 1) and case.output_format == "html":
-        half = not report.exists() or not report.read_text(errors="replace").rstrip().endswith(
-            "</html>"
-        )
-    if case.to_file and code == 2 and report.exists() and report.stat().st_size == 0:
-        half = True
-    leftovers = [p.name for p in here.iterdir() if p.name.startswith(".report.out.")]
-    half = half or bool(leftovers)
+    half = bool([p for p in here.iterdir() if p.name.startswith(".report.out.")])
+    if case.to_file and code in (0, 1, 2) and report.exists():
+        half = half or not complete(report.read_text(errors="replace"), case.output_format)
     return Outcome(case, code, seconds, rss, traceback, stray, half, stderr[-4000:])
+
+
+def complete(text: str, output_format: str) -> bool:
+    """Is this a whole report of its format?  (An empty checkpatch, rdjsonl
+    or email report is a whole one: nothing was found.)"""
+    try:
+        if output_format in ("json", "sarif", "b4-review"):
+            json.loads(text)
+        elif output_format == "rdjsonl":
+            for line in text.splitlines():
+                json.loads(line)
+    except ValueError:
+        return False
+    if output_format == "html":
+        return text.rstrip().endswith("</body></html>")
+    if output_format == "text":
+        return " in " in (text.rstrip().splitlines() or [""])[-1]
+    return True
 
 
 def keep(outcome: Outcome, directory: Path) -> None:
