@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import traceback
@@ -18,7 +19,7 @@ from analyzer.bot.cli import app as bot_app
 from analyzer.budget import DEFAULT_SECONDS as DEFAULT_PATCH_SECONDS
 from analyzer.engine import Review, review
 from analyzer.engine import scan as scan_tree
-from analyzer.patches import InputError, printable, read_series
+from analyzer.patches import LIMITS, InputError, Limits, printable, read_series
 from analyzer.registry import RuleError, all_rules, get_rule, select_rules
 from analyzer.reporters import (
     FORMATS,
@@ -151,14 +152,16 @@ def check(
     if revision_range:
         assert kernel is not None
         kernel.range_commits(revision_range)
-        series = read_series(["-"], stdin=kernel.format_patches(revision_range))
+        series = read_series(
+            ["-"], stdin=kernel.format_patches(revision_range), limits=_limits(time_budget)
+        )
     else:
         if not inputs:
             raise UsageError(
                 "no input: give patch or mbox files, '-' for stdin, or --tree DIR --range A..B"
             )
         stdin = sys.stdin.buffer.read() if "-" in inputs else None
-        series = read_series(inputs, stdin=stdin)
+        series = read_series(inputs, stdin=stdin, limits=_limits(time_budget))
     if kernel is not None and base is None and not revision_range:
         # A b4 prep branch's commit on stdin: review it as it sits in HEAD.
         b4_integration.find_own_commits(kernel, series)
@@ -195,6 +198,10 @@ def _check_format(output_format: str) -> str:
             f"--format {output_format}: unknown format (choose from {', '.join(FORMATS)})"
         )
     return name
+
+
+def _limits(time_budget: float) -> Limits:
+    return dataclasses.replace(LIMITS, seconds_per_patch=time_budget or None)
 
 
 def _debug(enabled: bool) -> None:

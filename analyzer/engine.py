@@ -80,7 +80,9 @@ def review(
     images_of = iter(_images(series, tree, base, result))
     try:
         for patch in patches:
-            with budget.patch_budget(patch_seconds):
+            # Reading the patch's diff spent some of its budget already.
+            left = None if patch_seconds is None else max(patch_seconds - patch.read_seconds, 0.0)
+            with budget.patch_budget(left):
                 try:
                     images = next(images_of)
                     if images.unfinished:

@@ -117,9 +117,15 @@ def _blank(buf: bytearray, start: int, end: int) -> None:
             buf[i] = 0x20
 
 
+# How far an annotation's or SYSCALL_DEFINE's argument list may reach: an
+# unbalanced `__must_hold(` in garbage scanned to the end of the file, once
+# per occurrence.
+_BALANCED_REACH = 8192
+
+
 def _balanced_end(buf: bytes | bytearray, open_paren: int) -> int:
     depth = 0
-    for i in range(open_paren, len(buf)):
+    for i in range(open_paren, min(len(buf), open_paren + _BALANCED_REACH)):
         if buf[i] == 0x28:
             depth += 1
         elif buf[i] == 0x29:

@@ -17,6 +17,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 import zlib
 from dataclasses import dataclass, field
 from email.headerregistry import Address
@@ -25,6 +26,8 @@ from email.utils import getaddresses, parseaddr
 
 from unidiff import PatchedFile, PatchSet
 from unidiff.errors import UnidiffParseError
+
+from analyzer import budget
 
 
 class InputError(Exception):
@@ -47,8 +50,9 @@ class Limits:
     one line instead of costing minutes or gigabytes."""
 
     # After gunzip.  A tree-wide patch of 3,524 files is 1.8 MB; a b4 mbox of
-    # a 100-patch series a few MB.  Parsing costs about ten times the size.
-    input_bytes: int = 16 << 20
+    # a 100-patch series a few MB.  Reading a diff costs about ten times its
+    # size in memory and a second per 100,000 lines on a busy machine.
+    input_bytes: int = 8 << 20
     # Messages in one mbox: lore's t.mbox.gz of the longest linux-mm threads
     # holds hundreds (replies cost little: they are skipped).
     messages: int = 5000
@@ -67,6 +71,9 @@ class Limits:
     # multipart containers in one mail (nesting cannot be deeper): a patch
     # mail has at most a few (mixed, signed).
     mime_multiparts: int = 32
+    # A patch's time budget (see analyzer.budget), which reading its diff
+    # starts to spend; None for no limit.
+    seconds_per_patch: float | None = budget.DEFAULT_SECONDS
 
 
 LIMITS = Limits()
@@ -172,6 +179,8 @@ class Patch:
     # Why this patch cannot be reviewed, if it cannot; the rest of the series
     # still is.
     error: str | None = None
+    # Of its time budget, what reading its diff took.
+    read_seconds: float = 0.0
 
     @property
     def title(self) -> str:
@@ -524,6 +533,21 @@ def printable_block(text: str) -> str:
 
 
 def _parse_diff_into(patch: Patch, diff: str, where: str, limits: Limits = LIMITS) -> None:
+    """The diff read into patch.files, in the patch's time budget."""
+    started = time.monotonic()
+    try:
+        with budget.patch_budget(limits.seconds_per_patch), budget.interruptible():
+            _read_diff(patch, diff, where, limits)
+    except budget.BudgetExceeded:
+        patch.files = []
+        patch.error = (
+            f"{where}: not reviewed: reading its diff took longer than the time budget"
+            f" of {limits.seconds_per_patch:g} s"
+        )
+    patch.read_seconds = time.monotonic() - started
+
+
+def _read_diff(patch: Patch, diff: str, where: str, limits: Limits) -> None:
     diff = _SIGNATURE_RE.sub("\n", diff)
     if problem := _over_limits(diff, limits):
         patch.error = f"{where}: {problem}"

@@ -427,7 +427,7 @@ def test_limits_each_say_what_and_how_much() -> None:
 def test_a_gzip_bomb_is_not_unpacked() -> None:
     bomb = gzip.compress(b"diff --git a/a b/a\n" + b"\0" * (64 << 20))
     started = time.monotonic()
-    with pytest.raises(InputError, match="unpacks to more than 16 MiB"):
+    with pytest.raises(InputError, match="unpacks to more than 8 MiB"):
         read_series(["-"], stdin=bomb)
     assert time.monotonic() - started < 10
 
@@ -458,6 +458,20 @@ def test_a_slow_patch_costs_its_budget_and_the_series_goes_on() -> None:
     assert took < 6, took
 
 
+def test_reading_a_diff_spends_the_patch_budget() -> None:
+    many = "".join(
+        f"diff --git a/mm/f{n}.c b/mm/f{n}.c\n--- a/mm/f{n}.c\n+++ b/mm/f{n}.c\n"
+        "@@ -1,3 +1,3 @@\n a\n-b\n+c\n d\n"
+        for n in range(20000)
+    )
+    slow = read_series(["-"], stdin=many.encode(), limits=Limits(seconds_per_patch=0.05))
+    assert slow.patches[0].error == (
+        "<stdin>: not reviewed: reading its diff took longer than the time budget of 0.05 s"
+    )
+    whole = read_series(["-"], stdin=many.encode())
+    assert len(whole.patches[0].files) == 20000 and whole.patches[0].read_seconds > 0
+
+
 def test_the_bot_keeps_the_budget_and_says_so_in_its_check(minitree: Tree, tmp_path: Path) -> None:
     config = tmp_path / "bot.toml"
     config.write_text(
@@ -471,7 +485,19 @@ def test_the_bot_keeps_the_budget_and_says_so_in_its_check(minitree: Tree, tmp_p
     assert bot.limits.seconds_per_patch == 0.000001
     mail = swap_patch(minitree).replace(b"\nFrom: ", b"\nMessage-ID: <1@example.com>\nFrom: ", 1)
     minitree.git("reset", "-q", "--hard", "HEAD~1")
+    # The budget runs out while the mail's diff is read: not reviewed.
     result = Reviewer(bot).review([Mail("<1@example.com>", mail)])
+    assert "reading its diff took longer than the time budget" in result.errors[0]
+    checks = [
+        json.loads(o.payload) for o in plan(result, "key", bot, lambda r: []) if o.kind == "check"
+    ]
+    assert [c["state"] for c in checks] == ["warning"]
+    assert checks[0]["description"].startswith("not reviewed: ")
+    # It runs out while the patch is reviewed: not fully reviewed.
+    series_read = read_series(["-"], stdin=mail)
+    result = review(
+        series_read, all_rules(), tree=KernelTree(str(minitree.path)), patch_seconds=1e-6
+    )
     assert list(result.unfinished) == [1] and "not fully reviewed" in result.errors[0]
     checks = [
         json.loads(o.payload) for o in plan(result, "key", bot, lambda r: []) if o.kind == "check"
