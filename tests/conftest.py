@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # (derandomized), nothing remembered between runs, no per-example deadline
 # (the properties bound time themselves).  HYPOTHESIS_PROFILE=fuzz for a
 # long run with fresh randomness.
-settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=100)
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=200)
 settings.register_profile("fuzz", deadline=None, max_examples=5000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 MINITREE = Path(__file__).parent / "minitree"

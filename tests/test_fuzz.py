@@ -36,6 +36,10 @@ from analyzer.tree import KernelTree
 from tests.conftest import Tree, build_minitree
 from tests.fuzzing import BIG, CATEGORIES, kernel_style_seeds, mime_mail, mutate
 
+# An exception "ignored" in a finalizer or a gc callback (the budget's timer
+# firing there) is a traceback on stderr: fail on it.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+
 RULES = list(all_rules())
 # A case is one input read, reviewed and rendered eight times: its patches
 # get this budget each, and the whole case must end well within CASE_SECONDS.
