@@ -24,6 +24,9 @@ from analyzer.budget import BudgetExceeded
 from analyzer.images import FileImages, Image, changed_lines, hunks_match_post, images_from_patch
 from analyzer.patches import FileDiff, InputError, Patch, Series
 
+# Files per git apply, blobs per git cat-file: about a second each at most.
+_APPLY_BATCH = 500
+_BLOB_BATCH = 2000
 _APPLY_FAILED_RE = re.compile(r"^error: patch failed: (.+):(\d+)$", re.MULTILINE)
 _NOT_IN_INDEX_RE = re.compile(r"^error: (.+): does not exist in index$", re.MULTILINE)
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.MULTILINE)
@@ -252,34 +255,54 @@ class KernelTree:
         index = self._scratch_index
         before = {p: index[p] for p in paths if p in index}
         applied: dict[str, str | None] = {}
-        # One git apply for the whole patch when it applies (a tree-wide
-        # patch of 2,000 files took 13 s file by file); file by file only to
-        # say which file and hunk do not.
-        if len(files) > 1 and self._git_apply(env, *files) is None:
-            applied = {diff.path: None for diff in files}
-        for diff in files if not applied else []:
-            budget.check()
-            problem = self._git_apply(env, diff)
-            if problem:
-                result.files.append(images_from_patch(diff.patched, problem))
-                continue
-            applied[diff.path] = None
+        try:
+            for start in range(0, len(files), _APPLY_BATCH):
+                budget.check()
+                batch = files[start : start + _APPLY_BATCH]
+                # One git apply for many files when they apply (a tree-wide
+                # patch of 2,000 files took 13 s file by file); file by file
+                # only to say which file and hunk do not.  In batches, so
+                # that the time budget is looked at between them.
+                if len(batch) > 1 and self._git_apply(env, *batch) is None:
+                    applied.update({diff.path: None for diff in batch})
+                    continue
+                for diff in batch:
+                    budget.check()
+                    problem = self._git_apply(env, diff)
+                    if problem:
+                        result.files.append(images_from_patch(diff.patched, problem))
+                        continue
+                    applied[diff.path] = None
+        except BudgetExceeded:
+            # What did apply is in the scratch index: keep its listing true.
+            self._relist(env, paths)
+            raise
         # Nothing applied, nothing changed: no second listing.
-        after = self._ls_files(env, paths) if applied else before
-        for path in paths:
-            if path in after:
-                index[path] = after[path]
-            else:
-                index.pop(path, None)
-        contents = self.blobs([*before.values(), *after.values()], env=env)
+        after = self._relist(env, paths) if applied else before
+        shas = list(dict.fromkeys([*before.values(), *after.values()]))
+        contents: dict[str, bytes] = {}
+        for start in range(0, len(shas), _BLOB_BATCH):
+            budget.check()
+            contents.update(self.blobs(shas[start : start + _BLOB_BATCH], env=env))
         for diff in files:
             if diff.path not in applied:
                 continue
+            budget.check()
             pre_sha = before.get(diff.old_path or "")
             post_sha = after.get(diff.new_path or "")
             result.files.append(self._file_images(diff, pre_sha, post_sha, contents, env))
         result.state = {p: after.get(p) for p in paths}
         return result
+
+    def _relist(self, env: dict[str, str], paths: list[str]) -> dict[str, str]:
+        """The scratch index's entries for `paths`, asked of git, and kept."""
+        after = self._ls_files(env, paths)
+        for path in paths:
+            if path in after:
+                self._scratch_index[path] = after[path]
+            else:
+                self._scratch_index.pop(path, None)
+        return after
 
     def _git_apply(self, env: dict[str, str], diff: FileDiff, *more: FileDiff) -> str | None:
         patch_file = os.path.join(env["MMREVIEW_SCRATCH"], "one.patch")
