@@ -9,9 +9,11 @@ names, with a map from fragment lines back to the file's real line numbers.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from unidiff import PatchedFile
 
@@ -36,25 +38,43 @@ class Image:
         if 0 <= row < len(self.line_map) and self.line_map[row]:
             return self.line_map[row]
         # An invented wrapper line: report the nearest real line after it.
-        for real in self.line_map[row:]:
-            if real:
-                return real
+        real_rows = self._real_rows
+        after = bisect.bisect_left(real_rows, max(row, 0))
+        if after < len(real_rows):
+            return self.line_map[real_rows[after]]
         return max((n for n in self.line_map if n), default=1)
 
     def row_of(self, line: int) -> int | None:
         """0-based row holding real line `line`, if the image has it."""
         if self.line_map is None:
             return line - 1
-        try:
-            return self.line_map.index(line)
-        except ValueError:
-            return None
+        return self._row_by_line.get(line)
 
     def line_text(self, row: int) -> str:
-        lines = self.text.split(b"\n")
-        if 0 <= row < len(lines):
-            return lines[row].decode("utf-8", "replace")
+        starts = self._line_starts
+        if 0 <= row < len(starts):
+            end = starts[row + 1] - 1 if row + 1 < len(starts) else len(self.text)
+            return self.text[starts[row] : end].decode("utf-8", "replace")
         return ""
+
+    # Lookup tables built on first use: a rule asks for thousands of rows of
+    # a big image, and a scan of the text each time made that quadratic.
+
+    @cached_property
+    def _row_by_line(self) -> dict[int, int]:
+        table: dict[int, int] = {}
+        for row, line in enumerate(self.line_map or ()):
+            if line:
+                table.setdefault(line, row)  # the first row, as tuple.index gave
+        return table
+
+    @cached_property
+    def _real_rows(self) -> list[int]:
+        return [row for row, line in enumerate(self.line_map or ()) if line]
+
+    @cached_property
+    def _line_starts(self) -> list[int]:
+        return [0, *(m.end() for m in re.finditer(b"\n", self.text))]
 
     @classmethod
     def of(

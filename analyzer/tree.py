@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
+from analyzer import budget
+from analyzer.budget import BudgetExceeded
 from analyzer.images import (
     FileImages,
     Image,
@@ -44,6 +46,10 @@ from analyzer.patches import FileDiff, InputError, Patch, Series
 
 if TYPE_CHECKING:
     import git
+
+# Files per git apply, blobs per git cat-file: about a second each at most.
+_APPLY_BATCH = 500
+_BLOB_BATCH = 2000
 
 _APPLY_FAILED_RE = re.compile(r"^error: patch failed: (.+):(\d+)$", re.MULTILINE)
 _NOT_IN_INDEX_RE = re.compile(r"^error: (.+): does not exist in index$", re.MULTILINE)
@@ -74,6 +80,8 @@ class PatchImages:
     # others as of `read_rev`.
     state: dict[str, str | None] = field(default_factory=dict)
     read_rev: str | None = None
+    # The patch's time budget ran out while it was being applied.
+    unfinished: bool = False
 
 
 class KernelTree:
@@ -113,6 +121,8 @@ class KernelTree:
         self._blob_cache: dict[str, bytes] = {}
         self._commits: dict[str, str | None] = {}  # full sha (and sha^) -> commit
         self._read_cache: dict[tuple[str, str], str | None] = {}  # (full sha, path) -> blob
+        # Path -> blob id in the scratch index of the series being applied.
+        self._scratch_index: dict[str, str] = {}
 
     def close(self) -> None:
         """Stop the git processes this tree holds (also done when it is
@@ -231,9 +241,7 @@ class KernelTree:
         return self.run("show", "--format=", "--no-color", sha)
 
     def range_commits(self, spec: str) -> list[str]:
-        if ".." not in spec:
-            raise InputError(f"--range {spec}: expected A..B")
-        done = self._run("rev-list", "--reverse", "--no-merges", spec)
+        done = self._run("rev-list", "--reverse", "--no-merges", self._range(spec))
         if done.returncode != 0:
             stderr = done.stderr.decode("utf-8", "replace")
             raise InputError(f"--range {spec}: {_git_error_text(stderr)}")
@@ -243,11 +251,28 @@ class KernelTree:
         return commits
 
     def format_patches(self, spec: str) -> bytes:
-        done = self._run("format-patch", "--stdout", spec)
+        done = self._run("format-patch", "--stdout", self._range(spec))
         if done.returncode != 0:
             stderr = done.stderr.decode("utf-8", "replace")
             raise InputError(f"--range {spec}: {_git_error_text(stderr)}")
         return done.stdout
+
+    def _range(self, spec: str) -> str:
+        """A..B (or A...B; an empty side is HEAD) with both ends resolved
+        here, so that a bad end is said in our words, not in git's."""
+        separator = "..." if "..." in spec else ".."
+        if separator not in spec:
+            raise InputError(f"--range {spec}: expected A..B")
+        ends = [end or "HEAD" for end in spec.split(separator, 1)]
+        resolved = []
+        for end in ends:
+            if end.startswith("-") or "\0" in end:
+                raise InputError(f"--range {spec}: '{end}' is not a revision")
+            sha = self.resolve(end)
+            if sha is None:
+                raise InputError(f"--range {spec}: no revision '{end}' in {self.top}")
+            resolved.append(sha)
+        return separator.join(resolved)
 
     # -- files -------------------------------------------------------------
 
@@ -305,20 +330,29 @@ class KernelTree:
 
     # -- images ------------------------------------------------------------
 
-    def images(self, series: Series, base: str) -> list[PatchImages]:
-        """Apply the series patch by patch; yield each patch's images."""
-        in_memory = self._apply_in_memory(series, base)
+    def images(self, series: Series, base: str) -> Iterator[PatchImages]:
+        """Apply the series patch by patch; yield each patch's images (a
+        patch is applied when its images are asked for, in its time budget)."""
+        try:
+            in_memory = self._apply_in_memory(series, base)
+        except BudgetExceeded:
+            # The first patch's budget ran out: git applies patch by patch,
+            # each in its own budget.
+            in_memory = None
         if in_memory is not None:
-            return in_memory
-        results = []
+            yield from in_memory
+            return
         state: dict[str, str | None] = {}
         with self._scratch(series, base) as scratch:
             for patch in series.reviewable:
-                result = self._apply_one(scratch, patch, base)
+                try:
+                    result = self._apply_one(scratch, patch, base)
+                except BudgetExceeded:
+                    yield PatchImages(patch=patch, read_rev=base, unfinished=True)
+                    continue
                 state.update(result.state)
                 result.state = dict(state)
-                results.append(result)
-        return results
+                yield result
 
     def _apply_in_memory(self, series: Series, base: str) -> list[PatchImages] | None:
         """The series' images when every hunk of every patch applies exactly
@@ -342,6 +376,7 @@ class KernelTree:
             if len({f.path for f in files}) != len(files):
                 return None
             for diff in files:
+                budget.check()
                 images = self._apply_file(diff, current)
                 if images is None:
                     return None
@@ -422,6 +457,12 @@ class KernelTree:
             }
             paths = _series_paths(series)
             listing = self.run("ls-tree", "-r", "--full-tree", base, "--", *paths) if paths else b""
+            # The scratch index changes only by our applies: what it holds is
+            # known from here on without asking git before every patch (a
+            # 500-patch series paid a git process per patch for it).
+            self._scratch_index = _parse_listing(
+                listing.decode("utf-8", "surrogateescape"), sha_field=2
+            )
             self.run("update-index", "--index-info", env=env, stdin=listing)
             env["MMREVIEW_SCRATCH"] = scratch
             yield env
@@ -432,29 +473,63 @@ class KernelTree:
         result = PatchImages(patch=patch, read_rev=base)
         files = _c_files(patch)
         paths = [p for f in files for p in (f.old_path, f.new_path) if p]
-        before = self._ls_files(env, paths)
+        index = self._scratch_index
+        before = {p: index[p] for p in paths if p in index}
         applied: dict[str, str | None] = {}
-        for diff in files:
-            problem = self._git_apply(env, diff)
-            if problem:
-                result.files.append(images_from_patch(diff.patched, problem))
-                continue
-            applied[diff.path] = None
-        after = self._ls_files(env, paths)
-        contents = self.blobs([*before.values(), *after.values()], env=env)
+        try:
+            for start in range(0, len(files), _APPLY_BATCH):
+                budget.check()
+                batch = files[start : start + _APPLY_BATCH]
+                # One git apply for many files when they apply (a tree-wide
+                # patch of 2,000 files took 13 s file by file); file by file
+                # only to say which file and hunk do not.  In batches, so
+                # that the time budget is looked at between them.
+                if len(batch) > 1 and self._git_apply(env, *batch) is None:
+                    applied.update({diff.path: None for diff in batch})
+                    continue
+                for diff in batch:
+                    budget.check()
+                    problem = self._git_apply(env, diff)
+                    if problem:
+                        result.files.append(images_from_patch(diff.patched, problem))
+                        continue
+                    applied[diff.path] = None
+        except BudgetExceeded:
+            # What did apply is in the scratch index: keep its listing true.
+            self._relist(env, paths)
+            raise
+        # Nothing applied, nothing changed: no second listing.
+        after = self._relist(env, paths) if applied else before
+        shas = list(dict.fromkeys([*before.values(), *after.values()]))
+        contents: dict[str, bytes] = {}
+        for start in range(0, len(shas), _BLOB_BATCH):
+            budget.check()
+            contents.update(self.blobs(shas[start : start + _BLOB_BATCH], env=env))
         for diff in files:
             if diff.path not in applied:
                 continue
+            budget.check()
             pre_sha = before.get(diff.old_path or "")
             post_sha = after.get(diff.new_path or "")
             result.files.append(self._file_images(diff, pre_sha, post_sha, contents, env))
         result.state = {p: after.get(p) for p in paths}
         return result
 
-    def _git_apply(self, env: dict[str, str], diff: FileDiff) -> str | None:
+    def _relist(self, env: dict[str, str], paths: list[str]) -> dict[str, str]:
+        """The scratch index's entries for `paths`, asked of git, and kept."""
+        after = self._ls_files(env, paths)
+        for path in paths:
+            if path in after:
+                self._scratch_index[path] = after[path]
+            else:
+                self._scratch_index.pop(path, None)
+        return after
+
+    def _git_apply(self, env: dict[str, str], diff: FileDiff, *more: FileDiff) -> str | None:
         patch_file = os.path.join(env["MMREVIEW_SCRATCH"], "one.patch")
         with open(patch_file, "w", encoding="utf-8", errors="surrogateescape") as handle:
-            handle.write(str(diff.patched))
+            for each in (diff, *more):
+                handle.write(str(each.patched))
         done = self._run("apply", "--cached", "--whitespace=nowarn", patch_file, env=env)
         if done.returncode == 0:
             return None
@@ -664,5 +739,10 @@ def _apply_problem(stderr: str, diff: FileDiff) -> str:
 
 
 def _git_error_text(stderr: str) -> str:
-    text = " ".join(stderr.replace("stderr:", "").split()).strip("' ")
-    return text.removeprefix("fatal: ")[:160] or "git failed"
+    """git's message, first line only, without its advice, cut at a word."""
+    lines = [line.strip(" '") for line in stderr.replace("stderr:", "").splitlines()]
+    text = next((line for line in lines if line and not line.startswith("hint:")), "")
+    text = text.removeprefix("fatal: ").removeprefix("error: ").split(". Use '--'")[0]
+    if len(text) > 160:
+        text = text[:160].rsplit(" ", 1)[0] + " ..."
+    return text or "git failed"

@@ -376,9 +376,8 @@ def _patch_mail(row) -> PatchMail:
 
 def _summary(result: Review) -> str:
     counts = {s: sum(1 for f in result.findings if f.severity is s) for s in Severity}
-    return (
-        f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, "
-        f"{counts[Severity.CHECK]} checks"
+    return ", ".join(
+        f"{counts[s]} {s.value.lower()}{'' if counts[s] == 1 else 's'}" for s in Severity
     )
 
 
