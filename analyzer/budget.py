@@ -8,6 +8,10 @@ reviewed.  tree-sitter's parser checks through its progress callback, so a
 parse of hostile text is cancelled mid-way.  A rule's check on one function
 cannot check for itself: it runs `interruptible()`, where a timer signal
 stops it at the deadline (in the main thread; elsewhere it runs to its end).
+
+The budget is the process's CPU time, not the wall clock: a review is the
+same review on an idle machine and on a CI runner shared with other jobs
+(a wall-clock budget cut patches short only when the machine was busy).
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ DEFAULT_SECONDS = 10.0
 _deadline: ContextVar[float | None] = ContextVar("mmreview_deadline", default=None)
 
 
+def clock() -> float:
+    """What the budget counts: this process's CPU time, in seconds."""
+    return time.process_time()
+
+
 class BudgetExceeded(BaseException):
     """The patch's time budget ran out; said as "not fully reviewed".  Not
     an Exception: a rule's own `except Exception` must not swallow it."""
@@ -36,7 +45,7 @@ class BudgetExceeded(BaseException):
 @contextmanager
 def patch_budget(seconds: float | None) -> Iterator[None]:
     """Bound what runs inside to `seconds` (None: no bound)."""
-    token = _deadline.set(None if seconds is None else time.monotonic() + seconds)
+    token = _deadline.set(None if seconds is None else clock() + seconds)
     try:
         yield
     finally:
@@ -45,7 +54,7 @@ def patch_budget(seconds: float | None) -> Iterator[None]:
 
 def expired() -> bool:
     deadline = _deadline.get()
-    return deadline is not None and time.monotonic() > deadline
+    return deadline is not None and clock() > deadline
 
 
 def check() -> None:
@@ -67,16 +76,17 @@ def interruptible() -> Iterator[None]:
     if deadline is None or threading.current_thread() is not threading.main_thread():
         yield
         return
-    remaining = deadline - time.monotonic()
+    remaining = deadline - clock()
     if remaining <= 0:
         raise BudgetExceeded
-    previous = signal.signal(signal.SIGALRM, _stop)
-    signal.setitimer(signal.ITIMER_REAL, remaining)
+    # ITIMER_PROF counts the process's CPU time, as clock() does.
+    previous = signal.signal(signal.SIGPROF, _stop)
+    signal.setitimer(signal.ITIMER_PROF, remaining)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 # Where the timer may raise: the rules' and the analyzer's own code.  Not in
@@ -90,4 +100,4 @@ def _stop(_signum: int, frame: FrameType | None) -> None:
     module = frame.f_globals.get("__name__", "") if frame is not None else ""
     if module.startswith(_OURS) and module != __name__:
         raise BudgetExceeded
-    signal.setitimer(signal.ITIMER_REAL, _RETRY_SECONDS)  # in someone else's code: soon again
+    signal.setitimer(signal.ITIMER_PROF, _RETRY_SECONDS)  # in someone else's code: soon again

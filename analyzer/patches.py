@@ -17,7 +17,6 @@ import os
 import re
 import stat
 import tempfile
-import time
 import zlib
 from dataclasses import dataclass, field
 from email.headerregistry import Address
@@ -530,7 +529,7 @@ def printable_block(text: str) -> str:
 
 def _parse_diff_into(patch: Patch, diff: str, where: str, limits: Limits = LIMITS) -> None:
     """The diff read into patch.files, in the patch's time budget."""
-    started = time.monotonic()
+    started = budget.clock()
     try:
         with budget.patch_budget(limits.seconds_per_patch), budget.interruptible():
             _read_diff(patch, diff, where, limits)
@@ -540,7 +539,7 @@ def _parse_diff_into(patch: Patch, diff: str, where: str, limits: Limits = LIMIT
             f"{where}: not reviewed: reading its diff took longer than the time budget"
             f" of {limits.seconds_per_patch:g} s"
         )
-    patch.read_seconds = time.monotonic() - started
+    patch.read_seconds = budget.clock() - started
 
 
 def _read_diff(patch: Patch, diff: str, where: str, limits: Limits) -> None:

@@ -19,7 +19,6 @@ could complain about.
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, TypeVar
@@ -185,7 +184,7 @@ class Summaries:
                     full = f"{self.directory}/{name}" if self.directory else name
                 # One read per header and review context: every file of a
                 # series (and every rule) asks for the same headers.
-                texts = _header_texts.setdefault(self.context, {})
+                texts = self.context.memo.setdefault("header texts", {})
                 if full not in texts:
                     texts[full] = self.context.read_file(full)
                 text = texts[full]
@@ -262,9 +261,6 @@ class Summaries:
         return value
 
 
-_header_texts: weakref.WeakKeyDictionary[ReviewContext, dict[str, bytes | None]] = (
-    weakref.WeakKeyDictionary()
-)
 _definitions: dict[bytes, frozenset[str]] = {}
 _calls: dict[tuple[str, int], frozenset[str]] = {}
 
