@@ -377,10 +377,13 @@ def _exposed_kinds(flow: FunctionFlow) -> dict[tuple[str, str, int], frozenset[s
 def _map_that_leaves(flow: FunctionFlow, analysis: Analysis, item: Work) -> bool:
     """A map of the function's own that fails on a PMD that is not a table,
     and whose NULL makes the function leave rather than retry."""
-    if item.name not in MAPS or (flow.version or MAPS_FAIL_SINCE) < MAPS_FAIL_SINCE:
+    if item.name not in MAPS:
         return False
     if item.node.parent is not None and item.node.parent.type == "return_statement":
-        return True  # its NULL is the caller's to test
+        # Its NULL is the caller's to test, in a tree where the map fails.
+        return (flow.version or MAPS_FAIL_SINCE) >= MAPS_FAIL_SINCE
+    # A function that tests the map's NULL is written for a map that fails,
+    # whatever the tree's version says (a series may bring both).
     value = item.node.id
     tested = False
     for _point, event, state, _results in analysis.states():
