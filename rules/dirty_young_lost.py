@@ -70,7 +70,7 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow import events as ev
-from analyzer.flow.regress import calls_matching, lost_on_every_path, matching_node, squeezed
+from analyzer.flow.regress import calls_reaching, lost_on_every_path, matching_node, squeezed
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 CLEARS = frozenset(
@@ -97,14 +97,13 @@ WRITES: dict[str, tuple[int, int]] = {
     "set_huge_pte_at": (2, 3),
     "set_ptes": (2, 3),
 }
-READS: dict[str, int] = {
+# Plain reads of a live entry (the hardware may still change it): the pointer.
+LIVE_READS: dict[str, int] = {
     "ptep_get": 0,
     "pmdp_get": 0,
     "huge_ptep_get": -1,
-    "ptep_get_and_clear": 2,
-    "pmdp_huge_get_and_clear": 2,
-    "huge_ptep_get_and_clear": 2,
-    "pmdp_invalidate": 2,
+    "ptep_get_lockless": 0,
+    "pmdp_get_lockless": 0,
 }
 FREES = frozenset(
     {
@@ -123,15 +122,68 @@ FREES = frozenset(
 FLUSH = re.compile(r"try_to_unmap_flush\w*|flush_tlb_\w+|tlb_flush_mmu\w*|tlb_finish_mmu")
 
 
-def _dirty_tested(flow: FunctionFlow, clear: Node) -> bool:
-    """Is the value `clear` returned tested for its dirty bit?"""
-    names = set(ev.destinations(clear))
-    if not names:
-        return False
-    return any(
-        (arguments := syntax.arguments(test)) and squeezed(arguments[0]) in names
-        for test in flow.calls(DIRTY_TESTS)
-    )
+def _dirty_tests(flow: FunctionFlow, clear: Node) -> int:
+    """How many dirty tests read the value `clear` returned (on some path,
+    before it is overwritten)?"""
+    store = flow.store_of(clear)
+    if store is None:
+        return 0
+    count = 0
+    for use in flow.uses_of(store):
+        parent = syntax.unparenthesized_parent(use)
+        if (
+            parent is not None
+            and parent.type == "argument_list"
+            and parent.parent is not None
+            and syntax.call_name(parent.parent) in DIRTY_TESTS
+        ):
+            count += 1
+    return count
+
+
+def _live_written_back(flow: FunctionFlow) -> dict[int, tuple[Node, str, Node]]:
+    """`*_mkold()` calls of an entry value read plainly (not taken down
+    atomically) through a pointer and written back through the same
+    pointer: mkold node id -> (mkold, pointer, write)."""
+    found: dict[int, tuple[Node, str, Node]] = {}
+    mkolds = flow.calls(MKOLD)
+    if not mkolds:
+        return found
+    writes = flow.calls(frozenset(WRITES))
+    for store in flow.stores:
+        value = ev.strip(store.value) if store.value is not None else None
+        if value is None:
+            continue
+        if value.type == "call_expression" and syntax.call_name(value) in LIVE_READS:
+            arguments = syntax.arguments(value)
+            index = LIVE_READS[syntax.call_name(value) or ""]
+            if not arguments or not -len(arguments) <= index < len(arguments):
+                continue
+            pointer = squeezed(arguments[index])
+        elif (
+            value.type == "pointer_expression"
+            and syntax.text(value.child_by_field_name("operator")) == "*"
+        ):
+            pointer = squeezed(value.child_by_field_name("argument"))
+        else:
+            continue
+        used = {node.id for node in flow.uses_of(store)}
+        for mkold in mkolds:
+            arguments = syntax.arguments(mkold)
+            if not arguments or ev.strip(arguments[0]).id not in used:
+                continue
+            written = set(ev.destinations(mkold)) | {squeezed(mkold)}
+            for write in writes:
+                where, what = WRITES[syntax.call_name(write) or ""]
+                write_arguments = syntax.arguments(write)
+                if (
+                    len(write_arguments) > what
+                    and squeezed(write_arguments[where]) == pointer
+                    and squeezed(write_arguments[what]) in written
+                ):
+                    found[mkold.id] = (mkold, pointer, write)
+                    break
+    return found
 
 
 def _frees(flow: FunctionFlow) -> list[Node]:
@@ -170,21 +222,18 @@ class DirtyYoungLost(FunctionRule):
         new_clears = flow.calls(CLEARS)
         for clear in new_clears:
             old = matching_node(old_clears, new_clears, clear)
-            if old is None or not _dirty_tested(before, old) or _dirty_tested(flow, clear):
+            if old is None or _dirty_tests(flow, clear) >= _dirty_tests(before, old):
                 continue
             name = syntax.call_name(clear)
             message = (
-                f"the entry {name}() took down is no longer tested for its dirty bit: the "
-                "function as it was moved pte_dirty()/pmd_dirty() to the folio "
+                f"the entry {name}() took down is tested for its dirty bit in fewer places: "
+                "the function as it was moved pte_dirty()/pmd_dirty() to the folio "
                 "(folio_mark_dirty()); without it a written file page is never written back"
             )
             yield change.finding(clear, message, Confidence.HIGH, key=f"dirty:{name}")
 
     def _flush_lost(self, change: FunctionChange, before: FunctionFlow) -> Iterator[Finding]:
-        def flushes(name: str) -> bool:
-            return FLUSH.fullmatch(name) is not None
-
-        for node, _old in lost_on_every_path(before, change.flow, _frees, calls_matching(flushes)):
+        for node, _old in lost_on_every_path(before, change.flow, _frees, calls_reaching(FLUSH)):
             name = syntax.call_name(node)
             message = (
                 f"{name}() frees a folio on a path that no longer flushes the TLB first (the "
@@ -195,47 +244,29 @@ class DirtyYoungLost(FunctionRule):
 
     def _mkold_written_back(self, change: FunctionChange) -> Iterator[Finding]:
         flow = change.flow
-        mkolds = [call for call in flow.calls(MKOLD) if change.is_added(call)]
-        if not mkolds:
+        if not flow.calls(MKOLD):
             return
         before = change.before_flow
+        old_live = _live_written_back(before) if before is not None else {}
         old_mkolds = before.calls(MKOLD) if before is not None else []
-        read_through: dict[str, str] = {}  # a local holding an entry -> the pointer
-        for call in flow.calls(frozenset(READS)):
-            arguments = syntax.arguments(call)
-            index = READS[syntax.call_name(call) or ""]
-            if arguments and -len(arguments) <= index < len(arguments):
-                for name in ev.destinations(call):
-                    read_through[name] = squeezed(arguments[index])
-        for mkold in mkolds:
-            if old_mkolds and matching_node(old_mkolds, flow.calls(MKOLD), mkold) is not None:
+        for mkold, pointer, write in _live_written_back(flow).values():
+            old = matching_node(old_mkolds, flow.calls(MKOLD), mkold) if old_mkolds else None
+            if old is not None and old.id in old_live:
+                continue  # the function already did so
+            if old is None and not change.is_added(mkold):
                 continue
-            arguments = syntax.arguments(mkold)
-            if not arguments:
-                continue
-            pointer = read_through.get(squeezed(arguments[0]))
-            if pointer is None:
-                continue
-            written = set(ev.destinations(mkold)) | {squeezed(mkold)}
-            for write in flow.calls(frozenset(WRITES)):
-                where, what = WRITES[syntax.call_name(write) or ""]
-                write_arguments = syntax.arguments(write)
-                if len(write_arguments) <= what or squeezed(write_arguments[where]) != pointer:
-                    continue
-                if squeezed(write_arguments[what]) not in written:
-                    continue
-                name = syntax.call_name(mkold)
-                atomic = {
-                    "pte_mkold": "ptep_test_and_clear_young()",
-                    "pmd_mkold": "pmdp_test_and_clear_young()",
-                }.get(name or "", "the test_and_clear_young helper of its level")
-                message = (
-                    f"{name}() of an entry read through `{pointer}`, written back with "
-                    f"{syntax.call_name(write)}(): the hardware may set the dirty or young "
-                    f"bit in between and the write loses it; use {atomic}"
-                )
-                yield change.finding(mkold, message, Confidence.MEDIUM, key=f"mkold:{name}")
-                break
+            name = syntax.call_name(mkold)
+            atomic = {
+                "pte_mkold": "ptep_test_and_clear_young()",
+                "pmd_mkold": "pmdp_test_and_clear_young()",
+            }.get(name or "", "the test_and_clear_young helper of its level")
+            message = (
+                f"{name}() of a live entry read through `{pointer}`, written back with "
+                f"{syntax.call_name(write)}(): the hardware may set the dirty or young bit in "
+                f"between and the write loses it; use {atomic}, or take the entry down "
+                "atomically (*_get_and_clear()) first"
+            )
+            yield change.finding(mkold, message, Confidence.MEDIUM, key=f"mkold:{name}")
 
 
 RULE = DirtyYoungLost

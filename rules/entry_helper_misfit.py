@@ -81,9 +81,11 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow.entries import (
+    BAD,
     DEVICE,
     ENTRY,
     HUGE,
+    LEVELS,
     MARKER,
     MIGRATION,
     NONE,
@@ -167,6 +169,20 @@ def _misfit(name: str) -> tuple[int, Kinds, str]:
     return SWAP_ONLY[name], IS_PRESENT, "swap"
 
 
+def _level_kinds(helper: str, kinds: Kinds | None) -> Kinds:
+    """The entry kinds among `kinds` an entry handed to `helper` can be:
+    those of its level (a `pte_*()` helper gets a PTE), never a corrupt one
+    (not this lesson)."""
+    if kinds is None:
+        return frozenset()
+    kinds = kinds & ENTRY - {BAD}
+    if helper.startswith("pte_"):
+        kinds &= LEVELS["PTE"] | {HUGE}  # hugetlb entries go through pte_*() too
+    elif helper.startswith("pmd_"):
+        kinds &= LEVELS["PMD"]
+    return kinds
+
+
 def _words(kinds: Kinds) -> str:
     return "/".join(sorted({KIND_WORDS.get(k, "present") for k in kinds}))
 
@@ -207,8 +223,7 @@ class EntryHelperMisfit(FunctionRule):
             if len(arguments) <= index:
                 continue
             entry = arguments[index]
-            kinds = analysis.kinds_at(call, entry)
-            kinds = kinds & ENTRY if kinds is not None else frozenset()
+            kinds = _level_kinds(name, analysis.kinds_at(call, entry))
             wrong = kinds & bad
             if not kinds or not wrong:
                 continue
@@ -222,7 +237,7 @@ class EntryHelperMisfit(FunctionRule):
                     if len(old_arguments) > index
                     else None
                 )
-                old_kinds = old_kinds & ENTRY if old_kinds is not None else frozenset()
+                old_kinds = _level_kinds(name, old_kinds)
                 if old_kinds and not old_kinds & bad:
                     message = (
                         f"{name}() reads a {wants} entry, but `{text}` may now be a "

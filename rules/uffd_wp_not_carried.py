@@ -73,7 +73,7 @@ from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
-from analyzer.flow.regress import calls_matching, lost_on_every_path, squeezed
+from analyzer.flow.regress import calls_reaching, lost_on_every_path, squeezed
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # Writes of an entry: which argument is the destination pointer.
@@ -100,38 +100,56 @@ SOURCES: dict[str, int] = {
     "pudp_get": 0,
     "pudp_huge_get_and_clear": 2,
 }
-ASKS = re.compile(r"uffd|userfaultfd_wp")
+ENTRY_TYPES = frozenset({"pte_t", "pmd_t", "pud_t"})
+ASKS = re.compile(r"uffd_wp|userfaultfd_wp|vma_has_uffd")
 REGISTRATION_END = re.compile(r"~\(?\s*(?:__VM_UFFD_FLAGS|VM_UFFD_WP)\b")
 
 
-def _asks(name: str) -> bool:
-    return ASKS.search(name) is not None
+def _entry_pointers_declared(flow: FunctionFlow) -> set[str]:
+    """Names the function declares `pte_t *`, `pmd_t *` or `pud_t *`
+    (parameters and locals)."""
+    names: set[str] = set()
+    for node in syntax.walk(flow.function.node):
+        if node.type not in ("parameter_declaration", "declaration"):
+            continue
+        kind = node.child_by_field_name("type")
+        if kind is None or syntax.text(kind) not in ENTRY_TYPES:
+            continue
+        for declarator in node.children_by_field_name("declarator"):
+            if declarator.type == "init_declarator":
+                declarator = declarator.child_by_field_name("declarator")
+            if declarator is None or declarator.type != "pointer_declarator":
+                continue
+            inner = declarator.child_by_field_name("declarator")
+            if inner is not None and inner.type == "identifier":
+                names.add(syntax.text(inner))
+    return names
 
 
 def _moves(flow: FunctionFlow) -> list[Node]:
-    """Entry writes through a pointer other than one an entry of the
-    function was read through: an entry goes somewhere new."""
-    read_from: set[str] = set()
+    """Entry writes through a pointer other than one the function reads an
+    entry through or holds: an entry goes somewhere new (a move, a copy
+    from a source table to a destination one)."""
+    others = _entry_pointers_declared(flow)
     for call in flow.calls(frozenset(SOURCES)):
         arguments = syntax.arguments(call)
         index = SOURCES[syntax.call_name(call) or ""]
         if arguments and -len(arguments) <= index < len(arguments):
-            read_from.add(squeezed(arguments[index]))
-    for node in syntax.walk(flow.function.body) if flow.function.body is not None else ():
+            others.add(squeezed(arguments[index]))
+    body = flow.function.body
+    for node in syntax.walk(body) if body is not None else ():
         if (
             node.type == "pointer_expression"
             and syntax.text(node.child_by_field_name("operator")) == "*"
         ):
             argument = node.child_by_field_name("argument")
             if argument is not None:
-                read_from.add(squeezed(argument))
-    if not read_from:
-        return []
+                others.add(squeezed(argument))
     found = []
     for call in flow.calls(frozenset(WRITES)):
         arguments = syntax.arguments(call)
         index = WRITES[syntax.call_name(call) or ""]
-        if len(arguments) > index and read_from - {squeezed(arguments[index])}:
+        if len(arguments) > index and others - {squeezed(arguments[index])}:
             found.append(call)
     return found
 
@@ -171,7 +189,7 @@ class UffdWpNotCarried(FunctionRule):
         if not ASKS.search(removed):
             return  # the patch took no uffd-wp question away
         flow = change.flow
-        for node, _old in lost_on_every_path(before, flow, _works, calls_matching(_asks)):
+        for node, _old in lost_on_every_path(before, flow, _works, calls_reaching(ASKS)):
             if node.type == "call_expression":
                 name = syntax.call_name(node)
                 message = (

@@ -12,6 +12,7 @@ versions call it equally often.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -49,9 +50,7 @@ def matching_node(before: Iterable[Node], after: Iterable[Node], node: Node) -> 
     wanted = key(node)
     index = occurrence(after, node, key)
     alike = [n for n in before if key(n) == wanted]
-    if index < len(alike) and len([n for n in after if key(n) == wanted]) == len(alike):
-        return alike[index]
-    if alike and index < len(alike):
+    if index < len(alike):
         return alike[index]
 
     def name(n: Node) -> str:
@@ -76,13 +75,36 @@ def every_path_passes(flow: FunctionFlow, node: Node, passes: Callable[[Point], 
     return flow.every_path(None, target, passes)
 
 
-def calls_matching(
-    names: Callable[[str], bool],
+def calls_reaching(
+    pattern: re.Pattern[str], depth: int = 1
 ) -> Callable[[FunctionFlow], Callable[[Point], bool]]:
-    """A point predicate, per flow: the point calls a function `names` accepts."""
+    """A point predicate, per flow: the point calls a function whose name
+    `pattern` matches, or a helper defined in the same file that calls one
+    within `depth` levels: a check moved into a helper is still made.
+    Helpers of headers are not looked into: generic entry helpers clear or
+    test bits of their own (`pte_to_swp_entry()` clears uffd-wp from the
+    value it decodes), which is not the function asking."""
 
     def for_flow(flow: FunctionFlow) -> Callable[[Point], bool]:
-        return lambda point: any(names(called) for called in flow.calls_at(point))
+        known: dict[str, bool] = {}
+
+        def reaches(name: str, levels: int) -> bool:
+            if pattern.search(name):
+                return True
+            if levels <= 0 or name == flow.function.name:
+                return False
+            located = flow.summaries.located(name)
+            if located is None or located[2] != flow.path:
+                return False
+            callees = flow.summaries.calls(name)
+            return bool(callees) and any(reaches(c, levels - 1) for c in callees)
+
+        def matches(name: str) -> bool:
+            if name not in known:
+                known[name] = reaches(name, depth)
+            return known[name]
+
+        return lambda point: any(matches(called) for called in flow.calls_at(point))
 
     return for_flow
 
