@@ -49,7 +49,9 @@ whose mappings a batched unmap took down.
 ## Known problems
 Regression lessons: a new function, or one that never transferred the bit
 or flushed first, is judged only on the young-bit pattern it adds.  A flush
-made in a helper of another file is not seen.
+made in a helper of the same file counts (one level down), one in another
+file does not.  Dirty tests are counted per taken-down value: a patch that
+moves the transfer into a helper is reported.
 
 ## References
 - "mm/huge_memory: transfer the pmd dirty bit to the folio on zap"

@@ -51,7 +51,10 @@ handles.
 ## Known problems
 A regression lesson: a new function, or one that never asked about
 uffd-wp, is not judged (`mmreview scan` stays silent).  A question asked
-inside a helper of another file is not seen.
+in a helper of the same file counts (one level down); one asked in a helper
+of another file or a header is not seen.  Asking is recognised by name
+(`*uffd_wp*`, `userfaultfd_wp*`, `vma_has_uffd*`), not by what the answer
+does to the entry.
 
 ## References
 - "mm: clear uffd-wp PTE/PMD state on mremap()" (move_ptes(),
