@@ -141,18 +141,14 @@ class _Shared:
         return self._dominators
 
 
-_shared: dict[tuple[str, int, str], _Shared] = {}
-_SHARED_LIMIT = 2048
-
-
 def _shared_of(function: Function) -> _Shared:
-    key = (function.image.blob_id, function.node.start_byte, function.name)
-    found = _shared.get(key)
+    # Kept with the parsed function, whose nodes the graph points at: a
+    # re-parse of the same blob (after the parse cache evicted it) has
+    # other nodes and gets its own graph.
+    found = function.memo.get("flow")
     if found is None:
-        if len(_shared) >= _SHARED_LIMIT:
-            _shared.clear()
-        found = _shared[key] = _Shared(function)
-    return found
+        found = function.memo["flow"] = _Shared(function)
+    return found  # type: ignore[return-value]
 
 
 class FunctionFlow:
