@@ -91,6 +91,16 @@ CLEARS = frozenset(
     }
 )
 DIRTY_TESTS = frozenset({"pte_dirty", "pmd_dirty", "huge_pte_dirty", "pud_dirty"})
+MARK_DIRTY = frozenset(
+    {
+        "folio_mark_dirty",
+        "folio_mark_dirty_lock",
+        "set_page_dirty",
+        "set_page_dirty_lock",
+        "folio_set_dirty",
+        "SetPageDirty",
+    }
+)
 MKOLD = frozenset({"pte_mkold", "pmd_mkold", "huge_pte_mkold", "pud_mkold"})
 # Entry writes: which argument is the pointer, which the value.
 WRITES: dict[str, tuple[int, int]] = {
@@ -124,9 +134,9 @@ FREES = frozenset(
 FLUSH = re.compile(r"try_to_unmap_flush\w*|flush_tlb_\w+|tlb_flush_mmu\w*|tlb_finish_mmu")
 
 
-def _dirty_tests(flow: FunctionFlow, clear: Node) -> int:
-    """How many dirty tests read the value `clear` returned (on some path,
-    before it is overwritten)?"""
+def _dirty_transfers(flow: FunctionFlow, clear: Node) -> int:
+    """How many dirty tests of the value `clear` returned (on some path,
+    before it is overwritten) decide a `folio_mark_dirty()` or the like?"""
     store = flow.store_of(clear)
     if store is None:
         return 0
@@ -134,11 +144,17 @@ def _dirty_tests(flow: FunctionFlow, clear: Node) -> int:
     for use in flow.uses_of(store):
         parent = syntax.unparenthesized_parent(use)
         if (
-            parent is not None
-            and parent.type == "argument_list"
-            and parent.parent is not None
-            and syntax.call_name(parent.parent) in DIRTY_TESTS
+            parent is None
+            or parent.type != "argument_list"
+            or parent.parent is None
+            or syntax.call_name(parent.parent) not in DIRTY_TESTS
         ):
+            continue
+        statement = parent.parent
+        while statement is not None and statement.type != "if_statement":
+            statement = statement.parent
+        consequence = statement.child_by_field_name("consequence") if statement else None
+        if consequence is not None and syntax.calls(consequence, MARK_DIRTY):
             count += 1
     return count
 
@@ -174,15 +190,17 @@ def _live_written_back(flow: FunctionFlow) -> dict[int, tuple[Node, str, Node]]:
             arguments = syntax.arguments(mkold)
             if not arguments or ev.strip(arguments[0]).id not in used:
                 continue
-            written = set(ev.destinations(mkold)) | {squeezed(mkold)}
+            # The write must take what the mkold made: its result, or the
+            # variable it was stored to, read where that store reaches.
+            mkold_store = flow.store_of(mkold)
+            reached = {n.id for n in flow.uses_of(mkold_store)} if mkold_store else set()
             for write in writes:
                 where, what = WRITES[syntax.call_name(write) or ""]
                 write_arguments = syntax.arguments(write)
-                if (
-                    len(write_arguments) > what
-                    and squeezed(write_arguments[where]) == pointer
-                    and squeezed(write_arguments[what]) in written
-                ):
+                if len(write_arguments) <= what or squeezed(write_arguments[where]) != pointer:
+                    continue
+                value = ev.strip(write_arguments[what])
+                if value == mkold or value.id in reached:
                     found[mkold.id] = (mkold, pointer, write)
                     break
     return found
@@ -224,12 +242,12 @@ class DirtyYoungLost(FunctionRule):
         new_clears = flow.calls(CLEARS)
         for clear in new_clears:
             old = matching_node(old_clears, new_clears, clear)
-            if old is None or _dirty_tests(flow, clear) >= _dirty_tests(before, old):
+            if old is None or _dirty_transfers(flow, clear) or not _dirty_transfers(before, old):
                 continue
             name = syntax.call_name(clear)
             message = (
-                f"the entry {name}() took down is tested for its dirty bit in fewer places: "
-                "the function as it was moved pte_dirty()/pmd_dirty() to the folio "
+                f"the dirty bit of the entry {name}() took down no longer reaches the folio: "
+                "the function as it was moved pte_dirty()/pmd_dirty() to it "
                 "(folio_mark_dirty()); without it a written file page is never written back"
             )
             yield change.finding(clear, message, Confidence.HIGH, key=f"dirty:{name}")

@@ -97,7 +97,9 @@ from analyzer.flow.entries import (
 from analyzer.flow.regress import matching_node
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
-NOT_PRESENT = frozenset({NONE, MIGRATION, SWAP, DEVICE, MARKER})
+# A none entry's bits are all clear: the helpers read zeroes, not another
+# entry's bits.  What does not fit is a swap, migration, device entry or marker.
+NOT_PRESENT = frozenset({MIGRATION, SWAP, DEVICE, MARKER})
 IS_PRESENT = frozenset({PRESENT}) | PMD_PRESENT
 
 # Helpers that read or set bits of a present entry: which argument is the entry.
@@ -163,13 +165,13 @@ KIND_WORDS = {
 }
 
 
-def _misfit(name: str) -> tuple[int, Kinds, str]:
+def misfit(name: str) -> tuple[int, Kinds, str]:
     if name in PRESENT_ONLY:
         return PRESENT_ONLY[name], NOT_PRESENT, "present"
     return SWAP_ONLY[name], IS_PRESENT, "swap"
 
 
-def _level_kinds(helper: str, kinds: Kinds | None) -> Kinds:
+def level_kinds(helper: str, kinds: Kinds | None) -> Kinds:
     """The entry kinds among `kinds` an entry handed to `helper` can be:
     those of its level (a `pte_*()` helper gets a PTE), never a corrupt one
     (not this lesson)."""
@@ -218,12 +220,12 @@ class EntryHelperMisfit(FunctionRule):
         old_analysis = before.entries() if old_calls and before is not None else None
         for call in calls:
             name = syntax.call_name(call) or ""
-            index, bad, wants = _misfit(name)
+            index, bad, wants = misfit(name)
             arguments = syntax.arguments(call)
             if len(arguments) <= index:
                 continue
             entry = arguments[index]
-            kinds = _level_kinds(name, analysis.kinds_at(call, entry))
+            kinds = level_kinds(name, analysis.kinds_at(call, entry))
             wrong = kinds & bad
             if not kinds or not wrong:
                 continue
@@ -237,7 +239,7 @@ class EntryHelperMisfit(FunctionRule):
                     if len(old_arguments) > index
                     else None
                 )
-                old_kinds = _level_kinds(name, old_kinds)
+                old_kinds = level_kinds(name, old_kinds)
                 if old_kinds and not old_kinds & bad:
                     message = (
                         f"{name}() reads a {wants} entry, but `{text}` may now be a "
@@ -295,12 +297,21 @@ def _text_changed(change: FunctionChange) -> bool:
 def _hugetlb_entry(flow: FunctionFlow, call: Node, pointer: Node) -> str | None:
     """Why the entry `pointer` points to is a hugetlb one at `call`, if it is."""
     name = syntax.text(pointer)
-    for store in flow.assignments(name):
-        value = store.value
-        if value is not None and value.type == "call_expression":
-            callee = syntax.call_name(value)
-            if callee in HUGETLB_LOOKUPS:
-                return f"`{name}` is from {callee}()"
+    stores = flow.assignments(name)
+    lookups = {
+        syntax.call_name(store.value)
+        for store in stores
+        if store.value is not None and store.value.type == "call_expression"
+    }
+    if (
+        stores
+        and len(lookups) == 1
+        and lookups <= HUGETLB_LOOKUPS
+        and all(
+            store.value is not None and store.value.type == "call_expression" for store in stores
+        )
+    ):
+        return f"`{name}` is from {next(iter(lookups))}()"
     node: Node | None = call
     while node is not None and node != flow.function.body:
         parent = node.parent

@@ -78,6 +78,7 @@ from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow.regress import calls_reaching, lost_on_every_path, squeezed
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
+from rules.entry_helper_misfit import HELPERS, level_kinds, misfit
 
 # Writes of an entry: which argument is the destination pointer.
 WRITES: dict[str, int] = {
@@ -108,10 +109,10 @@ ASKS = re.compile(r"uffd_wp|userfaultfd_wp|vma_has_uffd")
 REGISTRATION_END = re.compile(r"~\(?\s*(?:__VM_UFFD_FLAGS|VM_UFFD_WP)\b")
 
 
-def _entry_pointers_declared(flow: FunctionFlow) -> set[str]:
+def _entry_pointers_declared(flow: FunctionFlow) -> dict[str, str]:
     """Names the function declares `pte_t *`, `pmd_t *` or `pud_t *`
-    (parameters and locals)."""
-    names: set[str] = set()
+    (parameters and locals), with their entry type."""
+    names: dict[str, str] = {}
     for node in syntax.walk(flow.function.node):
         if node.type not in ("parameter_declaration", "declaration"):
             continue
@@ -125,20 +126,35 @@ def _entry_pointers_declared(flow: FunctionFlow) -> set[str]:
                 continue
             inner = declarator.child_by_field_name("declarator")
             if inner is not None and inner.type == "identifier":
-                names.add(syntax.text(inner))
+                names[syntax.text(inner)] = syntax.text(kind)
     return names
 
 
+def _level(callee: str) -> str | None:
+    for prefix, level in (
+        ("huge_pte", "pte_t"),
+        ("pte", "pte_t"),
+        ("pmd", "pmd_t"),
+        ("pud", "pud_t"),
+    ):
+        if callee.startswith(prefix) or callee.startswith(f"set_{prefix}"):
+            return level
+    return None
+
+
 def _moves(flow: FunctionFlow) -> list[Node]:
-    """Entry writes through a pointer other than one the function reads an
-    entry through or holds: an entry goes somewhere new (a move, a copy
-    from a source table to a destination one)."""
-    others = _entry_pointers_declared(flow)
+    """Entry writes through a pointer other than one of the same level the
+    function reads an entry through or holds: an entry goes somewhere new
+    (a move, a copy from a source table to a destination one), not back
+    where it was read."""
+    declared = _entry_pointers_declared(flow)
+    others: set[tuple[str, str | None]] = set(declared.items())
     for call in flow.calls(frozenset(SOURCES)):
         arguments = syntax.arguments(call)
-        index = SOURCES[syntax.call_name(call) or ""]
+        name = syntax.call_name(call) or ""
+        index = SOURCES[name]
         if arguments and -len(arguments) <= index < len(arguments):
-            others.add(squeezed(arguments[index]))
+            others.add((squeezed(arguments[index]), _level(name.removeprefix("__"))))
     body = flow.function.body
     for node in syntax.walk(body) if body is not None else ():
         if (
@@ -147,12 +163,18 @@ def _moves(flow: FunctionFlow) -> list[Node]:
         ):
             argument = node.child_by_field_name("argument")
             if argument is not None:
-                others.add(squeezed(argument))
+                pointer = squeezed(argument)
+                others.add((pointer, declared.get(pointer)))
     found = []
     for call in flow.calls(frozenset(WRITES)):
         arguments = syntax.arguments(call)
-        index = WRITES[syntax.call_name(call) or ""]
-        if len(arguments) > index and others - {squeezed(arguments[index])}:
+        name = syntax.call_name(call) or ""
+        index = WRITES[name]
+        if len(arguments) <= index:
+            continue
+        destination = squeezed(arguments[index])
+        level = _level(name.removeprefix("set_")) or declared.get(destination)
+        if any(p != destination and (lv is None or lv == level) for p, lv in others):
             found.append(call)
     return found
 
@@ -174,6 +196,47 @@ def _works(flow: FunctionFlow) -> list[Node]:
     return _moves(flow) + _registration_ends(flow)
 
 
+def _removes_misfits(change: FunctionChange, before: FunctionFlow) -> bool:
+    """Did the patch remove uffd-wp handling that applied an entry helper to
+    an entry it cannot fit on any path (`huge_pte_uffd_wp()` of a hwpoison
+    entry)?  Removing that is ENTRY_HELPER_MISFIT's fix, not a lost bit."""
+    removed = [
+        call
+        for call in before.calls(HELPERS)
+        if ASKS.search(syntax.call_name(call) or "") and change.is_removed(call)
+    ]
+    if not removed:
+        return False
+    analysis = before.entries()
+    if not analysis.complete:
+        return False
+    for call in removed:
+        name = syntax.call_name(call) or ""
+        index, bad, _wants = misfit(name)
+        arguments = syntax.arguments(call)
+        if len(arguments) > index:
+            kinds = level_kinds(name, analysis.kinds_at(call, arguments[index]))
+            if kinds and kinds <= bad:
+                return True
+    return False
+
+
+def _asked_by_callers(flow: FunctionFlow, depth: int = 2) -> bool:
+    """Does a function calling this one (all its calls known: a static
+    function of the file), or its own caller, ask about uffd-wp?"""
+    if depth <= 0:
+        return False
+    callers = flow.callers()
+    if not callers:
+        return False
+    for caller, _call in callers:
+        if any(ASKS.search(syntax.call_name(c) or "") for c in caller.calls()):
+            return True
+        if _asked_by_callers(caller, depth - 1):
+            return True
+    return False
+
+
 class UffdWpNotCarried(FunctionRule):
     id = "UFFD_WP_NOT_CARRIED"
     severity = Severity.WARNING
@@ -192,7 +255,12 @@ class UffdWpNotCarried(FunctionRule):
         if not ASKS.search(removed):
             return  # the patch took no uffd-wp question away
         flow = change.flow
-        for node, _old in lost_on_every_path(before, flow, _works, calls_reaching(ASKS)):
+        lost = list(lost_on_every_path(before, flow, _works, calls_reaching(ASKS, headers=True)))
+        if lost and _removes_misfits(change, before):
+            return  # the handling removed read the entry with the wrong helpers: a fix
+        if lost and _asked_by_callers(flow):
+            return  # the question moved up to a caller, which decides for the whole move
+        for node, _old in lost:
             if node.type == "call_expression":
                 name = syntax.call_name(node)
                 message = (

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from analyzer.flow import FunctionFlow
 
 
+ENTRY_ACCESSOR = re.compile(r"_*(?:pte|pmd|pud|huge_pte|ptep|pmdp|pudp|swp|is)_")
+
+
 def squeezed(node: Node) -> str:
     return "".join(syntax.text(node).split())
 
@@ -76,14 +79,15 @@ def every_path_passes(flow: FunctionFlow, node: Node, passes: Callable[[Point], 
 
 
 def calls_reaching(
-    pattern: re.Pattern[str], depth: int = 1
+    pattern: re.Pattern[str], depth: int = 1, headers: bool = False
 ) -> Callable[[FunctionFlow], Callable[[Point], bool]]:
     """A point predicate, per flow: the point calls a function whose name
     `pattern` matches, or a helper defined in the same file that calls one
     within `depth` levels: a check moved into a helper is still made.
-    Helpers of headers are not looked into: generic entry helpers clear or
-    test bits of their own (`pte_to_swp_entry()` clears uffd-wp from the
-    value it decodes), which is not the function asking."""
+    With `headers`, helpers of the headers it includes count too, except
+    the generic entry accessors (`pte_*()`, `pmd_*()`, `swp_*()`, ...):
+    they clear or test bits of their own (`pte_to_swp_entry()` clears
+    uffd-wp from the value it decodes), which is not the function asking."""
 
     def for_flow(flow: FunctionFlow) -> Callable[[Point], bool]:
         known: dict[str, bool] = {}
@@ -94,7 +98,9 @@ def calls_reaching(
             if levels <= 0 or name == flow.function.name:
                 return False
             located = flow.summaries.located(name)
-            if located is None or located[2] != flow.path:
+            if located is None:
+                return False
+            if located[2] != flow.path and (not headers or ENTRY_ACCESSOR.match(name)):
                 return False
             callees = flow.summaries.calls(name)
             return bool(callees) and any(reaches(c, levels - 1) for c in callees)
