@@ -105,7 +105,10 @@ SOURCES: dict[str, int] = {
     "pudp_huge_get_and_clear": 2,
 }
 ENTRY_TYPES = frozenset({"pte_t", "pmd_t", "pud_t"})
-ASKS = re.compile(r"uffd_wp|userfaultfd_wp|vma_has_uffd")
+# Asking about uffd-wp: its tests and clears, the registration tests, and
+# the copy of a PTE marker (which keeps the uffd-wp marker only for a
+# registered destination).
+ASKS = re.compile(r"uffd_wp|userfaultfd_wp|vma_has_uffd|copy_pte_marker")
 REGISTRATION_END = re.compile(r"~\(?\s*(?:__VM_UFFD_FLAGS|VM_UFFD_WP)\b")
 
 
@@ -222,18 +225,29 @@ def _removes_misfits(change: FunctionChange, before: FunctionFlow) -> bool:
 
 
 def _asked_by_callers(flow: FunctionFlow, depth: int = 2) -> bool:
-    """Does a function calling this one (all its calls known: a static
-    function of the file), or its own caller, ask about uffd-wp?"""
-    if depth <= 0:
+    """Does a function of the file calling this one, or one calling that,
+    ask about uffd-wp?  (A caller deciding for the whole move.)"""
+    file = flow.file
+    if file is None:
         return False
-    callers = flow.callers()
-    if not callers:
-        return False
-    for caller, _call in callers:
-        if any(ASKS.search(syntax.call_name(c) or "") for c in caller.calls()):
+    names = {flow.function.name}
+    for _level_up in range(depth):
+        callers = [
+            function
+            for function in file.functions
+            if function.name not in names
+            and function.body is not None
+            and syntax.calls(function.body, names)
+        ]
+        if not callers:
+            return False
+        if any(
+            ASKS.search(syntax.call_name(call) or "")
+            for function in callers
+            for call in syntax.calls(function.body)
+        ):
             return True
-        if _asked_by_callers(caller, depth - 1):
-            return True
+        names |= {function.name for function in callers}
     return False
 
 
