@@ -65,6 +65,7 @@ the mmap lock for writing) is reported and needs a reviewer's eye.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 from tree_sitter import Node
@@ -72,8 +73,10 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow import events as ev
+from analyzer.flow.cfg import Point
 from analyzer.flow.entries import reads_entry
 from analyzer.flow.guards import argument_places, checks_by, lost_checks
+from analyzer.flow.vocabulary import LOCK_CALLS
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 SAME_CALLS = frozenset({"pmd_same", "pte_same", "pud_same"})
@@ -99,6 +102,7 @@ class LocklessSnapshotNotRevalidated(FunctionRule):
             is_check=_is_check,
             vouches_before=_vouches(before),
             vouches_after=_vouches(after),
+            matters=_guarded_work,
             until_lock=True,
             proceeds=_proceeds,
             key="same",
@@ -115,6 +119,30 @@ class LocklessSnapshotNotRevalidated(FunctionRule):
                 Confidence.HIGH,
                 key=f"removed:{syntax.node_key(shown)}",
             )
+
+
+_DIAGNOSTICS = re.compile(r"^(?:VM_)?WARN|^pr_|^dump_")
+
+
+def _guarded_work(point: Point) -> bool:
+    """What a re-validation guards: not the read that takes the fresh copy
+    to compare (`old = ptep_get(pte);` before `pte_same(old, orig)`), nor
+    taking or dropping the lock, nor a warning."""
+    node = point.node
+    if node is None:
+        return False
+    expression = node.named_children[0] if node.type == "expression_statement" else node
+    if expression is None:
+        return False
+    if expression.type == "assignment_expression":
+        value = expression.child_by_field_name("right")
+        return value is None or not reads_entry(ev.strip(value))
+    if expression.type == "call_expression":
+        name = syntax.call_name(expression) or ""
+        return name not in LOCK_CALLS and not _DIAGNOSTICS.search(name)
+    if node.type == "return_statement":
+        return bool(syntax.calls(node))  # `return 0;` does nothing to guard
+    return True
 
 
 def _is_check(call: Node) -> bool:
@@ -153,7 +181,25 @@ def _vouches(flow: FunctionFlow) -> Callable[[Node], list[str]]:
     """A same-test vouches for the entries and snapshots it compares; a
     helper of the tree making one, for what it is handed."""
     helpers = checks_by(flow, SAME_CALLS | VAL_CALLS, depth=2)
-    return lambda node: sorted(_operands(node)) if _is_check(node) else helpers(node)
+    return lambda node: sorted(_compared(flow, node)) if _is_check(node) else helpers(node)
+
+
+def _compared(flow: FunctionFlow, check: Node) -> set[str]:
+    """What a check compares, and the entry behind a copy it compares: in
+    `old = ptep_get(pte); if (!pte_same(old, orig))` the entry `*pte` is
+    the one checked."""
+    found = _operands(check)
+    for name in [n for n in found if not n.startswith("*")]:
+        stores = flow.assignments(name)
+        values = [ev.strip(s.value) for s in stores if s.value is not None]
+        if not values or len(values) != len(stores) or not all(map(reads_entry, values)):
+            continue
+        for value in values:
+            if value.type == "call_expression":
+                found.update(argument_places(value))
+            elif (entry := ev.place(value)) is not None:
+                found.add(entry)
+    return found
 
 
 def _operands(check: Node) -> set[str]:

@@ -195,7 +195,6 @@ class PteWorkOnHugePmd(FunctionRule):
             else {name for call in flow.calls(PMD_LOOKUPS) for name in ev.destinations(call)}
         )
         stated = False
-        first_work = {id(w.node) for w in work[:1]}
         # A split, or a call that handles the huge PMD (zap_huge_pmd(),
         # madvise_free_huge_pmd()), the patch removes: what went there now
         # reaches the work, though other paths let such PMDs through already.
@@ -218,9 +217,7 @@ class PteWorkOnHugePmd(FunctionRule):
             )
             if not (regression or looked_up):
                 continue
-            if _map_that_leaves(flow, analysis, item) and (
-                not regression or (bail_outs_only and id(item.node) in first_work)
-            ):
+            if _map_that_leaves(flow, analysis, item) and (not regression or bail_outs_only):
                 continue
             anchor = change.anchor_for(removed[0]) if regression and removed else item.node
             what = _what(kinds)

@@ -264,7 +264,7 @@ class FunctionFlow:
         tables may have failed (returned NULL, since v6.5).  For a static
         function whose every call is in its file, an entry it is handed is
         what its callers hand it (`if (pmd_none(*pmd)) helper(pmd);`)."""
-        maps_fail = self.version is None or self.version >= (6, 5)
+        maps_fail = self.version is None or self.version >= (6, 5) or self._tests_maps()
         key = ("entries", maps_fail, callers)
         found = self._shared.analyses.get(key)
         if found is None:
@@ -273,6 +273,20 @@ class FunctionFlow:
             handed = self._handed_entries() if callers else {}
             found = self._shared.analyses[key] = Analysis(self.graph, tracker, handed)
         return found
+
+    def _tests_maps(self) -> bool:
+        """Does the function test a PTE map's result for NULL?  Then it is
+        written for maps that fail, whatever the tree's version says (a
+        series may bring the new map and its callers together)."""
+        mapped = {d for call in self.calls(MAPS) for d in ev.destinations(call)}
+        if not mapped:
+            return False
+        return any(
+            ev.null_on(point.node, taken) in mapped
+            for point in self.graph.points
+            if point.kind == cfg.BRANCH and point.node is not None
+            for taken in (True, False)
+        )
 
     def _handed_entries(self) -> dict[str, Kinds]:
         """What the entries behind this static function's pointer parameters

@@ -284,3 +284,23 @@ def destinations(call: Node) -> list[str]:
             if name is not None:
                 found.append(name)
         return found
+
+
+def null_on(condition: Node, taken: bool) -> str | None:
+    """The pointer `condition` finds NULL on its `taken` edge, if it is one
+    (`!p` taken, `p` not taken, `p == NULL` taken, `p != NULL` not taken)."""
+    node = strip(condition)
+    if node.type == "unary_expression" and syntax.text(node.child_by_field_name("operator")) == "!":
+        return place(strip(node.child_by_field_name("argument"))) if taken else None
+    if node.type in ("identifier", "field_expression"):
+        return None if taken else place(node)
+    if node.type == "binary_expression":
+        operator = syntax.text(node.child_by_field_name("operator"))
+        left, right = (strip(node.child_by_field_name(s)) for s in ("left", "right"))
+        if (
+            operator in ("==", "!=")
+            and syntax.text(right) == "NULL"
+            and taken == (operator == "==")
+        ):
+            return place(left)
+    return None

@@ -58,6 +58,7 @@ class Vouching(Tracker):
         self.vouches = vouches
         self.until_lock = until_lock
         self.proceeds = proceeds
+        self._partners_found: dict[str, set[str]] | None = None
 
     def default(self, name: str) -> Kinds | None:
         return frozenset({NO}) if name.startswith(_PREFIX) else None
@@ -75,6 +76,12 @@ class Vouching(Tracker):
             return
 
     def taken(self, analysis: Analysis, state: State, condition: Node, taken: bool) -> None:
+        # Where the pointer to an entry is NULL there is no entry to check:
+        # `if (!pte || !pte_same(ptep_get(pte), orig)) goto out;` checks
+        # every entry there is.
+        if (absent := ev.null_on(condition, taken)) is not None:
+            for name in sorted({absent, "*" + absent} | self._partners().get("*" + absent, set())):
+                analysis.bind(state, _PREFIX + name, f"vouch:null:{name}", frozenset({YES}))
         # Only a check that steers a branch vouches: a bare assertion tests,
         # but the code goes on either way.
         for node in syntax.walk(condition):
@@ -88,6 +95,23 @@ class Vouching(Tracker):
                 continue
             for name in names:
                 analysis.bind(state, _PREFIX + name, f"vouch:{node.id}:{name}", frozenset({YES}))
+
+    def _partners(self) -> dict[str, set[str]]:
+        """For an entry `*p`, every place a check of this function compares
+        with it (`vmf->orig_pte` for `pte_same(ptep_get(vmf->pte),
+        vmf->orig_pte)`): with no entry, none of them needs checking."""
+        if self._partners_found is None:
+            found: dict[str, set[str]] = {}
+            for point in self.flow.graph.points:
+                if point.kind != BRANCH or point.node is None:
+                    continue
+                for node in syntax.walk(point.node):
+                    if node.type == "call_expression" and (names := set(self.vouches(node))):
+                        for name in names:
+                            if name.startswith("*"):
+                                found.setdefault(name, set()).update(names)
+            self._partners_found = found
+        return self._partners_found
 
     def forgot(self, analysis: Analysis, state: State, name: str) -> None:
         state.places.pop(_PREFIX + name, None)
@@ -165,6 +189,8 @@ def lost_checks(
             for point_key, point in _by_key(before).items():
                 if matters is not None and not matters(point):
                     continue
+                if point.node is not None and point.node.type in _JUMPS:
+                    continue  # a jump does nothing; where it leads is judged there
                 if point.node is None or not vouched(old, point.node, name):
                     continue
                 target = now.get(point_key)
@@ -176,6 +202,9 @@ def lost_checks(
             else:
                 continue
             break
+
+
+_JUMPS = frozenset({"goto_statement", "break_statement", "continue_statement"})
 
 
 def _keys(flow: FunctionFlow) -> dict[int, tuple[str, str, int]]:
