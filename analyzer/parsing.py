@@ -393,6 +393,12 @@ def parse(image: Image) -> ParsedFile:
     return parsed
 
 
+# Text up to this size is parsed in one pass, not cancellably: a few
+# milliseconds for any such C (most headers); the cancellable parse reads
+# the text twice.
+_PLAIN_PARSE_BYTES = 64 << 10
+
+
 def _parse_text(parser: Parser, text: bytes) -> Tree:
     """parser.parse(text), cancelled when the patch's time budget runs out.
 
@@ -401,6 +407,8 @@ def _parse_text(parser: Parser, text: bytes) -> Tree:
     callback too (slowly: rules read it a lot).  So: a cancellable parse
     first, then the same text parsed again from bytes with that tree as the
     old tree, which reuses every node (a few milliseconds for mm/memory.c)."""
+    if len(text) <= _PLAIN_PARSE_BYTES and not budget.expired():
+        return parser.parse(text)
     view = memoryview(text)
     try:
         draft = parser.parse(
