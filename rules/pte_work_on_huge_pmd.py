@@ -185,7 +185,6 @@ class PteWorkOnHugePmd(FunctionRule):
         before = change.before_flow
         before_exposed = _exposed_kinds(before) if before is not None else None
         removed = _removed_guards(change)
-        bail_outs_only = all(_bails_out(g) for g in removed)
         # Whole-function state ("a PMD it looked up may be huge") only where
         # the function never thinks of huge PMDs: one that tests or splits
         # them somewhere knows its walk better than a path analysis can say.
@@ -217,6 +216,10 @@ class PteWorkOnHugePmd(FunctionRule):
             )
             if not (regression or looked_up):
                 continue
+            # A map that fails and leaves stands for removed bail-outs on
+            # its PMD; not for a removed split or handler of it, which
+            # dealt with the huge PMD rather than leave it.
+            bail_outs_only = all(_bails_out(g) for g in removed if _about(g, item.pmd))
             if _map_that_leaves(flow, analysis, item) and (not regression or bail_outs_only):
                 continue
             anchor = change.anchor_for(removed[0]) if regression and removed else item.node
@@ -399,6 +402,15 @@ def _map_that_leaves(flow: FunctionFlow, analysis: Analysis, item: Work) -> bool
     return tested
 
 
+def _about(guard: Node, pmd: str) -> bool:
+    """Is the guard handed the PMD, or its entry (`pmd`, `*pmd`)?"""
+    plain = pmd.lstrip("*")
+    return any(
+        (place := ev.place(ev.strip(argument))) is not None and place.lstrip("*") == plain
+        for argument in syntax.arguments(guard)
+    )
+
+
 def _removed_guards(change: FunctionChange) -> list[Node]:
     """Guards and huge-PMD handlers on the lines the patch removes."""
     if change.before is None or change.before.body is None:
@@ -426,14 +438,18 @@ def _handles_huge(call: Node) -> bool:
 
 def _bails_out(guard: Node) -> bool:
     """Did the removed `guard` only send the odd PMD away: the test of an
-    `if` whose branch (taken when it holds) only leaves, unlocking on the way?"""
+    `if` whose branch (taken when it holds) only leaves, unlocking on the
+    way, or only sets an answer while the `else` does the work?"""
     owner = syntax.condition_owner(guard)
     if owner is None or owner.type != "if_statement":
         return False
-    if _implied(guard, True, owner.child_by_field_name("condition")) is not True:
+    # The odd PMD is the one pmd_present() says no to, or the others say yes.
+    odd = syntax.call_name(guard) != "pmd_present"
+    if _implied(guard, odd, owner.child_by_field_name("condition")) is not True:
         return False
     consequence = owner.child_by_field_name("consequence")
-    return syntax.branch_exits(consequence) and all(
+    steers_around = owner.child_by_field_name("alternative") is not None
+    return (syntax.branch_exits(consequence) or steers_around) and all(
         any(word in (syntax.call_name(c) or "") for word in ("unlock", "unmap"))
         for c in syntax.calls(consequence)
     )
@@ -481,8 +497,8 @@ def _unwaited(change: FunctionChange, analysis: Analysis) -> Iterator[Finding]:
     if before is None or before.function.body is None:
         return
     waits = [c for c in syntax.calls(before.function.body, WAIT) if change.is_removed(c)]
-    if not waits:
-        return
+    if not waits or len(change.flow.calls(WAIT)) >= len(syntax.calls(before.function.body, WAIT)):
+        return  # a rewritten line still waits
     before_analysis = before.entries()
     if not before_analysis.complete:
         return
@@ -517,12 +533,22 @@ def _migration_returns(analysis: Analysis, entry: str) -> set[tuple[str, int]]:
     for point in analysis.graph.reverse_postorder():
         if point.kind != "return" or point.node is None:
             continue
-        text = " ".join(syntax.text(point.node).split())
+        text = _returned(point.node)
         counts[text] = counts.get(text, 0) + 1
         kinds = analysis.place_kinds_at(point.node, entry)
         if kinds and MIGRATION in kinds:
             found.add((text, counts[text]))
     return found
+
+
+def _returned(statement: Node) -> str:
+    """A return spelled by what it returns: the callee's name for a call
+    (`return no_page_table(vma, flags)` is the same answer with another
+    argument list), else the value's text."""
+    value = statement.named_children[0] if statement.named_children else None
+    if value is not None and (value := ev.strip(value)).type == "call_expression":
+        return f"{syntax.call_name(value)}()"
+    return " ".join(syntax.text(value).split()) if value is not None else "return"
 
 
 def _spins(analysis: Analysis, entry: str) -> set[tuple[str, int]]:
