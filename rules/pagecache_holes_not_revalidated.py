@@ -246,8 +246,7 @@ def _guards(
             }
             if change is not None and change.is_added(call):
                 counts["missing"] = max(
-                    counts.get("missing", 0),
-                    int(reading.summaries.reaches(name, MISSING_OR_WIDER, ADDED_CALL_DEPTH)),
+                    counts.get("missing", 0), _missing_made(reading, name, ADDED_CALL_DEPTH)
                 )
             if _range_walk_locked(flow, call):
                 counts["missing-locked"] = counts.get("missing", 0)
@@ -256,6 +255,25 @@ def _guards(
         for kind, count in made.items():
             guards[kind].extend([call] * count)
     return guards
+
+
+def _missing_made(
+    flow: FunctionFlow, name: str, depth: int, seen: frozenset[str] = frozenset()
+) -> int:
+    """How many missing-mode checks a call of `name` makes, down `depth`
+    levels of the tree's functions: a new wrapper (`do_pte_missing()` for
+    `do_anonymous_page()` and `do_fault()`) makes all of its callees'."""
+    helper = flow.summaries.definition(name) if depth > 0 and name not in seen else None
+    if helper is None or helper.body is None:
+        return 0
+    made = 0
+    for call in syntax.calls(helper.body):
+        callee = syntax.call_name(call) or ""
+        if callee in MISSING_OR_WIDER:
+            made += 1
+        elif callee:
+            made += _missing_made(flow, callee, depth - 1, seen | {name})
+    return made
 
 
 def _own_guards(flow: FunctionFlow, xa_held: bool = False) -> Guards:
