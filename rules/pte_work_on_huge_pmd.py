@@ -398,7 +398,38 @@ def _map_that_leaves(flow: FunctionFlow, analysis: Analysis, item: Work) -> bool
         if event.node == item.node:
             targets = {link.target for link in state.links.get(value, ())}
             if targets & set(state.places.get(item.pmd, ())):
+                tested = False
+                break
+    # Path states joined where the NULL side meets the others hide a test;
+    # then the test is found in the graph.
+    return tested or _null_leaves(flow, item)
+
+
+def _null_leaves(flow: FunctionFlow, item: Work) -> bool:
+    """Is the map's result tested for NULL, and does the NULL side never
+    come round to the map again without testing or splitting a PMD on the
+    way (`goto again` back to the huge-PMD checks is a fresh look)?"""
+    mapped = set(ev.destinations(item.node))
+    point = flow.point(item.node)
+    if not mapped or point is None:
+        return False
+
+    def rechecks(candidate: Point) -> bool:
+        node = candidate.node
+        return candidate is not point and node is not None and any(
+            syntax.call_name(c) in GUARDS or _handles_huge(c) for c in syntax.calls(node)
+        )
+
+    tested = False
+    for branch in flow.graph.points:
+        if branch.kind != "branch" or branch.node is None:
+            continue
+        for edge in branch.succs:
+            if edge.taken is None or ev.null_on(branch.node, edge.taken) not in mapped:
+                continue
+            if flow.some_path_avoids(edge.target, point, avoiding=rechecks):
                 return False
+            tested = True
     return tested
 
 
