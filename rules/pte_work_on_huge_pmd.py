@@ -416,8 +416,10 @@ def _null_leaves(flow: FunctionFlow, item: Work) -> bool:
 
     def rechecks(candidate: Point) -> bool:
         node = candidate.node
-        return candidate is not point and node is not None and any(
-            syntax.call_name(c) in GUARDS or _handles_huge(c) for c in syntax.calls(node)
+        return (
+            candidate is not point
+            and node is not None
+            and any(syntax.call_name(c) in GUARDS or _handles_huge(c) for c in syntax.calls(node))
         )
 
     tested = False
@@ -480,8 +482,16 @@ def _bails_out(guard: Node) -> bool:
         return False
     consequence = owner.child_by_field_name("consequence")
     steers_around = owner.child_by_field_name("alternative") is not None
+    # Unlocking on the way out, and what the return hands back
+    # (`return migrate_vma_collect_skip(...)`), is still leaving.
+    returned = {
+        c.id
+        for statement in syntax.walk(consequence)
+        if statement.type == "return_statement"
+        for c in syntax.calls(statement)
+    }
     return (syntax.branch_exits(consequence) or steers_around) and all(
-        any(word in (syntax.call_name(c) or "") for word in ("unlock", "unmap"))
+        c.id in returned or any(word in (syntax.call_name(c) or "") for word in ("unlock", "unmap"))
         for c in syntax.calls(consequence)
     )
 
