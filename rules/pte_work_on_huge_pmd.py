@@ -149,6 +149,15 @@ GUARDS = frozenset(
     }
 )
 SPLITS = frozenset({"split_huge_pmd", "__split_huge_pmd", "split_huge_pmd_address"})
+# A fresh look that stops a huge PMD (pmd_none() and pmd_present() let one by).
+HUGE_LOOKS = GUARDS - {
+    "pmd_present",
+    "pmd_none",
+    "is_swap_pmd",
+    "is_pmd_migration_entry",
+    "pmd_is_migration_entry",
+    "pmd_migration_entry_wait",
+}
 WAIT = "pmd_migration_entry_wait"
 HANDLER = re.compile(r"huge_pmd|split_huge")
 WARNING = re.compile(r"(?:VM_)?WARN(?:_ON)?(?:_ONCE)?")
@@ -419,7 +428,9 @@ def _null_leaves(flow: FunctionFlow, item: Work) -> bool:
         return (
             candidate is not point
             and node is not None
-            and any(syntax.call_name(c) in GUARDS or _handles_huge(c) for c in syntax.calls(node))
+            and any(
+                syntax.call_name(c) in HUGE_LOOKS or _handles_huge(c) for c in syntax.calls(node)
+            )
         )
 
     tested = False
