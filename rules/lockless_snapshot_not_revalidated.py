@@ -51,7 +51,11 @@ with THP collapse (70cbc3cc78a9).
 ## Known problems
 A re-check made by a helper of the tree counts without looking at what it
 compares; one replaced by a different mechanism (a sequence count, holding
-the mmap lock for writing) is reported and needs a reviewer's eye.
+the mmap lock for writing) is reported and needs a reviewer's eye.  Paths
+are followed without knowing which pointer is NULL where: a function that
+re-validates on two branches and jumps between them on `if (vmf->pte)` can
+look as if one path skipped both (two of the 6 findings left on the 6.1 ->
+6.12 history of mm/).
 
 ## References
 - 70cbc3cc78a9 ("mm: gup: fix the fast GUP race against THP collapse"),
