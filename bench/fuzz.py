@@ -518,7 +518,15 @@ def main() -> int:
             shutil.rmtree(work / f"case-{case.number}", ignore_errors=True)
 
         with ThreadPoolExecutor(max_workers=args.workers) as pool:
-            list(pool.map(one, cases))
+            futures = [pool.submit(one, case) for case in cases]
+            try:
+                for future in futures:
+                    future.result()
+            except KeyboardInterrupt:
+                # Ctrl-C: the table of the cases run so far, not nothing.
+                for future in futures:
+                    future.cancel()
+                print(f"interrupted after {len(outcomes)} cases", file=sys.stderr)
         after = fingerprint(tree)
         if after != before:
             changed.append(f"at the end: {sorted(k for k in after if after[k] != before[k])}")
