@@ -142,6 +142,21 @@ class Tracker:
     def scope_end(self, analysis: Analysis, state: State, node: Node) -> None:
         """A guard scope ends (`guard()`, `scoped_guard()`)."""
 
+    def assign(
+        self,
+        analysis: Analysis,
+        state: State,
+        assign: ev.Assign,
+        results: dict[int, frozenset[Value]],
+    ) -> None:
+        """An assignment is about to store (`x->f = p`): what the stored
+        value was is still in `state`."""
+
+    def weight(self, name: str) -> int:
+        """How much keeping paths apart on place `name` matters, when too
+        many path states reach a point and two must be merged."""
+        return 1
+
     def iterate(self, analysis: Analysis, state: State, names: tuple[Node, ...]) -> None:
         """An iterator macro steps: by default its bare names get values
         nobody tracks."""
@@ -225,7 +240,7 @@ class Analysis:
                 single = self._join(single, state)
             return old if len(old) == 1 and _same(old[0], single) else [single]
         while len(combined) > WIDTH:
-            i, j = _most_alike(combined)
+            i, j = _most_alike(combined, self.tracker.weight)
             joined = self._join(combined[i], combined[j])
             combined = [s for k, s in enumerate(combined) if k not in (i, j)] + [joined]
         if len(combined) == len(old) and all(
@@ -276,6 +291,7 @@ class Analysis:
     def _assign(
         self, state: State, assign: ev.Assign, results: dict[int, frozenset[Value]]
     ) -> None:
+        self.tracker.assign(self, state, assign, results)
         name = ev.place(assign.target)
         if name is None:
             return
@@ -478,6 +494,14 @@ class Analysis:
                     name = ev.place(side, rename)
                     if constant is not None and name is not None:
                         return self._constant(state, name, constant, taken == (operator == "=="))
+            # `err < 0` taken, `ret >= 0` not taken: the value is not 0 there
+            # (on the other edge nothing is known).
+            if (
+                operator in ("<", ">", "<=", ">=")
+                and _is_null(right)
+                and taken == (operator in ("<", ">"))
+            ):
+                return self._truth(state, left, True, results, rename)
             return True
         if node.type == "call_expression":
             for argument, on_true, on_false in self.tracker.tests(node):
@@ -652,15 +676,18 @@ def _same(a: State, b: State) -> bool:
     return a.places == b.places and a.kinds == b.kinds and a.links == b.links
 
 
-def _most_alike(states: list[State]) -> tuple[int, int]:
-    """The two path states that differ in the fewest places."""
+def _most_alike(
+    states: list[State], weight: Callable[[str], int] = lambda name: 1
+) -> tuple[int, int]:
+    """The two path states that differ in the fewest places (a place counts
+    as much as the tracker's `weight` says)."""
     best = (0, 1)
     fewest = None
     for i in range(len(states)):
         for j in range(i + 1, len(states)):
             a, b = states[i], states[j]
             differ = sum(
-                1
+                weight(name)
                 for name in set(a.places) | set(b.places)
                 if a.places.get(name) != b.places.get(name)
                 or a.kinds_of_values(a.places.get(name, ()))
