@@ -212,7 +212,9 @@ class _Builder:
                 Graph.connect(current, label)
             name = node.child_by_field_name("label")
             self.labels[syntax.text(name)] = label
-            inner = [c for c in node.named_children if c.type not in ("statement_identifier",)]
+            inner = [
+                c for c in node.named_children if c.type not in ("statement_identifier", "comment")
+            ]
             return self.statement(inner[0], label) if inner else label
         if current is None:
             # Dead code (after a return, before the next label): still lowered
