@@ -277,3 +277,45 @@ def test_merges_keep_paths_that_differ_in_what_they_own_apart() -> None:
     states = [state(own.OWNED, "x", "y"), state(own.GONE, "x", "y"), state(own.OWNED, "z", "w")]
     assert _most_alike(states) == (0, 1)
     assert _most_alike(states, own.Ownership().weight) == (0, 2)
+
+
+def test_statement_after_a_label_and_a_comment_is_in_the_graph() -> None:
+    # tree-sitter puts the comment inside the labeled statement, before the
+    # statement the label names (cfg.py); the reassignment there must run.
+    analysis = _analysis(
+        """
+struct folio *demo(struct folio *folio)
+{
+	folio_put(folio);
+skip:
+	/* a comment between the label and its statement */
+	folio = demo_lookup();
+	demo_use(folio);
+	return folio;
+}
+"""
+    )
+    assert _liveness(analysis, "demo_use", "folio") == {"alive"}
+
+
+def test_reference_taken_under_the_lock_is_the_last_one_after_the_unlock() -> None:
+    analysis = _analysis(
+        """
+void demo(struct vm_area_struct *vma, pmd_t *pmd)
+{
+	spinlock_t *ptl = pmd_trans_huge_lock(pmd, vma);
+	struct folio *folio;
+
+	if (!ptl)
+		return;
+	folio = pmd_folio(*pmd);
+	folio_get(folio);
+	spin_unlock(ptl);
+	demo_while_held(folio);
+	folio_put(folio);
+	demo_after_put(folio);
+}
+"""
+    )
+    assert _liveness(analysis, "demo_while_held", "folio") == {"alive"}
+    assert _liveness(analysis, "demo_after_put", "folio") == {own.LAST}

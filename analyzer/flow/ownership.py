@@ -5,35 +5,53 @@ An *acquisition* (`folio_get(folio)`, `p = kmalloc(...)`,
 `kobject_init_and_add(&x->kobj, ...)`) makes the function responsible for a
 *resource* of a *family* on an *object*; a matching *release*
 (`folio_put(folio)`, `kfree(p)`, `kobject_del(&x->kobj)`) ends it.  The
-tables below say which call does which; they are data, and the place to add
-an API pair.  Resources are places of the analysis, named after their
-object, `folio->@ref` or `x->@sysfs` (an embedded object, `&x->kobj` or
-`&folio->page`, stands for its container), so that assigning a new object
-to `folio` forgets what the old one owned.  A resource is
+tables below (`FAMILIES`, `ACQUIRES`, `PINS`, `CONSUMERS`) say which call
+does which; they are data, and the place to add an API pair.  Resources are
+places of the analysis: named after their object when the object is an
+argument (`folio->@ref`, `x->@sysfs`; an embedded object, `&x->kobj` or
+`&folio->page`, stands for its container), after the acquiring call when it
+is the result (`@alloc#<site>`, matched to `kfree(q)` through the pointer
+value `q` holds).  A resource is
 
-- `owned` while the function holds it;
+- `owned` while the function holds it (`maybe` as well while a conditional
+  acquisition's result is untested);
 - `gone` when it never was, or was released (a merge of both: both);
-- `handed` when ownership moved on: the object was stored into a structure
-  or a list (`x->f = p`, `arr[i] = p`, `list_add(&folio->lru, ...)`), or
-  passed to a callee that may keep it (one of the tree whose summary
-  releases or queues it, or any callee the analysis cannot see).
+- `handed` when ownership moved on: the object was stored into a structure,
+  a global or a list (`x->f = p`, `arr[i] = p`, `*out = p`,
+  `list_add(&folio->lru, ...)`, `xa_store()`, `WRITE_ONCE()`), or passed to
+  a callee of the tree (same file, included headers) that stores its
+  parameter or reaches a release or a consumer two calls down.  Callees
+  the review cannot read borrow what they are handed: most calls between a
+  get and its put only look at the object.
+
+Assigning the object's name another object keeps what the old one still
+owns, under its acquisition site (unless it was stored somewhere first, and
+may be released through that other name).
 
 Acquisitions that can fail are conditional, with the layer's links, never
 text order: `folio_try_get()` holds exactly when it returned true,
 `kmalloc()` when the pointer is not NULL, `kobject_init_and_add()` adds to
-sysfs exactly when it returned 0 (and needs `kobject_put()` either way).
-`if (err)`, `if (!p)`, `if (ret < 0)` then narrow them.  A function's
-branch conditions on plain names (`if (pinned)` ... `if (pinned)`) get a
-value at the entry, so that correlated tests are not taken as four paths.
+sysfs exactly when it returned 0 (and needs `kobject_put()` either way),
+`folio_isolate_lru()` when it returned true (0 before v6.4).  `if (err)`,
+`if (!p)`, `if (ret < 0)` then narrow them.  A function's branch conditions
+on plain names (`if (pinned)` ... `if (pinned)`, `mode == DROP`) get a value
+at the entry, and the results of calls stored into them a value of their
+own, so that correlated tests are not taken as independent paths; when too
+many paths meet, those that differ in what they own are merged last.
 
 What the function may no longer touch is the object's liveness, place
-`x->@live`: `released` after it freed an object it allocated, dropped a
-reference it did not take itself (the caller's or the page table's:
-`put_page(page)` of `pmd_page()`), or dropped the lock that pinned an
-object it looked up without taking a reference (`vma` from `find_vma()`
-after `mmap_read_unlock()`, the folio from `vm_normal_folio()` after
-`pte_unmap_unlock()`, an RCU lookup after `rcu_read_unlock()`).  A put of a
-reference the function took is balanced: the object is as alive as before.
+`x->@live`: `released` after it freed an object it allocated (`freed`),
+dropped a reference it did not take itself on an object that is not a
+parameter (`dropped`: the page table's `put_page()` of `pmd_page()`), or
+dropped the lock that pinned an object it looked up without taking a
+reference (`unpinned`: `vma` from `find_vma()` after `mmap_read_unlock()`,
+the folio from `vm_normal_folio()` after `pte_unmap_unlock()`, an RCU lookup
+after `rcu_read_unlock()`), or dropped the reference that alone kept such a
+lookup alive after its lock was gone (`last`).  A put of a reference the
+function took is balanced: the object is as alive as before.  A reference
+is taken on a looked-up object by the tables' gets, by a call named like a
+get (`get_object()`, `percpu_ref_tryget_live_rcu()`), by a callee of the
+tree reaching one, and by any callee the review cannot read.
 
 Not modelled: reference counts beyond one per family and object, two names
 for one object other than aliases through assignment, objects reached
@@ -269,6 +287,7 @@ PINS: dict[str, tuple[str, frozenset[str]]] = {
             "vm_normal_folio",
             "vm_normal_page_pmd",
             "vm_normal_folio_pmd",
+            "pmd_folio",
         )
     },
     **{
@@ -298,6 +317,9 @@ DEFERRED = frozenset({"kfree_rcu", "kvfree_rcu"})
 # freed by the function, a reference it did not take dropped, the lock that
 # pinned a lookup dropped.
 FREED, DROPPED, UNPINNED = "freed", "dropped", "unpinned"
+# The put of the reference taken on a looked-up object after its lock was
+# dropped: nothing else keeps it.
+LAST = "last"
 
 
 @dataclass(frozen=True)
@@ -323,7 +345,9 @@ class Ownership(Tracker):
         tested: dict[str, Kinds] | None = None,
         locals_: frozenset[str] = frozenset(),
         references: object = None,
+        parameters: frozenset[str] = frozenset(),
     ) -> None:
+        self.parameters = parameters
         # `references(callee)`: may a callee of the tree take a reference
         # on what it is handed?
         self.references = references
@@ -362,6 +386,19 @@ class Ownership(Tracker):
     def killed_by_call(self, name: str) -> bool:
         return _resource_kind(name) is None
 
+    def constant_places(self, graph: cfg.Graph) -> frozenset[str]:
+        # `ret = -EINVAL; goto out; ... out: return ret;`: the value says
+        # whether the exit is an error path.
+        return frozenset(
+            syntax.text(value)
+            for point in graph.points
+            if point.kind == cfg.RETURN
+            and point.node is not None
+            and (value := next((c for c in point.node.named_children if c.type != "comment"), None))
+            is not None
+            and value.type == "identifier"
+        )
+
     def weight(self, name: str) -> int:
         # Paths that differ in what they own are the ones worth keeping apart.
         return 8 if _resource_kind(name) is not None else 1
@@ -381,6 +418,10 @@ class Ownership(Tracker):
             for family, index in releases:
                 if index < len(call.arguments):
                     self._release(analysis, state, call, family, call.arguments[index], results)
+        if name in ENDS and call.arguments:
+            # The last put removes the directory too: nothing left to leak.
+            for place in self._places_of(analysis, state, call.arguments[0], results, ENDS[name]):
+                analysis.bind(state, place, f"ended:{call.node.id}", frozenset({GONE}))
         if name in _lock_releases():
             self._drop_pins(analysis, state, name, call)
         if name in PINS and not acquired:
@@ -389,6 +430,8 @@ class Ownership(Tracker):
             target = ev.address_of(call.arguments[3])
             if target is not None:
                 self.ptls.add(target)
+        if name in _PT_LOCKS:
+            self.ptls.update(ev.destinations(call.node))
         if not acquired and not releases:
             self._handed(analysis, state, call, results)
         if results.get(call.node.id) is None and not acquired:
@@ -412,14 +455,40 @@ class Ownership(Tracker):
         object is no longer the function's alone."""
         if assign.operator != "=" or assign.value is None:
             return
+        name = ev.place(assign.target)
+        if name is not None:
+            self._rekey(state, name)
         target = ev.strip(assign.target)
         if target.type == "identifier" and syntax.text(target) in self.locals:
             return  # a local alias: the value follows it
         self._hand_over(analysis, state, assign.value, results)
+        stored = _object_of(assign.value)
+        if stored is not None:
+            analysis.bind(
+                state, f"{stored}->@escaped", f"esc:{assign.node.id}", frozenset({HANDED})
+            )
 
     def iterate(self, analysis: Analysis, state: State, names: tuple[Node, ...]) -> None:
         for node in names:
+            self._rekey(state, syntax.text(node))
             analysis.forget(state, syntax.text(node))
+
+    def _rekey(self, state: State, name: str) -> None:
+        """`name` is about to hold another object: what the old one still
+        owns stays owned, under its acquisition site, so that the exit
+        that leaks it still sees it."""
+        prefix = f"{name}->@"
+        if f"{prefix}escaped" in state.places:
+            return  # reachable through where it was stored: released there
+        for place in [p for p in state.places if p.startswith(prefix)]:
+            family = place[len(prefix) :]
+            if family not in FAMILIES:
+                continue
+            for value in state.places[place]:
+                resource = self.resources.get(value)
+                if resource is None or OWNED not in state.kinds.get(value, frozenset()):
+                    continue
+                state.places[f"@{family}#{resource.site.id}"] = frozenset({value})
 
     # -- acquisitions and releases -------------------------------------------------------
 
@@ -456,7 +525,7 @@ class Ownership(Tracker):
             success = SUCCESS_ZERO
         if spec.object != RESULT and not spec.out:
             state.places.pop(f"{obj}->@live", None)  # a reference: alive again
-            self._mark_pin_referenced(analysis, state, call.arguments[spec.object], results)
+            self._mark_pin_referenced(analysis, state, call.arguments[spec.object], results, OWNED)
             if spec.creates:
                 # The kobject's release frees its container from now on.
                 argument = call.arguments[spec.object]
@@ -539,9 +608,16 @@ class Ownership(Tracker):
         # not take: the object may be gone.
         if creates:
             analysis.bind(state, f"{obj}->@live", f"{FREED}:{call.node.id}", frozenset({RELEASED}))
-        elif family == "alloc" or not (owned or self._holds_any(state, obj)):
-            reason = FREED if family == "alloc" else DROPPED
-            analysis.bind(state, f"{obj}->@live", f"{reason}:{call.node.id}", frozenset({RELEASED}))
+        elif owned and on_this_path(state, state.places.get(f"{obj}->@bare", ()), {PINNED}):
+            analysis.bind(state, f"{obj}->@live", f"{LAST}:{call.node.id}", frozenset({RELEASED}))
+        elif family == "alloc":
+            analysis.bind(state, f"{obj}->@live", f"{FREED}:{call.node.id}", frozenset({RELEASED}))
+        elif not (owned or self._holds_any(state, obj) or obj in self.parameters):
+            # A parameter's object is the caller's to keep alive: it holds a
+            # reference across the call (the one dropped here is another).
+            analysis.bind(
+                state, f"{obj}->@live", f"{DROPPED}:{call.node.id}", frozenset({RELEASED})
+            )
 
     def _places_of(
         self,
@@ -667,14 +743,18 @@ class Ownership(Tracker):
         state: State,
         argument: Node,
         results: dict[int, frozenset[Value]],
+        kind: str = HANDED,
     ) -> None:
+        """A reference was taken on a looked-up object: by a get of the
+        tables (`owned`: its put is followed) or by a call the analysis
+        does not follow (`handed`: the object outlives the lock for good)."""
         pointers = analysis.value_of(state, argument, results) or frozenset()
         obj = _object_of(argument)
         if obj is not None:
             pointers = pointers | state.places.get(obj, frozenset())  # `&pgmap->ref`
         for place in [p for p in state.places if p.startswith("@pin:")]:
             if self.pinned.get(place) in pointers:
-                del state.places[place]
+                analysis.bind(state, place, f"ref:{argument.id}:{kind}", frozenset({kind}))
 
     def _drop_pins(self, analysis: Analysis, state: State, unlock: str, call: ev.Call) -> None:
         classes = {cls for cls, drops in PINS.values() if unlock in drops}
@@ -685,21 +765,37 @@ class Ownership(Tracker):
         for lock_class in classes:
             prefix = f"@pin:{lock_class}#"
             for place in [p for p in state.places if p.startswith(prefix)]:
-                del state.places[place]
+                pin = state.places.pop(place)
                 pointer = self.pinned.get(place)
                 if pointer is None or state.kinds.get(pointer) == frozenset({NULL}):
                     continue  # NULL on this path: nothing was kept alive
-                pointers = frozenset({pointer})
+                referenced = on_this_path(state, pin, {OWNED})
+                if not referenced and not on_this_path(state, pin, {PINNED}):
+                    continue  # a reference the analysis does not follow, or paths merged
                 for name, values in list(state.places.items()):
-                    if name.startswith("@") or "->@" in name or not values & pointers:
+                    if name.startswith("@") or "->@" in name or pointer not in values:
                         continue
-                    if values - pointers:
+                    if values - {pointer}:
                         continue  # it may hold something else on this path
-                    if self._holds_any(state, name):
-                        continue
-                    analysis.bind(
-                        state, f"{name}->@live", f"{UNPINNED}:{call.node.id}", frozenset({RELEASED})
-                    )
+                    if referenced:
+                        # Alive by the function's reference alone from now:
+                        # its put is the last one the function can count on.
+                        analysis.bind(
+                            state, f"{name}->@bare", f"bare:{call.node.id}", frozenset({PINNED})
+                        )
+                    elif not self._holds_any(state, name):
+                        analysis.bind(
+                            state,
+                            f"{name}->@live",
+                            f"{UNPINNED}:{call.node.id}",
+                            frozenset({RELEASED}),
+                        )
+
+
+# Calls returning a page-table lock (`ptl = pmd_trans_huge_lock(pmd, vma)`).
+_PT_LOCKS = frozenset(
+    {"pmd_lock", "pud_lock", "huge_pte_lock", "pmd_trans_huge_lock", "pud_trans_huge_lock"}
+)
 
 
 def _lock_releases() -> frozenset[str]:
@@ -896,7 +992,12 @@ def ownership(flow: FunctionFlow) -> Analysis:
         return _reaches_matching(flow, callee, _TAKES_REFERENCE, 2, set())
 
     tracker = Ownership(
-        flow.version, keeps, seeds, frozenset(TypeScope(flow.function.node).names), references
+        flow.version,
+        keeps,
+        seeds,
+        frozenset(TypeScope(flow.function.node).names),
+        references,
+        frozenset(_parameter_names(flow.function.node)),
     )
     # Branches on the same plain name agree with each other.
     return flow.analysis(tracker, ("ownership", flow.version), seeds)

@@ -152,6 +152,11 @@ class Tracker:
         """An assignment is about to store (`x->f = p`): what the stored
         value was is still in `state`."""
 
+    def constant_places(self, graph: Graph) -> frozenset[str]:
+        """Integer places worth following through the constants assigned to
+        them, beyond those the function compares with constants."""
+        return frozenset()
+
     def weight(self, name: str) -> int:
         """How much keeping paths apart on place `name` matters, when too
         many path states reach a point and two must be merged."""
@@ -175,7 +180,7 @@ class Analysis:
         self._events: dict[int, list[ev.Event]] = {}
         self.entry_states: dict[int, list[State]] = {}
         self.complete = True
-        self.compared = _compared_with_constants(graph)
+        self.compared = _compared_with_constants(graph) | tracker.constant_places(graph)
         initial = State()
         for name, kinds in (parameters or {}).items():
             value = f"param:{name}"
