@@ -10,28 +10,38 @@ acquisition with its releases: `folio_get()`/`folio_try_get()`/
 `get_task_struct()` with `put_task_struct()`, `kobject_init_and_add()` with
 `kobject_put()`, `kobject_add()` with `kobject_del()`, `pte_offset_map*()`
 with `pte_unmap*()`, `k*alloc()`/`kvmalloc*()`/`alloc_percpu()` with
-`kfree()`/`kvfree()`/`free_percpu()`, ...) and with the lock analysis
-(`spin_lock()`, `mmap_read_lock()`, `folio_lock()`, ... and their unlocks).
+`kfree()`/`kvfree()`/`free_percpu()`, `mmget()` with `mmput()`,
+`css_get()` with `css_put()`, ...) and with the lock analysis
+(`spin_lock()`, `mutex_lock()`, `mmap_read_lock()`, `folio_lock()`, ...).
 It flags:
 
 - a path that leaves the function on an error (a negative errno, `NULL`,
-  `false`, an `ERR_PTR()`, a nonzero error code, or any exit of a `void`
-  function) still holding what the function took, when the function
-  releases it on another path (or did before the patch): the patch removed
-  a release, or added an early return before it;
-- `kobject_put()` of a kobject the function added to sysfs and did not
-  `kobject_del()` on that path, and a patch that drops the `kobject_del()`
-  that every path used to make before a `kobject_put()`.
+  `false`, an `ERR_PTR()`, an error code a test showed nonzero, a
+  `SCAN_*` result other than the function's `SCAN_SUCCEED`, or any exit of
+  a `void` function) still holding what the function took, when there is
+  evidence that the function answers for it: it releases it on another
+  path, hands it on (to its caller on success, to a list or a structure) on
+  another path of a function that returns a value, or released it on this
+  path before the patch;
+- a lock the function took still held at an error exit of a function that
+  returns a value, when the function releases it on another path, is not
+  called with it held (`lockdep_assert_held()`, or an unlock on a path that
+  never took it) and hands neither the lock nor its object to a callee
+  that may drop it;
+- as a change only: a `kobject_put()` reached with its kobject still added
+  to sysfs by this function (the `kobject_del()` removed or skipped), and a
+  patch that drops the `kobject_del()` every path made before a
+  `kobject_put()` of a kobject from elsewhere.
 
 Ownership handed over is not a leak: the object returned, stored into a
-structure or a list (`x->f = p`, `arr[i] = p`, `*out = p`,
-`list_add(&folio->lru, ...)`), or passed to a callee that may keep it (a
-function of the tree whose code releases or queues it, or any callee the
-review cannot see).  Conditional acquisitions follow the call's result, not
-the text: `folio_try_get()` holds only where it returned true,
-`kobject_init_and_add()` adds to sysfs only where it returned 0 (and needs
-`kobject_put()` either way), `kmalloc()` owns only where the pointer is not
-NULL; `if (err)`, `if (ret < 0)`, `if (!p)` narrow them.
+structure, a global or a list (`x->f = p`, `arr[i] = p`, `*out = p`,
+`list_add(&folio->lru, ...)`), or passed to a callee of the tree that
+stores it, releases it or queues it.  Conditional acquisitions follow the
+call's result, not the text: `folio_try_get()` holds only where it
+returned true, `kobject_init_and_add()` adds to sysfs only where it
+returned 0 (and needs `kobject_put()` either way), `kmalloc()` owns only
+where the pointer is not NULL; `if (err)`, `if (ret < 0)`, `if (!p)`
+narrow them.
 
 ## Why is this bad?
 Error paths are the least run code in the kernel.  A reference never
@@ -82,14 +92,19 @@ put:
 
 ## Known problems
 An object is known by its name in the function (`folio`, `&x->kobj` stands
-for `x`) and by aliases made by assignment; one reached through another
-object (a folio on a list) is not followed.  Reference counts are one per
-object and family: a function that takes two references and drops one on
-a path is not judged.  Callees in other files are assumed to keep what
-they are handed, and leaks after such a call are missed.  A successful
-return that hands a reference to the caller is not judged (only error
-returns and `void` functions are).  Locks are judged only when the
-function took them itself.
+for `x`) and by aliases made by assignment; one released through another
+name (`cma->cma_kobj` for `cma_kobj`) or reached through another object (a
+folio on a list) is not followed.  Reference counts are one per object and
+family.  Callees the review cannot read (other `.c` files) are taken to
+borrow what they are handed unless their name says they keep it
+(`list_add*()`, `*_store()`, `queue_*()`, `*rmap*()`, ...).  Success
+returns are not judged (a reference kept on success is the caller's), nor
+objects compared with other pointers (`if (pages != stack) kfree(pages)`).
+Large functions merge paths (past six path states per point, and in loops):
+a leak on one of many similar error paths of a function such as
+`collapse_file()` may be lost in the merge, and the rule stays silent
+rather than guess.  Locks whose taking call can fail by returning nonzero
+(`mutex_lock_killable()`) are not judged in that function.
 
 ## References
 - "mm/damon/sysfs: put target pids for damon_start() failure" (SeongJae
@@ -174,44 +189,68 @@ class ReleasedOnEveryPath(FunctionRule):
         tracker = own.tracker_of(analysis)
         released_before = _released_before(change)
         returns = _return_kind(change.after.node)
-        reported: set[tuple[int, int]] = set()
+        successes = _successes(change.after.node)
         compared = own.compared_objects(flow.graph)
+        parameters = set(own._parameter_names(change.after.node))
+        held: list[tuple[own.Exit, own.Resource]] = []
+        kept_on_success: set[tuple[str, str, str]] = set()
         for exit in own.exits(analysis):
-            if not _failure(exit, returns, analysis):
-                continue
-            for _place, family, values in own.resource_places(exit.state):
-                if not own.on_this_path(exit.state, values, {own.OWNED}):
+            failure = _failure(exit, returns, analysis, successes)
+            for _place, _family, values in own.resource_places(exit.state):
+                handed = own.on_this_path(exit.state, values, {own.HANDED})
+                if not handed and not own.on_this_path(exit.state, values, {own.OWNED}):
                     continue
                 for value in values:
                     resource = tracker.resources.get(value)
-                    if resource is None or family == "sysfs":
-                        continue  # sysfs entries: the kobject_put() check
-                    if resource.object in compared:
+                    if resource is None or resource.object in compared:
                         continue  # `if (p != stack_buffer) kfree(p)`: not followed
-                    if _returned(exit, resource, analysis):
+                    if handed or not failure:
+                        # Handed over, or kept for the caller on success: the
+                        # function answers for it.  Not judged for an object
+                        # the caller handed in whose lifetime is its
+                        # container's (the caller releases it either way:
+                        # `kmem_cache_release()` puts the cache's kobject).
+                        local = (
+                            resource.family not in ("kobject", "sysfs")
+                            or _root(resource.object) not in parameters
+                        )
+                        # (A void function has no success to tell apart: what
+                        # it stores on one path only may depend on the
+                        # configuration, `#ifdef CONFIG_MEMCG`.)
+                        if local and returns != "void" and (handed or exit.value is not None):
+                            kept_on_success.add(_signature(resource))
                         continue
-                    evidence = _same_resource(tracker.released, tracker, resource)
-                    if not evidence and _signature(resource) not in released_before:
-                        continue
-                    where = exit.node.id if exit.node is not None else -1
-                    if (resource.site.id, where) in reported:
-                        continue
-                    reported.add((resource.site.id, where))
-                    yield self._leak(change, resource, exit, evidence)
+                    if not _returned(exit, resource, analysis):
+                        held.append((exit, resource))
+        reported: set[tuple[int, str, int]] = set()
+        for exit, resource in held:
+            signature = _signature(resource)
+            if _same_resource(tracker.released, tracker, resource):
+                evidence = "as the other paths do"
+            elif signature in kept_on_success:
+                evidence = "on the other paths it is handed on (to the caller, a list, a structure)"
+            elif signature in released_before:
+                evidence = "as the function did before the patch"
+            else:
+                continue
+            where = exit.node.id if exit.node is not None else -1
+            if (resource.site.id, resource.family, where) in reported:
+                continue
+            reported.add((resource.site.id, resource.family, where))
+            yield self._leak(change, resource, exit, evidence)
 
     def _leak(
-        self, change: FunctionChange, resource: own.Resource, exit: own.Exit, evidence: bool
+        self, change: FunctionChange, resource: own.Resource, exit: own.Exit, evidence: str
     ) -> Finding:
         family = own.FAMILIES[resource.family]
         acquire = syntax.call_name(resource.site) or "?"
         line = change.after.image.real_line(resource.site.start_point.row)
         releases = "/".join(f"{r}()" for r in list(family.releases)[:2])
-        others = "as the other paths do" if evidence else "as the function did before the patch"
         anchor = exit.node if exit.node is not None else _last_statement(change)
         where = "this return" if exit.node is not None else "the end of the function"
         message = (
             f"{family.what} taken by {acquire}() on line {line} ({resource.object}) is still "
-            f"held at {where}: release it ({releases}) on this error path too, {others}"
+            f"held at {where}: release it ({releases}) on this error path too; {evidence}"
         )
         key = f"leak:{resource.family}:{acquire}:{syntax.node_key(anchor)}"
         return change.finding(anchor, message, Confidence.MEDIUM, key=key)
@@ -250,9 +289,10 @@ class ReleasedOnEveryPath(FunctionRule):
         released = _released_locks(flow)
         released_before = _released_locks(change.before_flow) if change.before_flow else set()
         callers = _callers_locks(flow, analysis)
+        successes = _successes(change.after.node)
         seen: set[tuple[str, int]] = set()
         for exit in own.exits(analysis):
-            if not _failure(exit, returns, analysis):
+            if not _failure(exit, returns, analysis, successes):
                 continue
             for name, values in exit.state.places.items():
                 lock_class = name.split(":", 1)[0]
@@ -292,11 +332,22 @@ class ReleasedOnEveryPath(FunctionRule):
         if before is None:
             return
         flow = change.flow
+        # Objects the function adds to sysfs itself are followed along paths
+        # (a failed kobject_init_and_add() needs no kobject_del()).
+        added: set[str] = set()
+        if flow.calls(TRIGGERS):
+            analysis = own.ownership(flow)
+            added = {
+                r.object for r in own.tracker_of(analysis).resources.values() if r.family == "sysfs"
+            }
         for release, teardown in PRECEDED_BY.items():
             now = _preceded(flow, release, teardown)
             then = _preceded(before, release, teardown)
             for key, (call, preceded) in now.items():
                 if preceded or not then.get(key, (None, False))[1]:
+                    continue
+                arguments = syntax.arguments(call)
+                if arguments and own._object_of(arguments[0]) in added:
                     continue
                 argument = syntax.text(syntax.arguments(call)[0]) if syntax.arguments(call) else ""
                 message = (
@@ -368,14 +419,14 @@ def _preceded(
         if point is None or not flow.reachable(point):
             continue
         targets = {
-            id(p)
+            p.id
             for t in teardowns
             if syntax.arguments(t) and _normal(syntax.arguments(t)[0]) == text
             for p in [flow.point(t)]
             if p is not None
         }
         preceded = bool(targets) and flow.every_path(
-            None, point, lambda p, targets=targets: id(p) in targets
+            None, point, lambda p, targets=targets: p.id in targets
         )
         found[(text, counts[text])] = (call, preceded)
     return found
@@ -455,21 +506,70 @@ def _callers_locks(flow: FunctionFlow, analysis: Analysis) -> set[str]:
 
 def _handed_lock(flow: FunctionFlow, name: str) -> bool:
     """Is the lock, or the object it is the lock of, handed to a call that
-    is no lock call (`migration_entry_wait_on_locked(entry, ptl)`,
-    `pin_user_pages_remote(mm, ..., &locked)`, `filemap_read_folio(file,
-    filler, folio)`)?"""
-    lock = name.split(":", 1)[1] if ":" in name else name
-    roots = {lock, lock.split("->", 1)[0].split(".", 1)[0]}
+    may drop it: one of the tree that reaches an unlock (or calls through a
+    function pointer), or one the review cannot read whose name or
+    arguments say it may (`migration_entry_wait_on_locked(entry, ptl)`,
+    `pin_user_pages_remote(mm, ..., &locked)`)?"""
+    lock_class, _, lock = name.partition(":")
+    roots = {lock, _root(lock)}
+    # A lock some call returned is the lock of what it was handed:
+    # `ptl = pmd_trans_huge_lock(src_pmd, vma)` is src_pmd's table's.
+    for call in flow.calls(frozenset(vocabulary.LOCK_CALLS)):
+        if lock in ev.destinations(call):
+            for argument in syntax.arguments(call):
+                target = ev.address_of(argument) or ev.place(argument)
+                if target is not None:
+                    roots.add(_root(target))
+    unlocks = frozenset(
+        n for n, s in vocabulary.LOCK_CALLS.items() if s.release and s.lock_class == lock_class
+    )
     for call in flow.calls():
         callee = syntax.call_name(call) or ""
         if callee in vocabulary.LOCK_CALLS or vocabulary.ASSERTIONS.fullmatch(callee):
             continue
-        for argument in syntax.arguments(call):
+        arguments = syntax.arguments(call)
+        handed = False
+        for argument in arguments:
             target = ev.address_of(argument) or ev.place(argument)
-            if target is not None and (
-                target in roots or target.split("->", 1)[0].split(".", 1)[0] in roots
-            ):
-                return True
+            if target is not None and (target in roots or _root(target) in roots):
+                handed = True
+        if handed and _may_drop(flow, callee, arguments, unlocks):
+            return True
+    return False
+
+
+def _root(place: str) -> str:
+    return place.split("->", 1)[0].split(".", 1)[0]
+
+
+_DROPS = re.compile(r"\w*(unlock|drop|release|wait|sleep|retry|fault|pin_user|get_user_pages)\w*")
+
+
+def _may_drop(
+    flow: FunctionFlow, callee: str, arguments: list[Node], unlocks: frozenset[str]
+) -> bool:
+    if not callee or callee == flow.function.name:
+        return not callee
+    definition = flow.summaries.definition(callee)
+    if definition is None or definition.body is None:
+        if _DROPS.fullmatch(callee):
+            return True
+        # `&locked`: the callee reports whether it dropped the lock.
+        return any(
+            (target := ev.address_of(a)) is not None and "->" not in target and "." not in target
+            for a in arguments
+        )
+    if flow.summaries.reaches(callee, unlocks):
+        return True
+    # A call through a function pointer (`filler(file, folio)`, `ops->fn()`)
+    # may do anything.
+    parameters = set(own._parameter_names(definition.node))
+    for call in syntax.calls(definition.body):
+        function = call.child_by_field_name("function")
+        if function is None:
+            continue
+        if function.type != "identifier" or syntax.text(function) in parameters:
+            return True
     return False
 
 
@@ -510,7 +610,7 @@ def _return_kind(function: Node) -> str:
     return "other"
 
 
-def _failure(exit: own.Exit, returns: str, analysis: Analysis) -> bool:
+def _failure(exit: own.Exit, returns: str, analysis: Analysis, successes: frozenset[str]) -> bool:
     """Does this exit leave on an error?"""
     if returns == "void":
         return True
@@ -519,6 +619,32 @@ def _failure(exit: own.Exit, returns: str, analysis: Analysis) -> bool:
         return False
     node = ev.strip(value)
     text = syntax.text(node)
+    if node.type == "conditional_expression":
+        # `error ? : unmapped_error`, `err ? err : ret`: the first error
+        # code that is set.
+        condition = node.child_by_field_name("condition")
+        consequence = node.child_by_field_name("consequence")
+        alternative = node.child_by_field_name("alternative")
+        if (
+            condition is None
+            or alternative is None
+            or (consequence is not None and syntax.text(consequence) != syntax.text(condition))
+            or returns != "signed"
+        ):
+            return False
+        # An error code when set (`error ? : unmapped_error`); a count
+        # when not known to be one (`moved ? moved : err`).
+        if _failure(
+            own.Exit(exit.node, condition, exit.state, exit.results), returns, analysis, successes
+        ):
+            return True
+        values = analysis.value_of(exit.state, condition, exit.results)
+        kinds = exit.state.kinds_of_values(values) if values else frozenset()
+        if not kinds or not kinds <= {"=0", FALSE}:
+            return False
+        return _failure(
+            own.Exit(exit.node, alternative, exit.state, exit.results), returns, analysis, successes
+        )
     if node.type in ("null",) or text == "NULL":
         return returns == "pointer"
     if node.type == "false":
@@ -528,16 +654,14 @@ def _failure(exit: own.Exit, returns: str, analysis: Analysis) -> bool:
     if node.type == "call_expression" and syntax.call_name(node) in ("ERR_PTR", "ERR_CAST"):
         return True
     if node.type == "identifier" and text.isupper():
-        return any(word in text for word in _FAILURE_CONSTANT) and "SUCCE" not in text
+        return _failing_constant(text, successes)
     values = analysis.value_of(exit.state, value, exit.results)
     if not values:
         return False
     kinds = exit.state.kinds_of_values(values)
-    constants = {k for k in kinds if k.startswith("=")}
+    constants = {k[1:] for k in kinds if k.startswith("=")}
     if constants:
-        return all(
-            c.startswith("=-") or any(w in c for w in _FAILURE_CONSTANT) for c in constants
-        ) and "SUCCE" not in "".join(constants)
+        return all(_failing_constant(c, successes) for c in constants)
     if returns == "pointer":
         return bool(kinds) and kinds <= {NULL, ERR, FALSE}
     if returns == "bool":
@@ -545,6 +669,32 @@ def _failure(exit: own.Exit, returns: str, analysis: Analysis) -> bool:
     if returns == "signed":
         return kinds == {TRUE}
     return False
+
+
+def _failing_constant(constant: str, successes: frozenset[str]) -> bool:
+    """`-EAGAIN`, `VM_FAULT_OOM`, and in a function that names its success
+    (`SCAN_SUCCEED`) every other constant of that family (`SCAN_FAIL`,
+    `SCAN_PAGE_LRU`)."""
+    if constant.startswith("-"):
+        return True
+    if constant in successes or not constant[:1].isupper():
+        return False
+    if any(word in constant for word in _FAILURE_CONSTANT):
+        return True
+    family = constant.split("_", 1)[0]
+    return any(success.split("_", 1)[0] == family for success in successes)
+
+
+def _successes(function: Node) -> frozenset[str]:
+    """The constants a function names its success by (`SCAN_SUCCEED`)."""
+    return frozenset(
+        syntax.text(node)
+        for node in syntax.walk(function)
+        if node.type == "identifier" and _SUCCESS.fullmatch(syntax.text(node))
+    )
+
+
+_SUCCESS = re.compile(r"[A-Z][A-Z0-9]*_\w*SUCCE\w*|[A-Z][A-Z0-9]*_OK")
 
 
 def _returned(exit: own.Exit, resource: own.Resource, analysis: Analysis) -> bool:

@@ -4,26 +4,31 @@ it alive on that path.
 ## What it does
 Follows, with the flow layer's ownership analysis
 (`analyzer/flow/ownership.py`), what keeps each object alive along every
-path, and flags a use of the object (a dereference, a call handed it or a
-field of it, a `return` of it) on a path where that is gone:
+path, and flags the first use of the object (a dereference, a call handed
+it or a field of it, a `return` of it) on a path where that is gone:
 
-- the function dropped a reference it did not take itself
-  (`put_page(page)` of the page a huge PMD mapped, `css_put(wb->blkcg_css)`
-  of the reference the structure held, `folio_put(folio)` of the caller's
-  reference), or freed what it allocated (`kfree()`, `kobject_put()` of a
-  kobject it initialised);
+- the function freed what it allocated (`kfree()`, `kmem_cache_free()`,
+  `kobject_put()` of a kobject it initialised); `kfree_rcu()` waits;
 - it dropped the lock that pinned an object it looked up without taking a
   reference: the VMA from `find_vma()`/`vma_lookup()` after
   `mmap_read_unlock()`, the VMA from `lock_vma_under_rcu()` after
-  `vma_end_read()`, the page from `vm_normal_page()`/`vm_normal_folio()`
-  after `pte_unmap_unlock()`, an RCU lookup (`rcu_dereference()`,
-  `xa_load()`, `pid_task()`) after `rcu_read_unlock()`.
+  `vma_end_read()`, the page from `vm_normal_page()`/`vm_normal_folio()`/
+  `pmd_folio()` after `pte_unmap_unlock()` or the unlock of the PTL, an RCU
+  lookup (`rcu_dereference()`, `xa_load()`, `pid_task()`) after
+  `rcu_read_unlock()`; or it took a reference under the lock and dropped
+  it after the unlock, when nothing else kept the object;
+- as a change only (a use the function as it was did not make): it
+  dropped a reference it did not take, on an object that is not one of
+  its parameters (`put_page(page)` of the page a huge PMD mapped,
+  `css_put(wb->blkcg_css)` of the reference a structure held).
 
 A put of a reference the function took (`folio_get()` ... `folio_put()`)
 is balanced and leaves the object as alive as it was; a reference taken
-before the unlock (`folio_get()`, `folio_try_get()`, or a call named like a
-get: `get_object()`, `kref_get_unless_zero()`) keeps a looked-up object
-alive past it.  Assigning the name a new object ends the story.
+before the unlock (the tables' gets, a call named like a get:
+`get_object()`, `kref_get_unless_zero()`, or a callee that may take one)
+keeps a looked-up object alive past it.  Assigning the name a new object
+ends the story.  Tests (`mm/kasan/kasan_test_c.c`, kunit) are not judged:
+they free and then touch on purpose.
 
 ## Why is this bad?
 The put may be the last one: the folio goes back to the allocator (or is
@@ -47,13 +52,13 @@ it works in testing because the object usually survives a little longer.
 ```
 
 ## Known problems
-Reference counts are not counted: a function that holds a second reference
-(taken by a callee, or held by its caller across the call) and drops one is
-reported when it uses the object afterwards; the function's name for the
-object must be the same at the put and at the use (aliases through
+Reference counts are not counted: a put of a reference the function did
+not take is judged only as a change, and never for a parameter's object
+(the caller holds one across the call).  The function's name for the
+object must be the same at the release and at the use (aliases through
 assignment are followed, other objects' fields are not).  Locks dropped by
 callees, and objects kept alive by other locks the function still holds,
-are not known.
+are not known.  A tracepoint handed the object counts as a use.
 
 ## References
 - "mm/huge_memory: update file PMD counter before folio_put()"
@@ -145,7 +150,13 @@ class UseAfterPut(FunctionRule):
         self, change: FunctionChange, analysis: Analysis, name: str, node: Node, killer: Value
     ) -> Finding:
         kind, _, site = str(killer).partition(":")
-        what = "freed it" if kind == own.FREED else "dropped the reference that kept it alive"
+        what = {
+            own.FREED: "freed it",
+            own.LAST: (
+                "dropped the reference that alone kept it alive (the lock it was looked up "
+                "under was dropped before)"
+            ),
+        }.get(kind, "dropped the reference that kept it alive")
         call = analysis.graph.nodes_by_id.get(int(site)) if site.isdigit() else None
         callee = (syntax.call_name(call) if call is not None else None) or "the release"
         line = change.after.image.real_line(call.start_point.row) if call is not None else 0
