@@ -31,7 +31,11 @@ It flags:
 - as a change only: a `kobject_put()` reached with its kobject still added
   to sysfs by this function (the `kobject_del()` removed or skipped), and a
   patch that drops the `kobject_del()` every path made before a
-  `kobject_put()` of a kobject from elsewhere.
+  `kobject_put()` of a kobject from elsewhere;
+- as a change only: a call whose result the function tested (in a
+  condition, or through the name it was stored in) made as a bare
+  statement: its error, and the error path with its releases, is ignored
+  (unless the callee, in the same file, now returns `void`).
 
 Ownership handed over is not a leak: the object returned, stored into a
 structure, a global or a list (`x->f = p`, `arr[i] = p`, `*out = p`,
@@ -158,7 +162,8 @@ class ReleasedOnEveryPath(FunctionRule):
     severity = Severity.WARNING
     summary = (
         "a reference, isolation, mapping, allocation, sysfs entry or lock taken and not "
-        "released on an error path (or kobject_put() without kobject_del())"
+        "released on an error path, kobject_put() without kobject_del(), an error no longer "
+        "checked"
     )
     # mm code, and the mm code that lives elsewhere.
     paths = (
@@ -180,6 +185,7 @@ class ReleasedOnEveryPath(FunctionRule):
                 yield from self._put_in_sysfs(change, analysis)
             yield from self._lock_leaks(change, flow)
         yield from self._dropped_teardown(change)
+        yield from self._dropped_error_check(change)
 
     # -- resources left owned at an error exit ---------------------------------------------
 
@@ -325,6 +331,38 @@ class ReleasedOnEveryPath(FunctionRule):
                     key=f"lock:{lock_class}:{syntax.node_key(anchor)}",
                 )
 
+    # -- a patch that stops checking what a call returns ---------------------------------
+
+    def _dropped_error_check(self, change: FunctionChange) -> Iterator[Finding]:
+        """`if (free_area_init_core_hotplug(pgdat)) return NULL;` become a
+        bare call: the error the function used to act on (and its error
+        path, with the releases on it) is ignored."""
+        before = change.before_flow
+        if before is None:
+            return
+        flow = change.flow
+        tested_before = _tested_calls(before)
+        if not tested_before:
+            return
+        tested_now = _tested_calls(flow)
+        for call in _discarded_calls(flow):
+            spelled = _normal(call)
+            if tested_before.get(spelled, 0) <= tested_now.get(spelled, 0):
+                continue
+            callee = syntax.call_name(call) or ""
+            if vocabulary.ASSERTIONS.fullmatch(callee) or callee in vocabulary.TRANSPARENT_TESTS:
+                continue
+            definition = flow.summaries.definition(callee)
+            if definition is not None and _return_kind(definition.node) == "void":
+                continue  # it cannot fail any more: the patch changed it too
+            message = (
+                f"the patch stops checking what {callee}() returns: the function acted on its "
+                "error before (returned, unwound), and now carries on as if it had succeeded"
+            )
+            yield change.finding(
+                call, message, Confidence.MEDIUM, key=f"unchecked:{syntax.node_key(call)}"
+            )
+
     # -- a patch that drops the kobject_del() before kobject_put() ----------------------------
 
     def _dropped_teardown(self, change: FunctionChange) -> Iterator[Finding]:
@@ -399,6 +437,60 @@ def _puts_in_sysfs(flow: FunctionFlow, analysis: Analysis) -> Iterator[tuple[Nod
             )
             yield event.node, message
             break
+
+
+def _tested_calls(flow: FunctionFlow) -> dict[str, int]:
+    """Calls (callee and arguments, spelled one way) whose result the
+    function tests: in a condition, or through the name it is stored in."""
+    tested = set(own.tested_names(flow.graph))
+    found: dict[str, int] = {}
+    for call in flow.calls():
+        if syntax.call_name(call) is None:
+            continue
+        in_condition = syntax.condition_owner(call) is not None and _outermost_call(call)
+        if in_condition or any(d in tested for d in ev.destinations(call)):
+            found[_normal(call)] = found.get(_normal(call), 0) + 1
+    return found
+
+
+def _outermost_call(call: Node) -> bool:
+    """Is the call's value what its condition tests (`if (f(x))`,
+    `if (!f(x))`, `if (f(x) < 0)`), not an argument of another call?"""
+    node = call.parent
+    while node is not None:
+        if node.type in (
+            "parenthesized_expression",
+            "unary_expression",
+            "binary_expression",
+            "cast_expression",
+        ):
+            node = node.parent
+        elif (
+            node.type == "argument_list"
+            and node.parent is not None
+            and syntax.call_name(node.parent) in vocabulary.TRANSPARENT_TESTS
+        ):
+            node = node.parent.parent  # `unlikely(f(x))`
+        else:
+            break
+    return node is not None and node.type in (
+        "if_statement",
+        "while_statement",
+        "do_statement",
+        "for_statement",
+        "condition_clause",
+        "parenthesized_expression",
+    )
+
+
+def _discarded_calls(flow: FunctionFlow) -> list[Node]:
+    """Calls made as statements of their own: their result is dropped."""
+    found = []
+    for call in flow.calls():
+        parent = call.parent
+        if parent is not None and parent.type == "expression_statement":
+            found.append(call)
+    return found
 
 
 def _preceded(
