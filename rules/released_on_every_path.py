@@ -124,6 +124,11 @@ rather than guess.  Locks whose taking call can fail by returning nonzero
   6.1 stable backports are 66ededcbe978, 9356e9b0688e and cf52c750bd96).
 - "unshare: fix nsproxy leak in ksys_unshare() on set_cred_ucounts()
   failure", an error path jumping past the label that puts the nsproxy.
+- "mm/mempolicy: fix memory leaks in weighted interleave sysfs" (Rakie Kim,
+  2025; Fixes: dce41f5ae253),
+  https://lore.kernel.org/r/20250417072839.711-2-rakie.kim@sk.com : a
+  failed `kobject_init_and_add()` cleaned up with `kfree()` instead of
+  `kobject_put()`.
 - "mm/mm_init: handle alloc_percpu failure in free_area_init_core_hotplug"
   and "mm/hugetlb_vmemmap: fix incorrect vmemmap restore in rollback", the
   error-path class these lessons come with.

@@ -61,14 +61,15 @@ callees, and objects kept alive by other locks the function still holds,
 are not known.  A tracepoint handed the object counts as a use.
 
 ## References
-- "mm/huge_memory: update file PMD counter before folio_put()"
-  (`__split_huge_pmd_locked()` read `mm_counter_file()` of the page it had
-  just put).
+- 8d878059924f ("mm/huge_memory: update file PMD counter before
+  folio_put()", Yin Tirui; Fixes: fadae2953072), `__split_huge_pmd_locked()`
+  read `mm_counter_file()` of the folio whose PMD reference it had just put,
+  https://lore.kernel.org/20260526101337.1984081-1-yintirui@huawei.com
 - "mm: khugepaged: fix folio is used after folio_put/unlock()" and "mm:
   khugepaged: fix folio is used after pte_unmap_unlock()" (the 6.1 stable
   backports are f6ad7908f728 and 0782667f9158).
-- "mm: blk-cgroup: fix use-after-free in cgwb_release_workfn()"
-  (`blkcg_unpin_online()` after `css_put()` of the blkcg css).
+- "mm: blk-cgroup: fix use-after-free in cgwb_release_workfn()" (Breno
+  Leitao), `blkcg_unpin_online()` after `css_put()` of the blkcg css.
 - "mm/hugetlb: fix use-after-free of a new anon folio".
 - "mm/kmemleak: fix UAF bug in kmemleak_scan()" (an object used after the
   RCU read lock that pinned it was dropped for `cond_resched()`).
