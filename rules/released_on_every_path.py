@@ -151,9 +151,10 @@ from analyzer.flow.values import ERR, FALSE, NULL, TRUE, Analysis
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # What makes the rule worth running on a function: it takes something.
-TRIGGERS = frozenset(own.ACQUIRES) | frozenset(
-    name for name, spec in vocabulary.LOCK_CALLS.items() if not spec.release
-)
+RESOURCES = frozenset(own.ACQUIRES)
+LOCKS_TAKEN = frozenset(name for name, spec in vocabulary.LOCK_CALLS.items() if not spec.release)
+LOCKS_DROPPED = frozenset(name for name, spec in vocabulary.LOCK_CALLS.items() if spec.release)
+
 # kobject_put() must follow kobject_del() of an added kobject.
 PRECEDED_BY: dict[str, str] = {"kobject_put": "kobject_del"}
 # Lock classes whose leaks are judged (rcu and friends have no object).
@@ -183,12 +184,12 @@ class ReleasedOnEveryPath(FunctionRule):
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
         flow = change.flow
-        if flow.calls(TRIGGERS):
+        if flow.calls(RESOURCES):
             analysis = own.ownership(flow)
             if analysis.complete:
                 yield from self._leaks(change, flow, analysis)
                 yield from self._put_in_sysfs(change, analysis)
-            yield from self._lock_leaks(change, flow)
+        yield from self._lock_leaks(change, flow)
         yield from self._dropped_teardown(change)
         yield from self._dropped_error_check(change)
 
@@ -288,15 +289,17 @@ class ReleasedOnEveryPath(FunctionRule):
     # -- locks ---------------------------------------------------------------------------
 
     def _lock_leaks(self, change: FunctionChange, flow: FunctionFlow) -> Iterator[Finding]:
-        taken = flow.calls(frozenset(n for n, s in vocabulary.LOCK_CALLS.items() if not s.release))
-        if not taken or any(_ZERO_IS_TAKEN.fullmatch(syntax.call_name(c) or "") for c in taken):
-            return
-        analysis = flow.locks()
-        if not analysis.complete:
-            return
         returns = _return_kind(change.after.node)
         if returns == "void":
             return  # lock helpers return holding what they took
+        taken = flow.calls(LOCKS_TAKEN)
+        if not taken or any(_ZERO_IS_TAKEN.fullmatch(syntax.call_name(c) or "") for c in taken):
+            return
+        if change.before_flow is None and not flow.calls(LOCKS_DROPPED):
+            return  # never released here: no other path releases it
+        analysis = flow.locks()
+        if not analysis.complete:
+            return
         released = _released_locks(flow)
         released_before = _released_locks(change.before_flow) if change.before_flow else set()
         callers = _callers_locks(flow, analysis)
@@ -378,7 +381,7 @@ class ReleasedOnEveryPath(FunctionRule):
         # Objects the function adds to sysfs itself are followed along paths
         # (a failed kobject_init_and_add() needs no kobject_del()).
         added: set[str] = set()
-        if flow.calls(TRIGGERS):
+        if flow.calls(RESOURCES):
             analysis = own.ownership(flow)
             added = {
                 r.object for r in own.tracker_of(analysis).resources.values() if r.family == "sysfs"
@@ -536,7 +539,7 @@ def _normal(node: Node) -> str:
 def _released_before(change: FunctionChange) -> set[tuple[str, str, str]]:
     """(family, acquiring call, object) the function as it was released."""
     before = change.before_flow
-    if before is None or not before.calls(TRIGGERS):
+    if before is None or not before.calls(RESOURCES):
         return set()
     analysis = own.ownership(before)
     if not analysis.complete:
@@ -635,6 +638,20 @@ def _handed_lock(flow: FunctionFlow, name: str) -> bool:
     return False
 
 
+def _reaches_any(
+    flow: FunctionFlow, name: str, wanted: frozenset[str], depth: int, seen: set[str]
+) -> bool:
+    if depth <= 0 or name in seen:
+        return False
+    seen.add(name)
+    calls = own.callees_of(flow, name)
+    if calls is None:
+        return False
+    return bool(calls & wanted) or any(
+        _reaches_any(flow, c, wanted, depth - 1, seen) for c in calls
+    )
+
+
 def _root(place: str) -> str:
     return place.split("->", 1)[0].split(".", 1)[0]
 
@@ -656,7 +673,7 @@ def _may_drop(
             (target := ev.address_of(a)) is not None and "->" not in target and "." not in target
             for a in arguments
         )
-    if flow.summaries.reaches(callee, unlocks):
+    if _reaches_any(flow, callee, unlocks, 2, set()):
         return True
     # A call through a function pointer (`filler(file, folio)`, `ops->fn()`)
     # may do anything.

@@ -971,8 +971,7 @@ def ownership(flow: FunctionFlow) -> Analysis:
         what it calls, two levels down) release it or put it somewhere?"""
         if callee == flow.function.name:
             return False
-        summary = flow.summaries.of(callee)
-        if summary is None:
+        if callees_of(flow, callee) is None:
             # A callee the review cannot read borrows what it is handed,
             # unless its name says it keeps it (CONSUMERS): most calls
             # between a get and its put only look at the object, and
@@ -987,7 +986,7 @@ def ownership(flow: FunctionFlow) -> Analysis:
     def references(callee: str) -> bool:
         if callee == flow.function.name:
             return False
-        if flow.summaries.of(callee) is None:
+        if callees_of(flow, callee) is None:
             return True
         return _reaches_matching(flow, callee, _TAKES_REFERENCE, 2, set())
 
@@ -1009,15 +1008,34 @@ def _reaches_matching(
     if depth <= 0 or name in seen:
         return False
     seen.add(name)
-    summary = flow.summaries.of(name, 1)
-    if summary is None:
+    calls = callees_of(flow, name)
+    if calls is None:
         return False
-    if any(pattern.fullmatch(c) for c in summary.calls):
+    if any(pattern.fullmatch(c) for c in calls):
         return True
-    return any(_reaches_matching(flow, c, pattern, depth - 1, seen) for c in summary.calls)
+    return any(_reaches_matching(flow, c, pattern, depth - 1, seen) for c in calls)
 
 
 _stores: dict[tuple[str, int, str], bool] = {}
+_callees: dict[tuple[str, int, str], frozenset[str]] = {}
+
+
+def callees_of(flow: FunctionFlow, name: str) -> frozenset[str] | None:
+    """The names a function of the tree calls (None: not one the review
+    can read).  From its text, without the summaries' analyses: the
+    tracker asks this of every callee an owned object is handed to."""
+    definition = flow.summaries.definition(name)
+    if definition is None or definition.body is None:
+        return None
+    key = (definition.image.blob_id, definition.node.start_byte, name)
+    found = _callees.get(key)
+    if found is None:
+        if len(_callees) > 4096:
+            _callees.clear()
+        found = _callees[key] = frozenset(
+            n for n in (syntax.call_name(c) for c in syntax.calls(definition.body)) if n
+        )
+    return found
 
 
 def _stores_parameter(flow: FunctionFlow, name: str) -> bool:
@@ -1070,12 +1088,12 @@ def _reaches(
     if depth <= 0 or name in seen:
         return False
     seen.add(name)
-    summary = flow.summaries.of(name, 1)
-    if summary is None:
+    calls = callees_of(flow, name)
+    if calls is None:
         return False
-    if summary.calls & wanted or any(CONSUMERS.fullmatch(c) for c in summary.calls):
+    if calls & wanted or any(CONSUMERS.fullmatch(c) for c in calls):
         return True
-    return any(_reaches(flow, callee, wanted, depth - 1, seen) for callee in summary.calls)
+    return any(_reaches(flow, callee, wanted, depth - 1, seen) for callee in calls)
 
 
 @dataclass(frozen=True)

@@ -244,10 +244,14 @@ class Analysis:
             for state in combined[1:]:
                 single = self._join(single, state)
             return old if len(old) == 1 and _same(old[0], single) else [single]
+        held: list[frozenset[tuple[str, frozenset[Value], Kinds]]] | None = None
         while len(combined) > WIDTH:
-            i, j = _most_alike(combined, self.tracker.weight)
+            if held is None:
+                held = [_held(s) for s in combined]
+            i, j = _most_alike_held(held, self.tracker.weight)
             joined = self._join(combined[i], combined[j])
             combined = [s for k, s in enumerate(combined) if k not in (i, j)] + [joined]
+            held = [h for k, h in enumerate(held) if k not in (i, j)] + [_held(joined)]
         if len(combined) == len(old) and all(
             _same(a, b) for a, b in zip(combined, old, strict=True)
         ):
@@ -686,18 +690,30 @@ def _most_alike(
 ) -> tuple[int, int]:
     """The two path states that differ in the fewest places (a place counts
     as much as the tracker's `weight` says)."""
+    return _most_alike_held([_held(s) for s in states], weight)
+
+
+def _held(state: State) -> frozenset[tuple[str, frozenset[Value], Kinds]]:
+    """What a state holds: each place with its values and their kinds."""
+    return frozenset(
+        (name, values, state.kinds_of_values(values)) for name, values in state.places.items()
+    )
+
+
+def _most_alike_held(
+    held: list[frozenset[tuple[str, frozenset[Value], Kinds]]], weight: Callable[[str], int]
+) -> tuple[int, int]:
     best = (0, 1)
     fewest = None
-    for i in range(len(states)):
-        for j in range(i + 1, len(states)):
-            a, b = states[i], states[j]
-            differ = sum(
-                weight(name)
-                for name in set(a.places) | set(b.places)
-                if a.places.get(name) != b.places.get(name)
-                or a.kinds_of_values(a.places.get(name, ()))
-                != b.kinds_of_values(b.places.get(name, ()))
-            )
+    weights: dict[str, int] = {}
+    for i in range(len(held)):
+        for j in range(i + 1, len(held)):
+            differ = 0
+            for name in {entry[0] for entry in held[i] ^ held[j]}:
+                found = weights.get(name)
+                if found is None:
+                    found = weights[name] = weight(name)
+                differ += found
             if fewest is None or differ < fewest:
                 best, fewest = (i, j), differ
     return best
