@@ -448,17 +448,43 @@ def _puts_in_sysfs(flow: FunctionFlow, analysis: Analysis) -> Iterator[tuple[Nod
 
 
 def _tested_calls(flow: FunctionFlow) -> dict[str, int]:
-    """Calls (callee and arguments, spelled one way) whose result the
-    function tests: in a condition, or through the name it is stored in."""
-    tested = set(own.tested_names(flow.graph))
+    """Calls (callee and arguments, spelled one way) whose error the
+    function acts on: tested by an `if` that leaves on one of its branches
+    (`if (f(x)) return NULL;`, `err = f(x); if (err) goto out;`).  A test
+    that only picks what to remember (`if (!f(on)) last = on; else ...`)
+    is no error handling."""
+    exiting = [
+        node
+        for node in syntax.walk(flow.function.body)
+        if node.type == "if_statement"
+        and (
+            syntax.branch_exits(node.child_by_field_name("consequence"))
+            or syntax.branch_exits(_else_branch(node))
+        )
+    ]
+    tested_names = {
+        name
+        for node in exiting
+        for child in syntax.walk(node.child_by_field_name("condition"))
+        if child.type == "identifier" and (name := syntax.text(child))
+    }
     found: dict[str, int] = {}
     for call in flow.calls():
         if syntax.call_name(call) is None:
             continue
-        in_condition = syntax.condition_owner(call) is not None and _outermost_call(call)
-        if in_condition or any(d in tested for d in ev.destinations(call)):
+        owner = syntax.condition_owner(call)
+        in_condition = owner is not None and owner in exiting and _outermost_call(call)
+        if in_condition or any(d in tested_names for d in ev.destinations(call)):
             found[_normal(call)] = found.get(_normal(call), 0) + 1
     return found
+
+
+def _else_branch(node: Node) -> Node | None:
+    alternative = node.child_by_field_name("alternative")
+    if alternative is None:
+        return None
+    inner = [c for c in alternative.named_children if c.type != "comment"]
+    return inner[0] if inner else None
 
 
 def _outermost_call(call: Node) -> bool:
