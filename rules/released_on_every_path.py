@@ -203,7 +203,7 @@ class ReleasedOnEveryPath(FunctionRule):
         returns = _return_kind(change.after.node)
         successes = _successes(change.after.node)
         compared = own.compared_objects(flow.graph)
-        parameters = set(own._parameter_names(change.after.node))
+        parameters = set(own.parameter_names(change.after.node))
         held: list[tuple[own.Exit, own.Resource]] = []
         kept_on_success: set[tuple[str, str, str]] = set()
         for exit in own.exits(analysis):
@@ -393,7 +393,7 @@ class ReleasedOnEveryPath(FunctionRule):
                 if preceded or not then.get(key, (None, False))[1]:
                     continue
                 arguments = syntax.arguments(call)
-                if arguments and own._object_of(arguments[0]) in added:
+                if arguments and own.object_of(arguments[0]) in added:
                     continue
                 argument = syntax.text(syntax.arguments(call)[0]) if syntax.arguments(call) else ""
                 message = (
@@ -422,7 +422,7 @@ def _puts_in_sysfs(flow: FunctionFlow, analysis: Analysis) -> Iterator[tuple[Nod
         family = own.ENDS[event.name]
         if not event.arguments or event.node.id in seen:
             continue
-        for place in tracker._places_of(analysis, state, event.arguments[0], results, family):
+        for place in tracker.places_of(analysis, state, event.arguments[0], results, family):
             values = state.places[place]
             if not own.on_this_path(state, values, {own.OWNED, own.HANDED}):
                 continue
@@ -703,7 +703,7 @@ def _may_drop(
         return True
     # A call through a function pointer (`filler(file, folio)`, `ops->fn()`)
     # may do anything.
-    parameters = set(own._parameter_names(definition.node))
+    parameters = set(own.parameter_names(definition.node))
     for call in syntax.calls(definition.body):
         function = call.child_by_field_name("function")
         if function is None:

@@ -223,7 +223,7 @@ def _uses(event: ev.Event) -> Iterator[tuple[str, Node]]:
             target = ev.address_of(argument)
             if target is not None and "->" not in target and "." not in target:
                 continue  # `&page`: where the callee stores a new pointer
-            for name in {own._object_of(argument), ev.place(argument)}:
+            for name in {own.object_of(argument), ev.place(argument)}:
                 if name is not None:
                     yield name, event.node
     elif isinstance(event, ev.Return) and event.value is not None:

@@ -420,9 +420,9 @@ class Ownership(Tracker):
                     self._release(analysis, state, call, family, call.arguments[index], results)
         if name in ENDS and call.arguments:
             # The last put removes the directory too: nothing left to leak.
-            for place in self._places_of(analysis, state, call.arguments[0], results, ENDS[name]):
+            for place in self.places_of(analysis, state, call.arguments[0], results, ENDS[name]):
                 analysis.bind(state, place, f"ended:{call.node.id}", frozenset({GONE}))
-        if name in _lock_releases():
+        if name in _PIN_RELEASES:
             self._drop_pins(analysis, state, name, call)
         if name in PINS and not acquired:
             self._pin(analysis, state, call, PINS[name][0], results)
@@ -462,7 +462,7 @@ class Ownership(Tracker):
         if target.type == "identifier" and syntax.text(target) in self.locals:
             return  # a local alias: the value follows it
         self._hand_over(analysis, state, assign.value, results)
-        stored = _object_of(assign.value)
+        stored = object_of(assign.value)
         if stored is not None:
             analysis.bind(
                 state, f"{stored}->@escaped", f"esc:{assign.node.id}", frozenset({HANDED})
@@ -513,7 +513,7 @@ class Ownership(Tracker):
             if spec.object >= len(call.arguments):
                 return
             argument = call.arguments[spec.object]
-            found = ev.address_of(argument) if spec.out else _object_of(argument)
+            found = ev.address_of(argument) if spec.out else object_of(argument)
             if found is None:
                 return
             obj = found
@@ -529,7 +529,7 @@ class Ownership(Tracker):
             if spec.creates:
                 # The kobject's release frees its container from now on.
                 argument = call.arguments[spec.object]
-                self._hand(state, self._places_of(analysis, state, argument, results, "alloc"))
+                self._hand(state, self.places_of(analysis, state, argument, results, "alloc"))
         if success == ALWAYS:
             analysis.bind(state, place, value, frozenset({OWNED}))
             return
@@ -589,10 +589,10 @@ class Ownership(Tracker):
         argument: Node,
         results: dict[int, frozenset[Value]],
     ) -> None:
-        obj = _object_of(argument)
+        obj = object_of(argument)
         owned = False
         creates = False
-        for place in self._places_of(analysis, state, argument, results, family):
+        for place in self.places_of(analysis, state, argument, results, family):
             values = state.places[place]
             kinds = state.kinds_of_values(values)
             if OWNED in kinds or HANDED in kinds:
@@ -619,7 +619,7 @@ class Ownership(Tracker):
                 state, f"{obj}->@live", f"{DROPPED}:{call.node.id}", frozenset({RELEASED})
             )
 
-    def _places_of(
+    def places_of(
         self,
         analysis: Analysis,
         state: State,
@@ -631,7 +631,7 @@ class Ownership(Tracker):
         through the pointer value it holds (`kfree(q)` after `q = p`,
         `pte_unmap(pte - 1)`)."""
         found: list[str] = []
-        obj = _object_of(argument)
+        obj = object_of(argument)
         if obj is not None:
             prefix = f"{obj}->@"
             for place in state.places:
@@ -674,7 +674,7 @@ class Ownership(Tracker):
         for argument in call.arguments:
             if referencing:
                 self._mark_pin_referenced(analysis, state, argument, results)
-            places = self._places_of(analysis, state, argument, results)
+            places = self.places_of(analysis, state, argument, results)
             if not places or not self._may_keep(name, {_resource_kind(p) or "" for p in places}):
                 continue
             self._hand(state, places)
@@ -710,7 +710,7 @@ class Ownership(Tracker):
         value: Node,
         results: dict[int, frozenset[Value]],
     ) -> None:
-        self._hand(state, self._places_of(analysis, state, value, results))
+        self._hand(state, self.places_of(analysis, state, value, results))
 
     @staticmethod
     def _hand(state: State, places: Iterable[str]) -> None:
@@ -749,7 +749,7 @@ class Ownership(Tracker):
         tables (`owned`: its put is followed) or by a call the analysis
         does not follow (`handed`: the object outlives the lock for good)."""
         pointers = analysis.value_of(state, argument, results) or frozenset()
-        obj = _object_of(argument)
+        obj = object_of(argument)
         if obj is not None:
             pointers = pointers | state.places.get(obj, frozenset())  # `&pgmap->ref`
         for place in [p for p in state.places if p.startswith("@pin:")]:
@@ -798,10 +798,6 @@ _PT_LOCKS = frozenset(
 )
 
 
-def _lock_releases() -> frozenset[str]:
-    return _PIN_RELEASES
-
-
 _PIN_RELEASES = frozenset(
     {name for _cls, drops in PINS.values() for name in drops} | {"spin_unlock"}
 )
@@ -819,7 +815,7 @@ def _resource_kind(name: str) -> str | None:
 _MEMBER = re.compile(r"(?:->|\.)\w+$")
 
 
-def _object_of(node: Node | None) -> str | None:
+def object_of(node: Node | None) -> str | None:
     """The object an argument names: `folio`, `p`, `wb->blkcg_css`; an
     embedded object (`&x->kobj`, `&folio->page`, `page_folio(page)`) stands
     for its container."""
@@ -828,7 +824,7 @@ def _object_of(node: Node | None) -> str | None:
     node = ev.strip(node)
     if node.type == "call_expression" and syntax.call_name(node) in ("page_folio", "folio_page"):
         arguments = syntax.arguments(node)
-        return _object_of(arguments[0]) if arguments else None
+        return object_of(arguments[0]) if arguments else None
     target = ev.address_of(node)
     if target is not None:
         return _MEMBER.sub("", target)
@@ -996,7 +992,7 @@ def ownership(flow: FunctionFlow) -> Analysis:
         seeds,
         frozenset(TypeScope(flow.function.node).names),
         references,
-        frozenset(_parameter_names(flow.function.node)),
+        frozenset(parameter_names(flow.function.node)),
     )
     # Branches on the same plain name agree with each other.
     return flow.analysis(tracker, ("ownership", flow.version), seeds)
@@ -1049,7 +1045,7 @@ def _stores_parameter(flow: FunctionFlow, name: str) -> bool:
     if found is None:
         if len(_stores) > 4096:
             _stores.clear()
-        parameters = set(_parameter_names(definition.node))
+        parameters = set(parameter_names(definition.node))
         found = False
         for node in syntax.walk(definition.body):
             if node.type != "assignment_expression":
@@ -1057,7 +1053,7 @@ def _stores_parameter(flow: FunctionFlow, name: str) -> bool:
             left, right = node.child_by_field_name("left"), node.child_by_field_name("right")
             if left is None or right is None or ev.strip(left).type == "identifier":
                 continue
-            stored = _object_of(right)
+            stored = object_of(right)
             if stored is not None and stored in parameters:
                 found = True
                 break
@@ -1065,7 +1061,7 @@ def _stores_parameter(flow: FunctionFlow, name: str) -> bool:
     return found
 
 
-def _parameter_names(definition: Node) -> list[str]:
+def parameter_names(definition: Node) -> list[str]:
     declarator = definition.child_by_field_name("declarator")
     while declarator is not None and declarator.type != "function_declarator":
         declarator = declarator.child_by_field_name("declarator")
