@@ -883,6 +883,21 @@ def tested_names(graph: cfg.Graph) -> dict[str, Kinds]:
     }
 
 
+def correlated(tested: dict[str, Kinds], graph: cfg.Graph) -> dict[str, Kinds]:
+    """The tested names worth a value at the entry: those tested twice or
+    more (one test alone correlates with nothing, and only splits paths)."""
+    counts: dict[str, int] = {}
+    for point in graph.points:
+        if point.kind not in (cfg.BRANCH, cfg.SWITCH) or point.node is None:
+            continue
+        for child in syntax.walk(point.node):
+            if child.type in ("identifier", "field_expression"):
+                name = ev.place(child)
+                if name in tested:
+                    counts[name] = counts.get(name, 0) + 1
+    return {name: kinds for name, kinds in tested.items() if counts.get(name, 0) >= 2}
+
+
 def _constant(node: Node) -> str | None:
     """A constant spelled as the values module spells it (`DROP`, `-EAGAIN`,
     `0`); NULL is none."""
@@ -995,7 +1010,7 @@ def ownership(flow: FunctionFlow) -> Analysis:
         frozenset(parameter_names(flow.function.node)),
     )
     # Branches on the same plain name agree with each other.
-    return flow.analysis(tracker, ("ownership", flow.version), seeds)
+    return flow.analysis(tracker, ("ownership", flow.version), correlated(seeds, graph))
 
 
 def _reaches_matching(
