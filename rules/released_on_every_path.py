@@ -292,6 +292,9 @@ class ReleasedOnEveryPath(FunctionRule):
         returns = _return_kind(change.after.node)
         if returns == "void":
             return  # lock helpers return holding what they took
+        body = change.after.body
+        if body is None or not _ERROR_EXITS.search(body.text or b""):
+            return  # no error exit to judge
         taken = flow.calls(LOCKS_TAKEN)
         if not taken or any(_ZERO_IS_TAKEN.fullmatch(syntax.call_name(c) or "") for c in taken):
             return
@@ -458,8 +461,7 @@ def _tested_calls(flow: FunctionFlow) -> dict[str, int]:
         for node in syntax.walk(flow.function.body)
         if node.type == "if_statement"
         and (
-            syntax.branch_exits(node.child_by_field_name("consequence"))
-            or syntax.branch_exits(_else_branch(node))
+            _error_exit(node.child_by_field_name("consequence")) or _error_exit(_else_branch(node))
         )
     ]
     tested_names = {
@@ -477,6 +479,33 @@ def _tested_calls(flow: FunctionFlow) -> dict[str, int]:
         if in_condition or any(d in tested_names for d in ev.destinations(call)):
             found[_normal(call)] = found.get(_normal(call), 0) + 1
     return found
+
+
+def _error_exit(branch: Node | None) -> bool:
+    """Does this branch end in an error exit: `return -ENOMEM;`,
+    `return NULL;`, `return err;`, `goto out_free;`?  Not a `goto next;` or
+    a `continue` of a walk (`if (!pmdp_test_and_clear_young(...)) goto
+    next;` tests a predicate, not an error)."""
+    if branch is None or not syntax.branch_exits(branch):
+        return False
+    last = branch
+    while last.type == "compound_statement":
+        body = [c for c in last.named_children if c.type != "comment"]
+        if not body:
+            return False
+        last = body[-1]
+    if last.type == "goto_statement":
+        return bool(_ERROR_LABEL.match(syntax.text(last.child_by_field_name("label"))))
+    if last.type == "return_statement":
+        value = next((c for c in last.named_children if c.type != "comment"), None)
+        return value is not None and bool(_ERROR_VALUE.match(syntax.text(value)))
+    return False
+
+
+_ERROR_LABEL = re.compile(r"(err|out|fail|free|put|unlock|undo|clean|bad|release|abort)", re.I)
+_ERROR_VALUE = re.compile(
+    r"(-\s*E[A-Z]|NULL\b|ERR_|(ret|err|error|rc|result)\b|[A-Z][A-Z0-9_]*(FAIL|ERR|NOMEM|OOM))"
+)
 
 
 def _else_branch(node: Node) -> Node | None:
@@ -712,6 +741,10 @@ def _may_drop(
             return True
     return False
 
+
+# What an error exit looks like in the text, to skip the lock analysis of
+# functions that have none.
+_ERROR_EXITS = re.compile(rb"return\s+(-|NULL|false|ERR_)|=\s*-E[A-Z]|\bgoto\b|_FAIL|\berr\b")
 
 # Taken only when they return 0; the lock tracker reads them as always taken.
 _ZERO_IS_TAKEN = re.compile(r"\w+_(killable|interruptible)")

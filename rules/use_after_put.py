@@ -84,6 +84,7 @@ from collections.abc import Iterator
 from tree_sitter import Node
 
 from analyzer import syntax
+from analyzer.flow import FunctionFlow
 from analyzer.flow import events as ev
 from analyzer.flow import ownership as own
 from analyzer.flow.values import Analysis, State, Value
@@ -121,7 +122,7 @@ class UseAfterPut(FunctionRule):
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
         flow = change.flow
-        if not flow.calls(TRIGGERS):
+        if not _worth_following(flow):
             return
         analysis = own.ownership(flow)
         if not analysis.complete:
@@ -174,6 +175,35 @@ class UseAfterPut(FunctionRule):
         )
         key = _key(analysis, name, node, killer)
         return change.finding(node, message, Confidence.MEDIUM, key=key)
+
+
+def _worth_following(flow: FunctionFlow) -> bool:
+    """Is anything released (or unlocked) used again afterwards, in the
+    text or around a loop?  A cheap look before the analysis."""
+    body = flow.function.body
+    if body is None:
+        return False
+    releases = flow.calls(TRIGGERS)
+    if not releases:
+        return False
+    text = body.text or b""
+    base = body.start_byte
+    names: set[bytes] = set()
+    for call in flow.calls(frozenset(own.PINS)):
+        names.update(d.split("->")[0].split(".")[0].encode() for d in ev.destinations(call))
+    for call in releases:
+        name = syntax.call_name(call) or ""
+        if syntax.enclosing(call, "for_statement", "while_statement", "do_statement"):
+            return True  # a use earlier in the loop runs after it
+        if name in own.RELEASES:
+            for argument in syntax.arguments(call):
+                obj = own.object_of(argument)
+                if obj is not None:
+                    names.add(obj.split("->")[0].split(".")[0].encode())
+        after = text[call.end_byte - base :]
+        if any(re.search(rb"\b" + re.escape(n) + rb"\b", after) for n in names if n):
+            return True
+    return False
 
 
 def _first_uses(analysis: Analysis, dropped: str | None) -> Iterator[tuple[str, Node, Value]]:
