@@ -32,10 +32,11 @@ It flags:
   to sysfs by this function (the `kobject_del()` removed or skipped), and a
   patch that drops the `kobject_del()` every path made before a
   `kobject_put()` of a kobject from elsewhere;
-- as a change only: a call whose result the function tested (in a
-  condition, or through the name it was stored in) made as a bare
-  statement: its error, and the error path with its releases, is ignored
-  (unless the callee, in the same file, now returns `void`).
+- as a change only: a call whose error the function acted on (a test of
+  its result, or of the name it was stored in, leading to an error exit:
+  `return -E...`, `return NULL`, `return err`, `goto out_free`) made as a
+  bare statement: its error, and the error path with its releases, is
+  ignored (unless the callee, in the same file, now returns `void`).
 
 Ownership handed over is not a leak: the object returned, stored into a
 structure, a global or a list (`x->f = p`, `arr[i] = p`, `*out = p`,
