@@ -645,18 +645,18 @@ def _callers_locks(flow: FunctionFlow, analysis: Analysis) -> set[str]:
             lock = ev.address_of(arguments[0]) or ev.place(arguments[0])
             if lock is not None:
                 found.update(f"{cls}:{lock}" for cls in LOCK_CLASSES)
-    for _point, event, state, _results in analysis.states():
-        if not isinstance(event, ev.Call) or event.name is None:
+    for call in flow.calls(LOCKS_DROPPED):
+        spec = vocabulary.LOCK_CALLS[syntax.call_name(call) or ""]
+        name = _lock_name(
+            spec, ev.Call(call, syntax.call_name(call), tuple(syntax.arguments(call)))
+        )
+        if name is None or name in found:
             continue
-        spec = vocabulary.LOCK_CALLS.get(event.name)
-        if spec is None or not spec.release:
-            continue
-        name = _lock_name(spec, event)
-        if name is None:
-            continue
-        values = state.places.get(name)
-        if not values or any(str(v).startswith("top:") for v in values):
-            found.add(name)
+        for state, _results in analysis.before_each(call):
+            values = state.places.get(name)
+            if not values or any(str(v).startswith("top:") for v in values):
+                found.add(name)
+                break
     return found
 
 

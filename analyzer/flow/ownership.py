@@ -1121,10 +1121,19 @@ class Exit:
 def exits(analysis: Analysis) -> Iterator[Exit]:
     """Each path state that leaves the function (paths that die in BUG()
     or panic() do not leave it)."""
-    for _point, event, state, results in analysis.states():
-        if isinstance(event, ev.Return):
-            yield Exit(event.node, event.value, state, results)
     graph = analysis.graph
+    for point in graph.points:
+        if point.kind != cfg.RETURN:
+            continue
+        # Only the return's own point is replayed, not the whole function.
+        for entry in analysis.entry_states.get(point.id, ()):
+            state = entry.copy()
+            results: dict[int, frozenset[Value]] = {}
+            for event in analysis.events(point):
+                if isinstance(event, ev.Return):
+                    yield Exit(event.node, event.value, state, results)
+                    break
+                analysis.step(state, event, results)
     for edge in graph.exit.preds:
         point = edge.source
         if point.kind == cfg.RETURN:
