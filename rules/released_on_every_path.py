@@ -239,11 +239,11 @@ class ReleasedOnEveryPath(FunctionRule):
         for exit, resource in held:
             signature = _signature(resource)
             if _same_resource(tracker.released, tracker, resource):
-                evidence = "as the other paths do"
+                evidence = "and the other paths release it"
             elif signature in kept_on_success:
-                evidence = "on the other paths it is handed on (to the caller, a list, a structure)"
+                evidence = "and the other paths hand it on (to the caller, a list, a structure)"
             elif signature in released_before:
-                evidence = "as the function did before the patch"
+                evidence = "and the function released it here before the patch"
             else:
                 continue
             where = exit.node.id if exit.node is not None else -1
@@ -263,8 +263,13 @@ class ReleasedOnEveryPath(FunctionRule):
         where = "this return" if exit.node is not None else "the end of the function"
         message = (
             f"{family.what} taken by {acquire}() on line {line} ({resource.object}) is still "
-            f"held at {where}: release it ({releases}) on this error path too; {evidence}"
+            f"held at {where}, {evidence}: release it ({releases}) on this error path too"
         )
+        if resource.family == "kobject" and acquire == "kobject_init_and_add":
+            message += (
+                " (even when kobject_init_and_add() failed: kobject_put(), not kfree(), frees "
+                "the name it set)"
+            )
         key = f"leak:{resource.family}:{acquire}:{syntax.node_key(anchor)}"
         return change.finding(anchor, message, Confidence.MEDIUM, key=key)
 
