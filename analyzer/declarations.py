@@ -148,6 +148,7 @@ class _Declared:
 
 
 _by_blob: dict[str, _Declared] = {}
+_declares_by_context: WeakKeyDictionary[ReviewContext, dict[str, bool]] = WeakKeyDictionary()
 # The headers one review context (one patch, or one scan) has read.
 _read_by_context: WeakKeyDictionary[ReviewContext, dict[str, _Declared | None]] = (
     WeakKeyDictionary()
@@ -248,6 +249,12 @@ class Declarations:
         no tree to ask)?"""
         if not self.context.has_tree:
             return None
+        known = _declares_by_context.setdefault(self.context, {})
+        if name not in known:
+            known[name] = self._declares(name)
+        return known[name]
+
+    def _declares(self, name: str) -> bool:
         own = re.compile(rb"^[A-Za-z_#][^\n;=]*\b" + re.escape(name.encode()) + rb"\b", re.M)
         return any(
             d is not None and name in d.signatures for _, d in self._sources(SIGNATURE_HEADERS, own)

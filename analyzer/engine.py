@@ -134,8 +134,15 @@ def review_file(
     """Findings the patch introduces in one file (all of them with show_all)."""
     if file.post is None:
         return [], None
+    # A patch that removes the last use of an API is about that API too.
     function_rules = [
-        r for r in rules if isinstance(r, FunctionRule) and r.applies_to(file.path, file.post.text)
+        r
+        for r in rules
+        if isinstance(r, FunctionRule)
+        and (
+            r.applies_to(file.path, file.post.text)
+            or (file.pre is not None and r.applies_to(file.path, file.pre.text))
+        )
     ]
     post = parse(file.post)
     if not function_rules:

@@ -101,6 +101,20 @@ class ReviewContext:
         return self._read_file(path) if self._read_file else None
 
 
+def _statement_at(function: Function, row: int) -> Node:
+    """The outermost node of `function`'s body starting on `row`'s first
+    character (the function itself when the row is outside its body)."""
+    body = function.body
+    if body is None:
+        return function.node
+    line_text = function.image.line_text(row)
+    column = len(line_text) - len(line_text.lstrip())
+    node = body.descendant_for_point_range((row, column), (row, column)) or body
+    while node.parent is not None and node.parent.start_point.row == row and node.parent != body:
+        node = node.parent
+    return node
+
+
 @dataclass
 class FunctionChange:
     """One function as a patch leaves it (`after`), and as it was (`before`,
@@ -157,20 +171,37 @@ class FunctionChange:
             ):
                 row += 1
         if row is not None and body is not None and body.start_point.row < row < body.end_point.row:
-            line_text = self.after.image.line_text(row)
-            column = len(line_text) - len(line_text.lstrip())
-            node = body.descendant_for_point_range((row, column), (row, column))
-            while (
-                node is not None
-                and node.parent is not None
-                and node.parent.start_point.row == row
-                and node.parent != body
-            ):
-                node = node.parent
-            if node is not None:
-                return node
+            return _statement_at(self.after, row)
         declarator = self.after.node.child_by_field_name("declarator")
         return declarator if declarator is not None else self.after.node
+
+    def replaced(
+        self, added: Node, removed: list[Node], same: Callable[[Node], bool]
+    ) -> Node | None:
+        """The removed node `added` took the place of: the first that
+        `same` accepts, else one whose lines the added block holding
+        `added` replaced."""
+        alike = [node for node in removed if same(node)]
+        if alike:
+            return alike[0]
+        assert self.before is not None
+        line = self.after.image.real_line(added.start_point.row)
+        for node in removed:
+            start = end = self.post_line_of(self.before.image.real_line(node.start_point.row))
+            while end + 1 in self.added_lines:
+                end += 1
+            if start - 1 <= line <= end + 1:
+                return node
+        return None
+
+    def first_change(self) -> Node:
+        """Where the patch first changed the function: the line standing
+        where it removed one, else the first line it added."""
+        if self.before is not None and self.removed_rows:
+            return self.anchor_for(_statement_at(self.before, min(self.removed_rows)))
+        if self.added_rows:
+            return _statement_at(self.after, min(self.added_rows))
+        return self.after.node
 
     @property
     def is_new_function(self) -> bool:

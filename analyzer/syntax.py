@@ -163,6 +163,12 @@ def identifiers(node: Node) -> set[str]:
 _TOKEN_RE = re.compile(r"[A-Za-z_]\w*|\S")
 
 
+def one_line(node: Node, width: int = 60) -> str:
+    """The node's text on one line, cut to `width` for a message."""
+    squeezed = re.sub(r"\s+", " ", text(node))
+    return squeezed if len(squeezed) <= width else squeezed[: width - 3] + "..."
+
+
 def node_key(node: Node) -> str:
     """The construct with names abstracted: calls keep their callee, every
     other identifier becomes `_`, so a renamed local does not make an old
@@ -192,6 +198,23 @@ def macro_loop_body(call: Node) -> Node | None:
     while body is not None and body.type == "comment":
         body = body.next_named_sibling
     return body
+
+
+def enclosing_macro_loop(node: Node, name: str) -> Node | None:
+    """The iterator macro call `name(...) { }` whose body holds `node`."""
+    for ancestor in ancestors(node):
+        statement = ancestor.prev_named_sibling
+        while statement is not None and statement.type == "comment":
+            statement = statement.prev_named_sibling
+        head = statement.named_children[0] if statement and statement.named_children else None
+        if (
+            head is not None
+            and head.type == "call_expression"
+            and call_name(head) == name
+            and macro_loop_body(head) == ancestor
+        ):
+            return head
+    return None
 
 
 def within(node: Node, container: Node) -> bool:

@@ -183,9 +183,13 @@ def _evaluate_one(
         return Outcome(recipe, ERROR, error=str(err))
     series = read_series(["-"], stdin=patch)
     result = review(series, rules, tree=tree, base=head)
-    # A mutation the review could not apply to its own base is a bug here,
-    # not something to score.
-    problems = result.errors + [n for n in result.notes if "reviewed from the patch alone" in n]
+    # A mutation the review could not apply to its own base, or a rule
+    # that failed on it, is a bug here, not something to score.
+    problems = result.errors + [
+        note
+        for note in result.notes
+        if "reviewed from the patch alone" in note or note.startswith("rule ")
+    ]
     if problems:
         return Outcome(recipe, ERROR, result.findings, "; ".join(problems), patch=patch)
     if recipe.kind == "bug":

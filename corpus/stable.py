@@ -177,6 +177,9 @@ CLASSES = (*WAVE1, *WAVE2, *OTHER_CLASSES)
 # yet is absent.
 CLASS_RULES: dict[str, tuple[str, ...]] = {
     "huge-pmd": ("PTE_WORK_ON_HUGE_PMD",),
+    "null-deref": ("FAILED_RESULT_UNCHECKED",),
+    "sleep-in-atomic": ("SLEEP_IN_ATOMIC",),
+    "loop-no-yield": ("LOOP_NO_YIELD",),
     "leak": ("RELEASED_ON_EVERY_PATH",),
     "error-path": ("RELEASED_ON_EVERY_PATH",),
     "use-after-put": ("USE_AFTER_PUT",),

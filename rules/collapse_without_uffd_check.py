@@ -2,25 +2,25 @@
 
 ## What it does
 In `mm/khugepaged.c`, flags:
-- a patch that removes a userfaultfd state check (`userfaultfd_wp()`,
-  `userfaultfd_armed()`, `pte_uffd_wp()`, `pte_swp_uffd_wp*()`) from a
-  function that scans, collapses or retracts page tables (a removed
-  `userfaultfd_missing()` is PAGECACHE_HOLES_NOT_REVALIDATED's);
+- a patch that takes a userfaultfd state check (`userfaultfd_wp()`,
+  `userfaultfd_armed()`, `pte_uffd_wp()`, `pte_swp_uffd_wp*()`) away from
+  the work it guarded: on some path, what only ran once the check had said
+  "not registered" (isolating the PTEs, collapsing, retracting the table)
+  is now reached without a check at least as wide.  A check removed,
+  narrowed (`install_pmd && userfaultfd_wp(vma)`), turned into a bare
+  warning, or moved after the work is reported; one moved earlier, into a
+  helper of the tree, reshaped or widened (`pte_swp_uffd_wp_any()` for
+  `pte_swp_uffd_wp()`, `userfaultfd_armed()` for any one mode) is not, and
+  neither is an early check dropped while the re-check under the lock
+  still stands before the page table changes (taking locks and starting
+  notifiers is not work it guarded).  A removed `userfaultfd_missing()` is
+  PAGECACHE_HOLES_NOT_REVALIDATED's;
 - code that detaches a PTE table (`pmdp_collapse_flush()`) in a function
   that never checks the VMA's userfaultfd state, unless every caller checks
   before calling it;
-- a retraction done under the page-table lock whose only userfaultfd check
-  was made before the lock was taken, with no mmap_lock held in between.
-
-A check moved into a same-file helper, or made by a same-file helper the
-function calls, counts as made (one level deep).  A removal is only
-reported when the check, or the call to a helper making it, is on a line
-the patch removes from the function itself; the rule then looks harder
-before accusing: a check replaced by a wider one still counts
-(`pte_swp_uffd_wp_any()` for `pte_swp_uffd_wp()`, `userfaultfd_armed()`
-for any one mode), helpers count as the patch found them or as it leaves
-them (a helper the patch changes is judged on its own), and calls the
-patch adds are followed a few same-file levels deep.
+- a retraction done under the page-table lock when no userfaultfd check is
+  on every path from taking the lock to it, though one was made before the
+  lock, with no mmap_lock held.
 
 ## Why is this bad?
 A VMA registered for userfaultfd write-protect keeps its protection in the
@@ -69,13 +69,24 @@ afterwards.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 
 from tree_sitter import Node
 
 from analyzer import syntax
-from analyzer.parsing import ParsedFile
+from analyzer.flow import FunctionFlow
+from analyzer.flow.cfg import BRANCH, RETURN, Point
+from analyzer.flow.guards import (
+    Vouching,
+    branches_checking,
+    checks_by,
+    checks_made,
+    helpers_dropped,
+    lost_checks,
+    vouched,
+)
+from analyzer.flow.locks import lock_name
+from analyzer.flow.vocabulary import LOCK_CALLS
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 UFFD_CHECKS = frozenset(
@@ -108,18 +119,23 @@ WIDER = {
     "userfaultfd_minor": frozenset({"userfaultfd_armed"}),
     "userfaultfd_missing": frozenset({"userfaultfd_armed"}),
 }
-# How far the calls a patch adds are followed to find a check still made:
-# a check moved two new helpers down is still made on that path.
-ADDED_CALL_DEPTH = 3
 COLLAPSE_CALLS = frozenset({"pmdp_collapse_flush", "pte_free_defer"})
 DETACH_CALLS = frozenset({"pmdp_collapse_flush"})
-LOCK_CALLS = frozenset({"pmd_lock", "spin_lock", "spin_lock_nested", "pte_offset_map_lock"})
-UNLOCK_CALLS = frozenset({"spin_unlock", "pte_unmap_unlock"})
-# UFFDIO_REGISTER changes VMA flags under mmap_lock held for write: a check
-# made while the mmap_lock is held stays true until it is dropped.
-MMAP_HELD_ASSERTS = frozenset({"mmap_assert_locked", "mmap_assert_write_locked"})
-MMAP_LOCKS = frozenset({"mmap_read_lock", "mmap_write_lock"})
-MMAP_UNLOCKS = frozenset({"mmap_read_unlock", "mmap_write_unlock"})
+# What a check does not guard: taking locks and starting notifiers before
+# the work (the re-check under the lock guards the work itself).
+BOOKKEEPING = frozenset(LOCK_CALLS) | frozenset(
+    {
+        "pte_lockptr",
+        "pmd_lockptr",
+        "mmu_notifier_range_init",
+        "mmu_notifier_invalidate_range_start",
+        "mmu_notifier_invalidate_range_end",
+        "pmdp_get_lockless_sync",
+        "READ_ONCE",
+        "unlikely",
+        "likely",
+    }
+)
 
 
 class CollapseWithoutUffdCheck(FunctionRule):
@@ -129,246 +145,172 @@ class CollapseWithoutUffdCheck(FunctionRule):
     paths = ("mm/khugepaged.c",)
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
-        body = change.after.body
-        if body is None:
-            return
-        checks_after = _check_sites(body, change.after_file, change.after.name)
-        collapses = syntax.calls(body, COLLAPSE_CALLS)
-        removed = list(self._removed_checks(change, checks_after))
+        flow = change.flow
+        removed = list(_removed(change))
         yield from removed
+        collapses = flow.calls(COLLAPSE_CALLS)
         if not collapses or removed:
             return
-        if not checks_after:
+        if not checks_made(flow, UFFD_CHECKS):
             # Freeing a table someone else detached, or detaching for a
             # caller that made the check: the check is not this function's.
-            detaches = [c for c in collapses if syntax.call_name(c) in DETACH_CALLS]
-            if not detaches or _callers_check(change.after_file, change.after.name):
-                return
-            yield change.finding(
-                detaches[0],
-                f"{syntax.call_name(collapses[0])}() in a function that never checks the VMA's "
-                "userfaultfd state: uffd-wp markers would be dropped; check userfaultfd_wp(vma) "
-                "under the lock that is held while the page table changes",
-            )
-            return
-        yield from self._not_rechecked_under_lock(change, body, list(checks_after), collapses)
-
-    @staticmethod
-    def _removed_checks(
-        change: FunctionChange, checks_after: dict[Node, Counter[str]]
-    ) -> Iterator[Finding]:
-        if change.before is None or change.before.body is None:
-            return
-        # Only what this function's own '-' lines held: a check, or a call
-        # to a helper making one.  Helpers never create a removal.
-        checks_before = _check_sites(change.before.body, change.before_file, change.before.name)
-        removed = [site for site in checks_before if change.is_removed(site)]
-        if not removed:
-            return
-        before_counts = sum(checks_before.values(), Counter())
-        after_counts = _made_after(change)
-        for site in removed:
-            for name in sorted(checks_before[site]):
-                # Moved, reshaped, widened or pulled into a helper: not dropped.
-                if name in REPORTED_ELSEWHERE or _making(after_counts, name) >= _making(
-                    before_counts, name
-                ):
-                    continue
-                # An early check dropped while the one under the lock stays.
-                if _every_collapse_rechecks(change.after.body, checks_after, name):
-                    continue
-                what = "the only" if _making(after_counts, name) == 0 else "a"
-                via = "" if syntax.call_name(site) == name else f" (via {syntax.call_name(site)}())"
+            detaches = flow.calls(DETACH_CALLS)
+            if detaches and not _callers_check(flow):
                 yield change.finding(
-                    change.anchor_for(site),
-                    f"patch removes {what} {name}() check{via} on this collapse/retract path; "
-                    "userfaultfd-registered ranges (uffd-wp markers, missing-mode holes) must be "
-                    "skipped, and the check repeated under the lock held while the page table "
-                    "changes",
-                    Confidence.HIGH,
-                    key=f"removed:{name}",
+                    detaches[0],
+                    f"{syntax.call_name(collapses[0])}() in a function that never checks the "
+                    "VMA's userfaultfd state: uffd-wp markers would be dropped; check "
+                    "userfaultfd_wp(vma) under the lock that is held while the page table changes",
                 )
-                before_counts[name] -= 1
-
-    @staticmethod
-    def _not_rechecked_under_lock(
-        change: FunctionChange, body: Node, checks_after: list[Node], collapses: list[Node]
-    ) -> Iterator[Finding]:
-        locks = syntax.calls(body, LOCK_CALLS)
-        unlocks = syntax.calls(body, UNLOCK_CALLS)
-        for collapse in collapses:
-            lock = max(
-                (c for c in locks if c.start_byte < collapse.start_byte),
-                key=lambda c: c.start_byte,
-                default=None,
-            )
-            # Only a collapse made while the lock is still held counts; an
-            # unlock on a bail-out branch does not release it for us.
-            if lock is None or any(
-                lock.start_byte < u.start_byte < collapse.start_byte
-                and not _on_other_branch(u, collapse)
-                for u in unlocks
-            ):
-                continue
-            if any(lock.start_byte < c.start_byte < collapse.start_byte for c in checks_after):
-                continue
-            early = [c for c in checks_after if c.start_byte < lock.start_byte]
-            if not early or any(_under_mmap_lock(body, c, collapse) for c in early):
-                continue
-            yield change.finding(
-                collapse,
-                f"{syntax.call_name(collapse)}() under {syntax.call_name(lock)}() relies on a "
-                "userfaultfd check made before the lock was taken; re-check userfaultfd_wp(vma) "
-                "after taking it",
-                Confidence.MEDIUM,
-                severity=Severity.WARNING,
-            )
+            return
+        yield from _not_rechecked_under_lock(change, collapses)
 
 
-def _check_sites(body: Node, file: ParsedFile | None, name: str) -> dict[Node, Counter[str]]:
-    """Where a function checks userfaultfd state, and which checks: its own
-    calls, and calls to same-file helpers that make the check themselves
-    (one level: a check moved into a helper is still made)."""
-    sites: dict[Node, Counter[str]] = {
-        call: Counter({syntax.call_name(call) or "": 1}) for call in syntax.calls(body, UFFD_CHECKS)
+def _removed(change: FunctionChange) -> Iterator[Finding]:
+    """Checks the patch takes away from this function, or from it through
+    a helper it no longer calls."""
+    before, after = change.before_flow, change.flow
+    if before is None:
+        return
+    names = {
+        syntax.call_name(call) or ""
+        for call in before.calls(UFFD_CHECKS - REPORTED_ELSEWHERE)
+        if change.is_removed(call)
     }
-    if file is not None:
-        helpers = {f.name: f.body for f in file.functions if f.body is not None}
-        for call, helper in syntax.called_definitions(body, helpers, exclude=name):
-            inner = Counter(syntax.call_name(c) or "" for c in syntax.calls(helper, UFFD_CHECKS))
-            if inner:
-                sites[call] = inner
-    return dict(sorted(sites.items(), key=lambda item: item[0].start_byte))
-
-
-def _making(counts: Counter[str], name: str) -> int:
-    """How many of the checks counted test at least what `name` tests."""
-    return sum(counts[wider] for wider in WIDER.get(name, frozenset()) | {name})
-
-
-def _made_after(change: FunctionChange) -> Counter[str]:
-    """The checks the post-image still makes, read generously: each helper
-    as the patch found it or as it leaves it, whichever checks more (a
-    helper the patch changes is judged on its own), and a call the patch
-    adds followed ADDED_CALL_DEPTH same-file levels deep."""
-    body = change.after.body
-    assert body is not None
-    made = Counter(syntax.call_name(c) or "" for c in syntax.calls(body, UFFD_CHECKS))
-    for call in syntax.calls(body):
-        name = syntax.call_name(call) or ""
-        if name in UFFD_CHECKS or name == change.after.name:
-            continue
-        depth = ADDED_CALL_DEPTH if change.is_added(call) else 1
-        through: Counter[str] = Counter()
-        for file in (change.before_file, change.after_file):
-            through |= _helper_checks(file, name, depth)
-        made += through
-    return made
-
-
-_reached: dict[tuple[str, str, int], Counter[str]] = {}
-
-
-def _helper_checks(file: ParsedFile | None, name: str, depth: int) -> Counter[str]:
-    """The checks same-file function `name` makes itself and, `depth` - 1
-    levels further, through the same-file functions it calls."""
-    if file is None or depth <= 0:
-        return Counter()
-    key = (file.image.blob_id, name, depth)
-    if key not in _reached:
-        if len(_reached) > 4096:
-            _reached.clear()
-        made: Counter[str] = Counter()
-        # #ifdef'd alternatives of one helper: whichever checks more.
-        for helper in file.functions_named(name):
-            if helper.body is None:
-                continue
-            own = Counter(syntax.call_name(c) or "" for c in syntax.calls(helper.body, UFFD_CHECKS))
-            for call in syntax.calls(helper.body):
-                callee = syntax.call_name(call) or ""
-                if callee not in UFFD_CHECKS and callee != name:
-                    own += _helper_checks(file, callee, depth - 1)
-            made |= own
-        _reached[key] = made
-    return _reached[key]
-
-
-def _callers_check(file: ParsedFile | None, name: str) -> bool:
-    """Is `name` a same-file helper whose every caller checks userfaultfd
-    state before calling it?"""
-    if file is None:
-        return False
-    calls = [
-        (caller, call)
-        for caller in file.functions
-        if caller.name != name and caller.body is not None
-        for call in syntax.calls(caller.body, name)
-    ]
-    return bool(calls) and all(
-        any(
-            site.start_byte < call.start_byte
-            for site in _check_sites(caller.body, file, caller.name)
+    lost = [(call, name) for name in sorted(names) if (call := _lost(change, name)) is not None]
+    lost += [
+        (call, check)
+        for call, check in helpers_dropped(
+            before, after, change.is_removed, UFFD_CHECKS - REPORTED_ELSEWHERE, _as_wide
         )
-        for caller, call in calls
-        if caller.body is not None
-    )
-
-
-def _under_mmap_lock(body: Node, check: Node, collapse: Node) -> bool:
-    """Is the mmap_lock held from `check` to `collapse`: asserted on entry,
-    or taken before the check and not dropped in between?"""
-    called = syntax.calls(body)
-    if any(syntax.call_name(c) in MMAP_HELD_ASSERTS for c in called):
-        return True
-    taken = [
-        c for c in called if syntax.call_name(c) in MMAP_LOCKS and c.start_byte < check.start_byte
+        if check not in names
     ]
-    return bool(taken) and not any(
-        syntax.call_name(c) in MMAP_UNLOCKS
-        and max(t.start_byte for t in taken) < c.start_byte < collapse.start_byte
-        and not _on_other_branch(c, collapse)
-        for c in called
-    )
+    for call, name in lost:
+        via = "" if syntax.call_name(call) == name else f" (via {syntax.call_name(call)}())"
+        # Only the tree shows the whole function: from the patch alone, "the
+        # only" check would be a guess.
+        only = not change.after.image.partial and not checks_made(after, _as_wide(name))
+        yield change.finding(
+            change.anchor_for(call),
+            f"patch removes {'the only' if only else 'a'} {name}() check{via} on this "
+            "collapse/retract path; userfaultfd-registered ranges (uffd-wp markers, missing-mode "
+            "holes) must be skipped, and the check repeated under the lock held while the page "
+            "table changes",
+            Confidence.HIGH,
+            key=f"removed:{name}",
+        )
 
 
-def _every_collapse_rechecks(
-    body: Node | None, checks: dict[Node, Counter[str]], name: str
-) -> bool:
-    """Does a `name` check follow the lock of every collapse made under a
-    lock (and is there such a collapse)?"""
-    if body is None:
-        return False
-    sites = [site for site, names in checks.items() if _making(names, name)]
-    guarded = [
-        (lock, collapse)
-        for collapse in syntax.calls(body, COLLAPSE_CALLS)
-        if (lock := _held_lock(body, collapse)) is not None
-    ]
-    return bool(guarded) and all(
-        any(lock.start_byte < s.start_byte < collapse.start_byte for s in sites)
-        for lock, collapse in guarded
-    )
-
-
-def _held_lock(body: Node, collapse: Node) -> Node | None:
-    """The lock taken last before `collapse` if it is still held there (an
-    unlock on a bail-out branch does not release it for the collapse)."""
-    lock = max(
-        (c for c in syntax.calls(body, LOCK_CALLS) if c.start_byte < collapse.start_byte),
-        key=lambda c: c.start_byte,
-        default=None,
-    )
-    if lock is None or any(
-        lock.start_byte < u.start_byte < collapse.start_byte and not _on_other_branch(u, collapse)
-        for u in syntax.calls(body, UNLOCK_CALLS)
-    ):
+def _lost(change: FunctionChange, checked: str) -> Node | None:
+    """The call of `checked` the patch removed, if it took the check away
+    from work it stood before.  Along paths: work it vouched for on every
+    path, with or without the lock taken since, that it no longer does.  By
+    count, for checks in loops, whose work is the next element: fewer checks
+    at least as wide, unless every collapse under a lock is still checked
+    after taking it."""
+    before, after = change.before_flow, change.flow
+    assert before is not None
+    call = next(c for c in before.calls(checked) if change.is_removed(c))
+    names = _as_wide(checked)
+    for until_lock in (True, False):
+        for _ in lost_checks(
+            before,
+            after,
+            removed=change.is_removed,
+            is_check=lambda node: syntax.call_name(node) == checked,
+            vouches_before=checks_by(before, names),
+            vouches_after=checks_by(after, names),
+            matters=_guarded_work,
+            until_lock=until_lock,
+            proceeds=_proceeds,
+            key=f"uffd:{checked}",
+        ):
+            return call
+    if checks_made(after, names) >= checks_made(before, names):
         return None
-    return lock
+    return None if _collapses_checked_under_lock(after, names) else call
 
 
-def _on_other_branch(node: Node, other: Node) -> bool:
-    branch = syntax.enclosing(node, "if_statement")
-    return branch is not None and not (branch.start_byte <= other.start_byte < branch.end_byte)
+def _as_wide(name: str) -> frozenset[str]:
+    return WIDER.get(name, frozenset()) | {name}
+
+
+def _proceeds(node: Node, condition: Node) -> bool | None:
+    """A check holds for a registered range, which is then skipped: the
+    work goes on along the false edge.  A helper's answer could mean either."""
+    return False if syntax.call_name(node) in UFFD_CHECKS else None
+
+
+def _guarded_work(point: Point) -> bool:
+    """What a check guards: the work and what the function reports, not the
+    locks taken before it nor the flags it sets."""
+    if point.node is None or point.kind == BRANCH:
+        return False
+    if point.kind == RETURN:
+        return True  # what the function reports: success, for the caller to collapse
+    return any(syntax.call_name(c) not in BOOKKEEPING for c in syntax.calls(point.node))
+
+
+def _collapses_checked_under_lock(flow: FunctionFlow, names: frozenset[str]) -> bool:
+    """Is every collapse made under a page-table lock checked after taking
+    it (and is there one)?"""
+    collapses = [c for c in flow.calls(COLLAPSE_CALLS) if flow.holds(c)]
+    if not collapses:
+        return False
+    analysis = flow.analysis(
+        Vouching(flow, checks_by(flow, names), True, _proceeds), ("vouching", tuple(sorted(names)))
+    )
+    return all(vouched(analysis, c, "vma") for c in collapses)
+
+
+def _callers_check(flow: FunctionFlow) -> bool:
+    """Is every call of this function reached only through a userfaultfd
+    check of its caller?"""
+    sites = flow.callers()
+    if not sites:
+        return False
+    for caller, call in sites:
+        target = caller.point(call)
+        if target is None or not caller.every_path(
+            None, target, passes=branches_checking(caller, UFFD_CHECKS)
+        ):
+            return False
+    return True
+
+
+def _not_rechecked_under_lock(change: FunctionChange, collapses: list[Node]) -> Iterator[Finding]:
+    """A collapse under a page-table lock, with no userfaultfd check on
+    every path from taking the lock to it, though one was made before; not
+    while the mmap_lock is held (UFFDIO_REGISTER changes VMA flags under it,
+    for write: a check made under it stays true until it is dropped)."""
+    flow = change.flow
+    checks = branches_checking(flow, UFFD_CHECKS)
+    if not any(checks(p) for p in flow.graph.points):
+        return
+    for collapse in collapses:
+        target = flow.point(collapse)
+        held = [
+            lock
+            for lock, kinds in flow.locks_at(collapse, frozenset({"spin"})).items()
+            if kinds == {"held"}
+        ]
+        if target is None or not held or flow.locks_at(collapse, frozenset({"mmap"})):
+            continue
+        taken = [p for c in _acquiring(flow, held) if (p := flow.point(c)) is not None]
+        if not taken or flow.every_path(taken[-1], target, passes=checks):
+            continue
+        yield change.finding(
+            collapse,
+            f"{syntax.call_name(collapse)}() under a page-table lock relies on a userfaultfd "
+            "check made before the lock was taken; re-check userfaultfd_wp(vma) after taking it",
+            Confidence.MEDIUM,
+            severity=Severity.WARNING,
+        )
+
+
+def _acquiring(flow: FunctionFlow, locks: list[str]) -> list[Node]:
+    """The calls that take any of `locks` (`spin:pml` by `pml = pmd_lock(...)`)."""
+    return [c for c in flow.calls() if lock_name(c, acquire=True) in locks]
 
 
 RULE = CollapseWithoutUffdCheck

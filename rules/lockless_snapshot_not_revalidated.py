@@ -1,13 +1,18 @@
 """A patch drops the `pmd_same()` / `pte_same()` re-validation of a lockless snapshot.
 
 ## What it does
-Flags a patch that removes a re-validation of a page-table entry snapshot:
-a `pmd_same()`, `pte_same()` or `pud_same()` call, or a comparison of
-`pmd_val()` / `pte_val()` values (GUP-fast's form), while the function keeps
-using the snapshot (the compared value is still referenced) or keeps taking
-one (`pmdp_get_lockless()`, `ptep_get_lockless()`, `pte_offset_map_nolock()`
-and friends).  A check moved into a same-file helper that the function now
-calls, or a renamed snapshot, is not a removal.
+Flags a patch that takes away a re-validation of a page-table entry
+snapshot — a `pmd_same()`, `pte_same()` or `pud_same()` test, or a
+comparison of `pmd_val()` / `pte_val()` values (GUP-fast's form) — while
+what it guarded is still done: on some path the work that only ran when
+the entry was unchanged (setting the entry, making it young or writable,
+taking a reference) is now reached with no such test of the same entry.
+The snapshot may be the function's own (`pmdp_get_lockless()`,
+`pte_offset_map_nolock()`) or its caller's (`vmf->orig_pte`,
+`vmf->orig_pmd`, a GUP-fast `orig`).  A test removed, narrowed (one of two
+entries no longer compared), turned into a bare `VM_WARN_ON_ONCE()`, or
+moved after the work is reported; one moved into a helper of the tree,
+reshaped, or renamed is not.
 
 Whole functions are not judged: upstream has correct code that re-reads the
 entry under the lock instead, or relies on the mmap lock held for writing,
@@ -44,9 +49,9 @@ with THP collapse (70cbc3cc78a9).
 ```
 
 ## Known problems
-A re-check made by a same-file helper counts only one call deep; a re-check
-replaced by a different mechanism (a sequence count, holding the mmap lock
-for writing) is reported and needs a reviewer's eye.
+A re-check made by a helper of the tree counts without looking at what it
+compares; one replaced by a different mechanism (a sequence count, holding
+the mmap lock for writing) is reported and needs a reviewer's eye.
 
 ## References
 - 70cbc3cc78a9 ("mm: gup: fix the fast GUP race against THP collapse"),
@@ -60,175 +65,120 @@ for writing) is reported and needs a reviewer's eye.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from tree_sitter import Node
 
 from analyzer import syntax
-from analyzer.parsing import ParsedFile
+from analyzer.flow import FunctionFlow
+from analyzer.flow import events as ev
+from analyzer.flow.entries import reads_entry
+from analyzer.flow.guards import argument_places, checks_by, lost_checks
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 SAME_CALLS = frozenset({"pmd_same", "pte_same", "pud_same"})
 VAL_CALLS = frozenset({"pmd_val", "pte_val", "pud_val"})
-SNAPSHOT_CALLS = frozenset(
-    {
-        "pmdp_get_lockless",
-        "ptep_get_lockless",
-        "pte_offset_map_nolock",
-        "pte_offset_map_ro_nolock",
-        "pte_offset_map_rw_nolock",
-    }
-)
-
-FRESH_READS = frozenset({"ptep_get", "pmdp_get", "pudp_get", "huge_ptep_get", "READ_ONCE"})
-LOCK_CALLS = frozenset(
-    {"pmd_lock", "pte_offset_map_lock", "pmd_trans_huge_lock", "spin_lock", "spin_lock_nested"}
-)
 
 
 class LocklessSnapshotNotRevalidated(FunctionRule):
     id = "LOCKLESS_SNAPSHOT_NOT_REVALIDATED"
     severity = Severity.WARNING
     summary = "patch drops the pmd_same()/pte_same() re-validation of a page-table snapshot"
+    paths = ()
+    api = r"\b(?:pmd|pte|pud)_(?:same|val)\b"
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
-        if change.before is None or change.before.body is None or change.after.body is None:
+        before, after = change.before_flow, change.flow
+        if before is None or not any(_is_check(c) for c in before.calls(SAME_CALLS | VAL_CALLS)):
             return
-        old_body, body = change.before.body, change.after.body
-        old_checks = _revalidations(old_body)
-        lost = (
-            len(old_checks)
-            + _in_helpers(old_body, change.before_file, change.before.name)
-            - len(_revalidations(body))
-            - _in_helpers(body, change.after_file, change.after.name)
-        )
-        if lost <= 0:
-            return
-        # The whole definition: a snapshot may come in as a parameter.
-        references = _references(change.after.node)
-        takes_snapshot = bool(syntax.calls(body, SNAPSHOT_CALLS))
-        for check in [c for c in old_checks if change.is_removed(c)][:lost]:
-            kept = [
-                s
-                for s in _snapshot_operands(check)
-                if s in references and not _read_under_lock(body, s)
-            ]
-            if kept:
-                confidence = Confidence.HIGH
-                why = f"'{kept[0]}' is still used"
-            elif takes_snapshot:
-                confidence = Confidence.MEDIUM
-                why = "the function still reads entries without the lock"
-            else:
+        reported: set[int] = set()
+        for lost in lost_checks(
+            before,
+            after,
+            removed=change.is_removed,
+            is_check=_is_check,
+            vouches_before=_vouches(before),
+            vouches_after=_vouches(after),
+            until_lock=True,
+            proceeds=_proceeds,
+            key="same",
+        ):
+            if lost.check.id in reported or _no_snapshot_left(after, lost.check):
                 continue
+            reported.add(lost.check.id)
+            shown = _comparison(lost.check)
             yield change.finding(
-                change.anchor_for(check),
-                f"patch removes the re-validation '{_one_line(check)}' but {why}: the entry "
-                "may have changed since it was read (zap, split, collapse, migration); "
-                "compare it again under the lock and back off if it differs",
-                confidence,
-                key=f"removed:{syntax.node_key(check)}",
+                change.anchor_for(shown),
+                f"patch removes the re-validation '{syntax.one_line(shown)}': what it guarded "
+                "still runs, and the entry may have changed since it was read (zap, split, "
+                "collapse, migration); compare it again under the lock and back off if it differs",
+                Confidence.HIGH,
+                key=f"removed:{syntax.node_key(shown)}",
             )
 
 
-def _revalidations(body: Node) -> list[Node]:
-    """pmd_same()-style calls and `pmd_val(a) != pmd_val(b)` comparisons."""
-    found = []
-    for node in syntax.walk(body):
-        if node.type == "call_expression" and syntax.call_name(node) in SAME_CALLS:
-            found.append(node)
-        elif node.type == "binary_expression" and syntax.text(
-            node.child_by_field_name("operator")
-        ) in ("==", "!="):
-            sides = [_strip(node.child_by_field_name(f)) for f in ("left", "right")]
-            if all(
-                s is not None and s.type == "call_expression" and syntax.call_name(s) in VAL_CALLS
-                for s in sides
-            ):
-                found.append(node)
-    return found
+def _is_check(call: Node) -> bool:
+    name = syntax.call_name(call) or ""
+    if name in SAME_CALLS:
+        return True
+    return name in VAL_CALLS and _val_comparison(call) is not None
 
 
-def _in_helpers(body: Node, parsed: ParsedFile | None, own_name: str) -> int:
-    """Re-validations one call away, in functions of the same file."""
-    if parsed is None:
-        return 0
-    helpers = {f.name: f.body for f in parsed.functions if f.body is not None}
-    return sum(
-        len(_revalidations(helpers[name]))
-        for call in syntax.calls(body)
-        if (name := syntax.call_name(call)) in helpers and name != own_name
-    )
+def _val_comparison(call: Node) -> Node | None:
+    """`pmd_val(a) != pmd_val(b)` holding this pmd_val() call."""
+    parent = syntax.unparenthesized_parent(call)
+    if parent is None or parent.type != "binary_expression":
+        return None
+    if syntax.text(parent.child_by_field_name("operator")) not in ("==", "!="):
+        return None
+    return parent
 
 
-def _read_under_lock(body: Node, name: str) -> bool:
-    """Does `name` only ever get entries read fresh after a lock is taken?
-    Then it is no snapshot any more, and needs no re-check.  A copy of
-    another value (`entry = vmf->orig_pte`) is no fresh read."""
-    locks = syntax.calls(body, LOCK_CALLS)
-    if not locks:
-        return False
-    values = []
-    for node in syntax.walk(body):
-        if node.type == "assignment_expression" and (
-            _normalized(node.child_by_field_name("left")) == name
-        ):
-            values.append(node.child_by_field_name("right"))
-        elif node.type == "init_declarator" and (
-            _normalized(node.child_by_field_name("declarator")) == name
-        ):
-            values.append(node.child_by_field_name("value"))
-    return bool(values) and all(
-        value is not None and value.start_byte > locks[0].start_byte and _fresh_read(value)
-        for value in values
-    )
+def _comparison(call: Node) -> Node:
+    return _val_comparison(call) or call
 
 
-def _fresh_read(value: Node) -> bool:
-    return bool(syntax.calls(value, FRESH_READS)) or any(
-        n.type == "pointer_expression" and syntax.text(n.child_by_field_name("operator")) == "*"
-        for n in syntax.walk(value)
-    )
+def _proceeds(node: Node, condition: Node) -> bool | None:
+    """The edge on which the entry is unchanged and the work goes on; a
+    helper's answer could mean either (None)."""
+    if not _is_check(node):
+        return None
+    condition = ev.strip(condition)
+    if condition.type == "binary_expression":
+        return syntax.text(condition.child_by_field_name("operator")) == "=="
+    return True
 
 
-def _strip(node: Node | None) -> Node | None:
-    while node is not None and node.type == "parenthesized_expression":
-        node = next(iter(node.named_children), None)
-    return node
+def _vouches(flow: FunctionFlow) -> Callable[[Node], list[str]]:
+    """A same-test vouches for the entries and snapshots it compares; a
+    helper of the tree making one, for what it is handed."""
+    helpers = checks_by(flow, SAME_CALLS | VAL_CALLS, depth=2)
+    return lambda node: sorted(_operands(node)) if _is_check(node) else helpers(node)
 
 
-def _snapshot_operands(check: Node) -> list[str]:
-    """The compared values that are names (the snapshot), not fresh reads."""
-    if check.type == "call_expression":
-        operands = syntax.arguments(check)
-    else:
-        operands = [
-            arg
-            for side in ("left", "right")
-            if (call := _strip(check.child_by_field_name(side))) is not None
-            for arg in syntax.arguments(call)[:1]
-        ]
-    return [
-        _normalized(o)
-        for o in map(_strip, operands)
-        if o is not None and o.type in ("identifier", "field_expression")
-    ]
-
-
-def _references(body: Node) -> set[str]:
+def _operands(check: Node) -> set[str]:
+    """The entries a check compares: `*pte` for ptep_get(pte), the snapshot's name."""
+    comparison = _comparison(check)
+    if comparison is check:
+        return set(argument_places(check))
+    sides = (ev.strip(comparison.child_by_field_name(side)) for side in ("left", "right"))
     return {
-        _normalized(n) for n in syntax.walk(body) if n.type in ("identifier", "field_expression")
+        name for side in sides if side.type == "call_expression" for name in argument_places(side)
     }
 
 
-def _normalized(node: Node) -> str:
-    return re.sub(r"\s+", "", syntax.text(node))
-
-
-def _one_line(node: Node) -> str:
-    text = re.sub(r"\s+", " ", syntax.text(node))
-    return text if len(text) <= 60 else text[:57] + "..."
+def _no_snapshot_left(flow: FunctionFlow, check: Node) -> bool:
+    """Is every value the removed test compared now read fresh, under a
+    page-table lock, in the function as it is (nothing left to re-validate)?"""
+    snapshots = [name for name in _operands(check) if not name.startswith("*")]
+    return bool(snapshots) and all(
+        (stores := flow.assignments(name))
+        and all(
+            store.value is not None and reads_entry(store.value) and flow.holds(store.node)
+            for store in stores
+        )
+        for name in snapshots
+    )
 
 
 RULE = LocklessSnapshotNotRevalidated

@@ -3,12 +3,14 @@
 ## What it does
 Follows a folio that comes from the page cache or shmem for a given index
 (`filemap_get_folio()`, `__filemap_get_folio()`, `filemap_lock_folio()`,
-`read_mapping_folio()`, `shmem_get_folio()`, ...) to where its head page
-(`&folio->page`, `folio_page(folio, 0)`) is mapped, read, checked for
-poison, handed back as `vmf->page` or returned, directly or through a
-`struct page *` local, and flags it unless the function has made sure the
-folio is small (`folio_test_large()`, `folio_nr_pages()`, ...) or the index
-is 0.  Error-pointer conversions inside `if (IS_ERR(folio))` are left alone.
+`read_mapping_folio()`, `shmem_get_folio()`, ...) along paths, through
+the names it is copied to, to where its head page (`&folio->page`,
+`folio_page(folio, 0)`) is mapped, read, checked for poison, handed back as
+`vmf->page` or returned, directly or through a `struct page *` local, and
+flags it unless every path there has asked whether the folio is large
+(`folio_test_large()`, `folio_nr_pages()`, ...) or the index is 0.  On a
+path where the lookup returned an error pointer (`if (IS_ERR(folio))`),
+converting it is left alone.
 
 ## Why is this bad?
 The page cache holds large folios: shmem with huge pages, and every file
@@ -38,6 +40,11 @@ of the faulting offset, as mfill_atomic_pte_continue() does with
         ret = mfill_atomic_install_pte(dst_pmd, dst_vma, dst_addr, page, false, flags);
 ```
 
+## Known problems
+A head page stored in a local is followed to its uses in text order, until
+the local is assigned again; a folio that arrives as a parameter is not
+known to come from the page cache.
+
 ## References
 - Thread "Re: [PATCH 1/3] userfaultfd/selftests: fix feature support detection"
   (mcontinue_atomic_pte() and shmem_getpage() returning a THP): Peter Xu
@@ -57,6 +64,10 @@ from collections.abc import Iterator
 from tree_sitter import Node
 
 from analyzer import syntax
+from analyzer.flow import FunctionFlow
+from analyzer.flow.cfg import Point
+from analyzer.flow.nullness import MAY_EITHER, Nullness
+from analyzer.flow.values import ERR, NULL, Analysis
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # Page-cache lookups of one index; the index is the second argument of all
@@ -78,6 +89,8 @@ GETTERS = frozenset(
     }
 )
 INDEX_ARGUMENT = 1
+# The ones that hand the folio back through a pointer argument.
+OUT_GETTERS = frozenset({"shmem_get_folio", "shmem_get_folio_gfp"})
 # Where the page stands for the data at the index.
 MAPPING_SINKS = frozenset(
     {
@@ -111,6 +124,10 @@ DATA_SINKS = frozenset(
         "zero_user",
         "zero_user_segment",
         "zero_user_segments",
+        "page_address",
+        "lowmem_page_address",
+        "set_page_dirty",
+        "set_page_dirty_lock",
     }
 )
 SIZE_CHECKS = frozenset(
@@ -130,23 +147,33 @@ class PageCacheHeadPage(FunctionRule):
     id = "PAGE_CACHE_HEAD_PAGE"
     severity = Severity.WARNING
     summary = "head page of a page-cache folio used for an index: use folio_file_page()"
+    paths = ()
+    # Wherever a page-cache lookup of one index is made.
+    api = r"\b(?:_*filemap_|read_mapping_|read_cache_|mapping_read_|do_read_cache_|shmem_)\w*folio"
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
-        body = change.after.body
-        if body is None or not syntax.calls(body, GETTERS):
+        flow = change.flow
+        body = flow.function.body
+        if body is None or not flow.calls(GETTERS):
             return
-        function = change.after.node
+        analysis = flow.analysis(_Folios(), "page-cache-folios")
+        if not analysis.complete:
+            return
         for head, folio in _head_pages(body):
-            getter = _defining_getter(function, folio, head)
+            getter = _getter(flow, analysis, head, folio)
             if getter is None:
                 continue
             arguments = syntax.arguments(getter)
             if len(arguments) <= INDEX_ARGUMENT:
                 continue
             index = syntax.text(arguments[INDEX_ARGUMENT])
-            if index == "0" or _in_error_branch(head, folio) or _size_checked(body, folio, head):
+            if (
+                index == "0"
+                or _only_errors(analysis, head, folio)
+                or _size_checked(flow, folio, head)
+            ):
                 continue
-            sink = _sink(function, head)
+            sink = _sink(flow, head)
             if sink is None:
                 continue
             name = syntax.call_name(getter)
@@ -157,6 +184,51 @@ class PageCacheHeadPage(FunctionRule):
                 f"{index}), or check folio_test_large() where a small folio is assumed",
                 Confidence.MEDIUM if "HWPoison" in sink else Confidence.HIGH,
             )
+
+
+class _Folios(Nullness):
+    """Folios from the page cache, and the error pointers some return."""
+
+    def __init__(self) -> None:
+        super().__init__({name: MAY_EITHER for name in GETTERS})
+        self.out_parameters = {name: MAY_EITHER for name in OUT_GETTERS}
+
+
+def _getter(flow: FunctionFlow, analysis: Analysis, head: Node, folio: str) -> Node | None:
+    """The page-cache lookup the folio at `head` comes from, on some path."""
+    for state, _results in analysis.before_each(head):
+        for value in state.places.get(folio, ()):
+            site = analysis.site(value)
+            if (
+                site is not None
+                and site.type == "call_expression"
+                and syntax.call_name(site) in GETTERS
+            ):
+                return site
+    return None
+
+
+def _only_errors(analysis: Analysis, head: Node, folio: str) -> bool:
+    """Inside `if (IS_ERR(folio))`: an error pointer changing type."""
+    kinds = analysis.place_kinds_at(head, folio)
+    return kinds is not None and bool(kinds) and kinds <= {ERR, NULL}
+
+
+def _size_checked(flow: FunctionFlow, folio: str, use: Node) -> bool:
+    """Does every path to `use` ask whether the folio is large?"""
+    target = flow.point(use)
+    if target is None:
+        return False
+
+    def asks(point: Point) -> bool:
+        if point.node is None:
+            return False
+        return any(
+            (arguments := syntax.arguments(call)) and syntax.text(arguments[0]) == folio
+            for call in syntax.calls(point.node, SIZE_CHECKS)
+        )
+
+    return flow.every_path(None, target, passes=asks)
 
 
 def _head_pages(body: Node) -> Iterator[tuple[Node, str]]:
@@ -176,94 +248,17 @@ def _head_pages(body: Node) -> Iterator[tuple[Node, str]]:
                 yield node, syntax.text(arguments[0])
 
 
-def _defining_getter(function: Node, folio: str, use: Node) -> Node | None:
-    """The page-cache lookup that last set `folio` before `use`, if the
-    last thing that set it was one."""
-    last: Node | None = None
-    for node in syntax.walk(function):
-        if node.start_byte >= use.start_byte:
-            break
-        value = _assigned_value(node, folio)
-        if value is not None:
-            last = value
-    if last is None:
-        return None
-    while last.type == "parenthesized_expression" and last.named_children:
-        last = last.named_children[0]
-    if last.type == "call_expression" and syntax.call_name(last) in GETTERS:
-        return last
-    return None
-
-
-def _assigned_value(node: Node, name: str) -> Node | None:
-    """What `node` stores into `name`: the right-hand side of an assignment
-    or initialiser, or the call a `&name` out-parameter is passed to."""
-    if node.type == "assignment_expression":
-        left = node.child_by_field_name("left")
-        if left is not None and left.type == "identifier" and syntax.text(left) == name:
-            return node.child_by_field_name("right")
-    elif node.type == "init_declarator":
-        declarator = node.child_by_field_name("declarator")
-        while declarator is not None and declarator.type == "pointer_declarator":
-            declarator = declarator.child_by_field_name("declarator")
-        if declarator is not None and syntax.text(declarator) == name:
-            return node.child_by_field_name("value")
-    elif node.type == "call_expression":
-        for argument in syntax.arguments(node):
-            if argument.type == "pointer_expression" and (
-                re.fullmatch(rf"&\s*{re.escape(name)}", syntax.text(argument))
-            ):
-                return node
-    return None
-
-
-def _in_error_branch(node: Node, folio: str) -> bool:
-    """Inside `if (IS_ERR(folio)) ...`: an error pointer changing type."""
-    for ancestor in syntax.ancestors(node):
-        if ancestor.type != "if_statement":
-            continue
-        condition = ancestor.child_by_field_name("condition")
-        consequence = ancestor.child_by_field_name("consequence")
-        if condition is None or consequence is None or not syntax.within(node, consequence):
-            continue
-        for call in syntax.calls(condition, ("IS_ERR", "IS_ERR_OR_NULL")):
-            arguments = syntax.arguments(call)
-            if arguments and syntax.text(arguments[0]) == folio and not syntax.is_negated(call):
-                return True
-    return False
-
-
-def _size_checked(body: Node, folio: str, use: Node) -> bool:
-    return any(
-        call.start_byte < use.start_byte
-        and (arguments := syntax.arguments(call))
-        and syntax.text(arguments[0]) == folio
-        for call in syntax.calls(body, SIZE_CHECKS)
-    )
-
-
-def _sink(function: Node, head: Node) -> str | None:
+def _sink(flow: FunctionFlow, head: Node) -> str | None:
     """How the head page is used for the index's data, directly or through
     a `struct page *` local it is stored in (the strongest use, mapping
     first); None when it is not."""
     direct = _direct_sink(head)
     if direct is not None:
         return direct
-    local = _stored_in_local(head)
-    if local is None:
+    store = flow.store_of(head)
+    if store is None:
         return None
-    statement = syntax.enclosing(head, "expression_statement", "declaration")
-    after = statement.end_byte if statement is not None else head.end_byte
-    found: list[str] = []
-    for node in syntax.walk(function):
-        if node.start_byte < after:
-            continue
-        if _assigned_value(node, local) is not None:
-            break  # from here on the local holds something else
-        if node.type == "identifier" and syntax.text(node) == local:
-            sink = _direct_sink(node)
-            if sink is not None:
-                found.append(sink)
+    found = [sink for use in flow.uses_of(store) if (sink := _direct_sink(use)) is not None]
     return min(found, key=_strength, default=None)
 
 
@@ -297,21 +292,6 @@ def _direct_sink(node: Node) -> str | None:
             or (left.type == "pointer_expression" and syntax.text(left).startswith("*"))
         ):
             return f"handed back in {syntax.text(left)}"
-    return None
-
-
-def _stored_in_local(head: Node) -> str | None:
-    parent = syntax.unparenthesized_parent(head)
-    if parent is None:
-        return None
-    if parent.type == "assignment_expression" and parent.child_by_field_name("right") == head:
-        left = parent.child_by_field_name("left")
-        return syntax.text(left) if left is not None and left.type == "identifier" else None
-    if parent.type == "init_declarator":
-        declarator = parent.child_by_field_name("declarator")
-        while declarator is not None and declarator.type == "pointer_declarator":
-            declarator = declarator.child_by_field_name("declarator")
-        return syntax.text(declarator) if declarator is not None else None
     return None
 
 

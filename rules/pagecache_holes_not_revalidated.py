@@ -17,13 +17,18 @@ fills a hole that userspace may be watching:
   index (`start, start` instead of `start, end`), and re-validation moved
   out from under the lock it needs.
 
-A check moved into a same-file helper counts as made.  The rule looks at
+A check moved into a helper of the tree counts as made.  The rule looks at
 what a patch removes, so it never reports code as it already is, and a
 removed missing-mode check must be on a line the patch removes from the
-function itself (the test, or the call to a helper making it).  Before
-accusing, it reads the post-image generously: helpers as the patch found
-them or as it leaves them (a helper the patch changes is judged on its
-own), and calls the patch adds followed a few same-file levels deep
+function itself (the test, or the call to a helper making it).  A check
+still there but narrowed counts as removed: a re-count compared with `<`
+instead of `!=` misses the holes that were filled, and a missing-mode
+test that no longer stands on every path to the hole filling (`wp &&
+userfaultfd_missing(vma)`) misses the others.  Which locks are held comes
+from the flow layer, helpers that take the lock included.  Before
+accusing, the rule reads the post-image generously: helpers as the patch
+found them or as it leaves them (a helper the patch changes is judged on
+its own), and calls the patch adds followed a few levels deep
 (`do_anonymous_page()` reached through a new `do_pte_missing()`).
 
 ## Why is this bad?
@@ -84,14 +89,16 @@ so this is the check that must stay, for every VMA mapping the range.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+import re
+from collections import defaultdict
+from collections.abc import Iterator
 
 from tree_sitter import Node
 
 from analyzer import syntax
-from analyzer.images import Image
-from analyzer.parsing import Function, ParsedFile
+from analyzer.flow import FunctionFlow
+from analyzer.flow.guards import checks_by, lost_checks
+from analyzer.flow.orders import ORDERS, notices_every_difference
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 MISSING_CHECKS = frozenset({"userfaultfd_missing"})
@@ -100,19 +107,12 @@ MISSING_OR_WIDER = MISSING_CHECKS | {"userfaultfd_armed"}
 XA_READERS = frozenset(
     {"xas_next", "xas_load", "xas_find", "xas_next_entry", "xas_find_marked", "xas_prev"}
 )
-XA_LOCKS = (
-    frozenset({"xas_lock_irq", "xas_lock", "xas_lock_irqsave", "xa_lock_irq"}),
-    frozenset({"xas_unlock_irq", "xas_unlock", "xas_unlock_irqrestore", "xa_unlock_irq"}),
-)
-I_MMAP_LOCKS = (
-    frozenset({"i_mmap_lock_read", "i_mmap_lock_write"}),
-    frozenset({"i_mmap_unlock_read", "i_mmap_unlock_write"}),
-)
+# The xarray's lock: `spin:xas` for xas_lock_irq(&xas), `spin:mapping->i_pages`.
+XA_LOCK = re.compile(r"spin:.*\b(?:xas|i_pages|xa)\b")
 LOOPS = ("for_statement", "while_statement", "do_statement")
 # How far a call the patch adds is followed for a missing-mode check still
 # made: handle_pte_fault() -> do_pte_missing() -> do_anonymous_page() is two.
 ADDED_CALL_DEPTH = 3
-COMPARISONS = frozenset({"!=", "==", "<", ">", "<=", ">="})
 
 MESSAGES = {
     "missing": (
@@ -146,18 +146,8 @@ MESSAGES = {
     ),
 }
 
-
-@dataclass
-class Guards:
-    """The re-validations a function makes, by kind, with their nodes."""
-
-    sites: dict[str, list[Node]] = field(default_factory=dict)
-
-    def add(self, kind: str, node: Node, times: int = 1) -> None:
-        self.sites.setdefault(kind, []).extend([node] * times)
-
-    def count(self, kind: str) -> int:
-        return len(self.sites.get(kind, []))
+# The re-validations a function makes, by kind: where each is made.
+Guards = defaultdict[str, list[Node]]
 
 
 class PagecacheHolesNotRevalidated(FunctionRule):
@@ -171,25 +161,38 @@ class PagecacheHolesNotRevalidated(FunctionRule):
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
         # Only what a patch takes away: without a pre-image there is nothing to lose.
-        before, after = change.before, change.after
-        if before is None or before.body is None or after.body is None:
+        before, after = change.before_flow, change.flow
+        if before is None or change.after.body is None:
             return
-        old = _guards(before, change.before_file)
-        if not old.sites:
+        old = _guards(before)
+        if not old:
             return
-        new = _guards(after, change.after_file, change.before_file, change.is_added)
+        new = _guards(after, before, change)
+        lost = {kind: len(old[kind]) - len(new[kind]) for kind in MESSAGES}
+        if lost["missing"] <= 0 and _missing_narrowed(change):
+            lost["missing"] = 1
         for kind, (severity, message) in MESSAGES.items():
-            lost = old.count(kind) - new.count(kind)
-            if lost <= 0:
+            if lost[kind] <= 0:
                 continue
-            if kind == "missing" and not _removes_missing_check(change, old):
-                continue
+            if kind == "missing" and not any(
+                change.is_removed(site) and syntax.call_name(site) != "userfaultfd_armed"
+                for site in old["missing"]
+            ):
+                continue  # only userfaultfd_armed() went: another lesson's
             # A check that lost its lock but is still there is reported as
             # that, not also as a lost lock of a check that is gone.
             base = kind.removesuffix("-locked")
-            if base != kind and old.count(base) > new.count(base):
+            if base != kind and lost[base] > 0:
                 continue
-            anchor = _anchor(change, old.sites[kind], new.sites.get(base, []))
+            removed = [site for site in old[kind] if change.is_removed(site)]
+            added = [site for site in new[base] if change.is_added(site)]
+            anchor = (
+                change.anchor_for(removed[0])
+                if removed
+                else added[0]
+                if added
+                else change.first_change()
+            )
             yield change.finding(
                 anchor,
                 message,
@@ -199,166 +202,87 @@ class PagecacheHolesNotRevalidated(FunctionRule):
             )
 
 
-def _removes_missing_check(change: FunctionChange, old: Guards) -> bool:
-    """Did the patch take away a userfaultfd_missing() test (not just a
-    userfaultfd_armed() one, which is another lesson's)?"""
-    return any(
-        change.is_removed(site) and syntax.call_name(site) != "userfaultfd_armed"
-        for site in old.sites.get("missing", [])
+def _missing_narrowed(change: FunctionChange) -> bool:
+    """Is a missing-mode check still there, but no longer on every path to
+    what it guarded (`wp && userfaultfd_missing(vma)`)?"""
+    before, after = change.before_flow, change.flow
+    assert before is not None
+    lost = lost_checks(
+        before,
+        after,
+        removed=change.is_removed,
+        is_check=lambda node: syntax.call_name(node) in MISSING_CHECKS,
+        vouches_before=checks_by(before, MISSING_OR_WIDER, ADDED_CALL_DEPTH),
+        vouches_after=checks_by(after, MISSING_OR_WIDER, ADDED_CALL_DEPTH),
+        proceeds=lambda node, _: False if syntax.call_name(node) in MISSING_OR_WIDER else None,
+        key="missing",
     )
-
-
-def _anchor(change: FunctionChange, old_sites: list[Node], new_sites: list[Node]) -> Node:
-    """Where the lost check was, or else the first line the patch changed."""
-    assert change.before is not None and change.before.body is not None
-    removed = [s for s in old_sites if change.is_removed(s)]
-    if removed:
-        return change.anchor_for(removed[0])
-    added = [s for s in new_sites if change.is_added(s)]
-    if added:
-        return added[0]
-    if change.removed_rows:
-        return change.anchor_for(
-            _node_at(change.before.body, change.before.image, min(change.removed_rows))
-        )
-    assert change.after.body is not None
-    return _node_at(change.after.body, change.after.image, min(change.added_rows))
-
-
-def _node_at(body: Node, image: Image, row: int) -> Node:
-    """The outermost node starting at the first character of a line."""
-    line = image.line_text(row)
-    column = len(line.encode()) - len(line.lstrip().encode())
-    node = body.descendant_for_point_range((row, column), (row, column)) or body
-    while node.parent is not None and node.parent.start_point == node.start_point:
-        node = node.parent
-    return node
-
-
-class _File:
-    """What the rule knows of the file around a function: its helpers, and
-    which of them take or drop one of the locks (one level deep)."""
-
-    def __init__(self, file: ParsedFile | None) -> None:
-        self.helpers = {f.name: f for f in file.functions if f.body is not None} if file else {}
-        self.xa_locks = self._with_helpers(XA_LOCKS)
-        self.i_mmap_locks = self._with_helpers(I_MMAP_LOCKS)
-        self._reached: dict[tuple[str, int], int] = {}
-
-    def missing_checks(self, name: str, depth: int) -> int:
-        """The missing-mode checks helper `name` makes itself and, `depth` - 1
-        levels further, through the same-file helpers it calls."""
-        helper = self.helpers.get(name)
-        if helper is None or helper.body is None or depth <= 0:
-            return 0
-        if (name, depth) not in self._reached:
-            made = len(syntax.calls(helper.body, MISSING_OR_WIDER))
-            for call in syntax.calls(helper.body):
-                callee = syntax.call_name(call) or ""
-                if callee != name:
-                    made += self.missing_checks(callee, depth - 1)
-            self._reached[(name, depth)] = made
-        return self._reached[(name, depth)]
-
-    def _with_helpers(self, pair: tuple[frozenset[str], ...]) -> tuple[frozenset[str], ...]:
-        acquire, release = set(pair[0]), set(pair[1])
-        for name, helper in self.helpers.items():
-            assert helper.body is not None
-            called = {syntax.call_name(c) for c in syntax.calls(helper.body)}
-            if called & pair[0] and not called & pair[1]:
-                acquire.add(name)
-            elif called & pair[1] and not called & pair[0]:
-                release.add(name)
-        return frozenset(acquire), frozenset(release)
-
-
-_files: dict[str, _File] = {}
-
-
-def _file(parsed: ParsedFile | None) -> _File:
-    """_File for a parse, once per blob (the rule runs on many functions of it)."""
-    if parsed is None:
-        return _File(None)
-    key = parsed.image.blob_id
-    if key not in _files:
-        if len(_files) > 64:
-            _files.clear()
-        _files[key] = _File(parsed)
-    return _files[key]
+    return next(lost, None) is not None
 
 
 def _guards(
-    function: Function,
-    parsed: ParsedFile | None,
-    before: ParsedFile | None = None,
-    added: Callable[[Node], bool] | None = None,
+    flow: FunctionFlow, before: FunctionFlow | None = None, change: FunctionChange | None = None
 ) -> Guards:
-    """The re-validations `function` makes, itself or through the same-file
-    helpers it calls (one level).  For a post-image (`added` given), each
-    helper also as the patch found it in `before`, whichever makes more (a
-    helper the patch changes is judged on its own), and the calls the patch
-    adds followed ADDED_CALL_DEPTH levels for a missing-mode check."""
-    body = function.body
-    assert body is not None
-    file = _file(parsed)
-    guards = _own_guards(body, function.image, file)
-    readings = [file] if added is None else [file, _file(before)]
-    for call in syntax.calls(body):
+    """The re-validations the function makes, itself or through the helpers
+    of the tree it calls.  For a post-image (`before` given), each helper
+    also as the patch found it, whichever makes more (a helper the patch
+    changes is judged on its own), and the calls the patch adds followed
+    ADDED_CALL_DEPTH levels for a missing-mode check."""
+    guards = _own_guards(flow)
+    readings = [flow] if before is None else [flow, before]
+    for call in flow.calls():
         name = syntax.call_name(call) or ""
-        if name == function.name or not any(name in r.helpers for r in readings):
+        if name == flow.function.name:
             continue
-        # The helper runs under whatever lock its caller holds there.
-        xa_held = _under_lock(body, call, file.xa_locks)
-        walk = _enclosing_range_walk(call)
-        locked_walk = walk is not None and _under_lock(body, walk, file.i_mmap_locks)
         made: dict[str, int] = {}
         for reading in readings:
-            helper = reading.helpers.get(name)
-            if helper is None or helper.body is None:
+            helper = reading.summaries.located(name)
+            if helper is None or helper[0].body is None:
                 continue
-            inner = _own_guards(helper.body, helper.image, reading, xa_held)
-            counts = {kind: inner.count(kind) for kind in ("retry", "ranged-walk", "recount")}
-            counts["missing"] = inner.count("missing")
-            if added is not None and added(call):
+            helper_flow = FunctionFlow(*helper[:2], reading.context, helper[2])
+            counts = {
+                kind: len(sites)
+                for kind, sites in _own_guards(helper_flow, _xa_held(flow, call)).items()
+            }
+            if change is not None and change.is_added(call):
                 counts["missing"] = max(
-                    counts["missing"], reading.missing_checks(name, ADDED_CALL_DEPTH)
+                    counts.get("missing", 0),
+                    int(reading.summaries.reaches(name, MISSING_OR_WIDER, ADDED_CALL_DEPTH)),
                 )
-            counts["missing-locked"] = (
-                counts["missing"] if locked_walk else inner.count("missing-locked")
-            )
+            if _range_walk_locked(flow, call):
+                counts["missing-locked"] = counts.get("missing", 0)
             for kind, count in counts.items():
                 made[kind] = max(made.get(kind, 0), count)
         for kind, count in made.items():
-            guards.add(kind, call, count)
+            guards[kind].extend([call] * count)
     return guards
 
 
-def _own_guards(body: Node, image: Image, file: _File, xa_held: bool = False) -> Guards:
-    """The re-validations `body` makes itself; `xa_held`: its caller holds
-    the xarray lock when calling it."""
-    guards = Guards()
-    for call in syntax.calls(body, MISSING_OR_WIDER):
-        guards.add("missing", call)
-        walk = _enclosing_range_walk(call)
-        if walk is not None and _under_lock(body, walk, file.i_mmap_locks):
-            guards.add("missing-locked", call)
-    for call in syntax.calls(body, "xas_store"):
-        args = syntax.arguments(call)
-        if len(args) > 1 and syntax.text(args[1]) == "XA_RETRY_ENTRY":
-            guards.add("retry", call)
-    for call in syntax.calls(body, "vma_interval_tree_foreach"):
-        args = syntax.arguments(call)
+def _own_guards(flow: FunctionFlow, xa_held: bool = False) -> Guards:
+    """The re-validations the function makes itself; `xa_held`: its caller
+    holds the xarray lock when calling it."""
+    guards: Guards = defaultdict(list)
+    for call in flow.calls(MISSING_OR_WIDER):
+        guards["missing"].append(call)
+        if _range_walk_locked(flow, call):
+            guards["missing-locked"].append(call)
+    for call in flow.calls("xas_store"):
+        arguments = syntax.arguments(call)
+        if len(arguments) > 1 and syntax.text(arguments[1]) == "XA_RETRY_ENTRY":
+            guards["retry"].append(call)
+    for call in flow.calls("vma_interval_tree_foreach"):
+        arguments = syntax.arguments(call)
         walk_body = syntax.macro_loop_body(call)
         # Only the walks that ask each VMA about missing-mode userfaultfd.
         if (
-            len(args) == 4
+            len(arguments) == 4
             and walk_body is not None
-            and _asks_missing(walk_body, file)
-            and syntax.text(args[2]) != syntax.text(args[3])
+            and _asks_missing(flow, walk_body)
+            and syntax.text(arguments[2]) != syntax.text(arguments[3])
         ):
-            guards.add("ranged-walk", call)
-    counters = _hole_counters(body, image)
-    for statement in syntax.walk(body):
+            guards["ranged-walk"].append(call)
+    counters = _hole_counters(flow, xa_held)
+    for statement in syntax.walk(flow.function.body) if flow.function.body else ():
         if statement.type != "if_statement":
             continue
         condition = statement.child_by_field_name("condition")
@@ -366,133 +290,90 @@ def _own_guards(body: Node, image: Image, file: _File, xa_held: bool = False) ->
             statement.child_by_field_name("consequence")
         ):
             continue
-        if not _compares_counters(condition, counters):
-            continue
-        # A re-count: one of the counts compared was taken under the xarray
-        # lock (the scan's own limits, counted under RCU, are not one).
-        mentioned = syntax.identifiers(condition)
+        # A re-count is made under the lock held at the comparison: the
+        # scan's own counts were taken under earlier, dropped instances of it.
         if any(
-            _under_lock(body, loop, file.xa_locks, xa_held)
-            for name, loop in counters.items()
-            if name in mentioned
+            xa_held
+            or any(
+                flow.takings_held(increment, XA_LOCK) & flow.takings_held(condition, XA_LOCK)
+                for increment in counters[name]
+            )
+            for name in _compares_counters(condition, counters)
         ):
-            guards.add("recount", statement)
+            guards["recount"].append(statement)
     return guards
 
 
-def _asks_missing(node: Node, file: _File) -> bool:
+def _asks_missing(flow: FunctionFlow, node: Node) -> bool:
     """Does `node` test missing-mode userfaultfd, itself or in a helper?"""
-    for call in syntax.calls(node):
-        name = syntax.call_name(call) or ""
-        helper = file.helpers.get(name)
-        if name in MISSING_OR_WIDER or (
-            helper is not None
-            and helper.body is not None
-            and bool(syntax.calls(helper.body, MISSING_OR_WIDER))
-        ):
-            return True
-    return False
+    asks = checks_by(flow, MISSING_OR_WIDER, 1)
+    return any(
+        syntax.call_name(call) in MISSING_OR_WIDER or asks(call) for call in syntax.calls(node)
+    )
 
 
-def _hole_counters(body: Node, image: Image) -> dict[str, Node]:
-    """Locals incremented in the body of a loop that reads the xarray: the
-    loop for each, the last one winning (the re-count comes last)."""
-    counters: dict[str, Node] = {}
-    for node in syntax.walk(body):
-        if node.type != "expression_statement" or not node.named_children:
+def _xa_held(flow: FunctionFlow, node: Node) -> bool:
+    return any(
+        kinds == {"held"} and XA_LOCK.fullmatch(lock)
+        for lock, kinds in flow.locks_at(node, frozenset({"spin"})).items()
+    )
+
+
+def _range_walk_locked(flow: FunctionFlow, node: Node) -> bool:
+    """Inside a `vma_interval_tree_foreach()` walk made under the i_mmap lock?"""
+    walk = syntax.enclosing_macro_loop(node, "vma_interval_tree_foreach")
+    return walk is not None and flow.holds(walk, "i_mmap")
+
+
+def _hole_counters(flow: FunctionFlow, xa_held: bool) -> dict[str, list[Node]]:
+    """Locals incremented, under the xarray lock, in a loop that reads the
+    xarray (the scan's own limits, counted under RCU, are not re-counts)."""
+    counters: dict[str, list[Node]] = defaultdict(list)
+    for store in flow.stores:
+        if store.operator not in ("++", "+=") or store.target.type != "identifier":
             continue
-        expression = node.named_children[0]
-        if expression.type == "update_expression" and "++" in syntax.text(expression):
-            target = expression.child_by_field_name("argument")
-        elif expression.type == "assignment_expression" and (
-            syntax.text(expression.child_by_field_name("operator")) == "+="
-        ):
-            target = expression.child_by_field_name("left")
-        else:
+        loop = syntax.enclosing(store.node, *LOOPS)
+        if loop is None or not _reads_xarray(flow, loop):
             continue
-        if target is None or target.type != "identifier":
-            continue
-        loop = syntax.enclosing(node, *LOOPS)
-        if loop is not None and _reads_xarray(loop, image):
-            counters[syntax.text(target)] = loop
+        if xa_held or _xa_held(flow, store.node):
+            counters[syntax.text(store.target)].append(store.node)
     return counters
 
 
-def _reads_xarray(loop: Node, image: Image) -> bool:
+def _reads_xarray(flow: FunctionFlow, loop: Node) -> bool:
     if syntax.calls(loop, XA_READERS):
         return True
     # xas_for_each() and friends were turned into `while` for the parser.
-    head = image.text[loop.start_byte : loop.start_byte + 16]
+    head = flow.function.image.text[loop.start_byte : loop.start_byte + 16]
     return head.startswith((b"xas_for_each", b"xa_for_each"))
 
 
-def _compares_counters(condition: Node, counters: dict[str, Node]) -> bool:
-    """`a != b` between a count of holes and another count, directly or
-    handed to a helper."""
+def _compares_counters(condition: Node, counters: dict[str, list[Node]]) -> list[str]:
+    """The counts of holes compared with another count in `condition`, when
+    it notices every difference (`a != b`, `a < b || a > b`; `a < b` alone
+    notices only some), directly or handed to a helper."""
     for node in syntax.walk(condition):
         if node.type == "binary_expression":
-            operator = syntax.text(node.child_by_field_name("operator"))
             sides = [node.child_by_field_name("left"), node.child_by_field_name("right")]
             names = [syntax.text(s) for s in sides if s is not None and s.type == "identifier"]
-            if operator in COMPARISONS and len(names) == 2 and _counts(names, counters):
-                return True
+            operator = syntax.text(node.child_by_field_name("operator"))
+            if operator in ORDERS and len(names) == 2 and _counts(names, counters):
+                if notices_every_difference(condition, *names):
+                    return [n for n in names if n in counters]
+                return []
         elif node.type == "call_expression":
             names = [syntax.text(a) for a in syntax.arguments(node) if a.type == "identifier"]
             if len(names) >= 2 and _counts(names, counters):
-                return True
-    return False
+                return [n for n in names if n in counters]
+    return []
 
 
-def _counts(names: list[str], counters: dict[str, Node]) -> bool:
+def _counts(names: list[str], counters: dict[str, list[Node]]) -> bool:
     # A count of holes against another count; a counter against a constant
     # (`latency < XA_CHECK_SCHED`) is a rescheduling point, not a re-count.
     if any(name.isupper() for name in names):
         return False
     return any(name in counters for name in names)
-
-
-def _enclosing_range_walk(node: Node) -> Node | None:
-    """The `vma_interval_tree_foreach(...)` statement whose body holds `node`."""
-    for ancestor in syntax.ancestors(node):
-        statement = ancestor.prev_named_sibling
-        while statement is not None and statement.type == "comment":
-            statement = statement.prev_named_sibling
-        if statement is None or statement.type != "expression_statement":
-            continue
-        head = statement.named_children[0] if statement.named_children else None
-        if (
-            head is not None
-            and head.type == "call_expression"
-            and syntax.call_name(head) == "vma_interval_tree_foreach"
-            and syntax.macro_loop_body(head) == ancestor
-        ):
-            return statement
-    return None
-
-
-def _under_lock(
-    body: Node, node: Node, locks: tuple[frozenset[str], ...], held_on_entry: bool = False
-) -> bool:
-    """Is a lock of this kind held at `node`: taken before it (or held on
-    entry) and not released in between, ignoring releases on bail-out
-    branches that do not lead to it?"""
-    acquire, release = locks
-    called = syntax.calls(body)
-    taken = [c for c in called if syntax.call_name(c) in acquire and c.end_byte <= node.start_byte]
-    if not taken and not held_on_entry:
-        return False
-    last = max((c.start_byte for c in taken), default=body.start_byte)
-    return not any(
-        syntax.call_name(c) in release
-        and last < c.start_byte < node.start_byte
-        and not _on_other_branch(c, node)
-        for c in called
-    )
-
-
-def _on_other_branch(node: Node, other: Node) -> bool:
-    branch = syntax.enclosing(node, "if_statement")
-    return branch is not None and not syntax.within(other, branch)
 
 
 RULE = PagecacheHolesNotRevalidated

@@ -5,11 +5,13 @@ Flags, with high confidence, a patch that replaces an emptiness test of a
 PMD value by a presence test of the same polarity: `pmd_none(x)` becoming
 `!pmd_present(x)`, or `!pmd_none(x)` becoming `pmd_present(x)` (the new
 test on the same value, or in the lines that replaced the old one).  It
-stays silent where both tests agree: when an earlier test on the same value has
-already left for non-present entries (`!pmd_present()`, `is_swap_pmd()`,
-migration-entry checks), when the old condition already held both tests,
-and for kernel page tables (vmalloc, vmemmap), which never hold migration
-entries.
+stays silent where both tests agree: when, on every path to the new test,
+the value can no longer be a migration entry (an earlier exit on
+`!pmd_present()` or `is_swap_pmd()`, the `else` of such a test, a
+`split_huge_pmd()` that falls through), when the old and the new condition
+hold for the same kinds of entry (`pmd_none(x) || is_pmd_migration_entry(x)`
+is `!pmd_present(x)`), and for kernel page tables (vmalloc, vmemmap), which
+never hold migration entries.
 
 With medium confidence it also flags a waiting decision taken on
 `!pmd_present(x)`: in a function deciding whether to wait (its name says
@@ -63,6 +65,10 @@ from collections.abc import Iterator
 from tree_sitter import Node
 
 from analyzer import syntax
+from analyzer.flow import FunctionFlow
+from analyzer.flow import events as ev
+from analyzer.flow.entries import DEVICE, LEVELS, MIGRATION, truth_kinds
+from analyzer.flow.values import literal_truth
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # Kernel page tables: no migration or swap entries, the two tests agree.
@@ -80,24 +86,17 @@ class PmdPresentAsEmpty(FunctionRule):
     id = "PMD_PRESENT_AS_EMPTY"
     severity = Severity.WARNING
     summary = "!pmd_present() is not pmd_none(): migration entries are non-present but not empty"
+    paths = ()
+    api = r"\bpmd_(?:none|present)\b"
 
     # The level's vocabulary; the PTE rule reuses the logic with its own.
     level = "PMD"
     none_tests = frozenset({"pmd_none"})
     primary_none = "pmd_none"
     present_test = "pmd_present"
-    # After an exit taken on one of these for a value, what is left of it is
-    # present or none, and the two tests agree.
-    non_present_exits = frozenset(
-        {
-            "pmd_present",
-            "is_swap_pmd",
-            "is_pmd_migration_entry",
-            "pmd_is_migration_entry",
-            "is_pmd_device_private_entry",
-        }
-    )
     not_empty = "a PMD migration entry"
+    # Non-present entries of this level that are not empty.
+    not_empty_kinds = frozenset({MIGRATION, DEVICE})
     handle_hint = "handle migration entries apart"
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
@@ -138,12 +137,18 @@ class PmdPresentAsEmpty(FunctionRule):
             budget = min(lost, gained)
             for call in added:
                 arg = syntax.text(syntax.arguments(call)[0])
-                partner = _partner(change, call, arg, removed)
+                partner = change.replaced(
+                    call, removed, lambda old, arg=arg: syntax.text(syntax.arguments(old)[0]) == arg
+                )
                 if partner is None or budget == 0:
                     continue
                 removed.remove(partner)
                 budget -= 1
-                if self._non_present_left_before(body, call, arg) or _repeats_next_test(call):
+                if (
+                    self._non_present_left_before(change, call)
+                    or self._same_truth(partner, call)
+                    or _repeats_next_test(call)
+                ):
                     continue
                 old_name = syntax.call_name(partner) or self.primary_none
                 old_arg = syntax.text(syntax.arguments(partner)[0])
@@ -168,26 +173,31 @@ class PmdPresentAsEmpty(FunctionRule):
     def _count(self, body: Node, names: frozenset[str] | set[str], negated: bool) -> int:
         return len(self._tests(body, names, negated))
 
-    def _non_present_left_before(self, body: Node, call: Node, arg: str) -> bool:
-        """Has an earlier test of `arg` already left for non-present entries?"""
-        for test in syntax.calls(body, self.non_present_exits):
-            if test.start_byte >= call.start_byte:
-                break
-            args = syntax.arguments(test)
-            if not args or syntax.text(args[0]) != arg:
-                continue
-            # !present(x) -> exit, or is_swap/migration(x) -> exit
-            if (syntax.call_name(test) == self.present_test) != syntax.is_negated(test):
-                continue
-            owner = syntax.condition_owner(test)
-            if (
-                owner is not None
-                and owner.type == "if_statement"
-                and syntax.branch_exits(owner.child_by_field_name("consequence"))
-                and not owner.start_byte <= call.start_byte < owner.end_byte
-            ):
-                return True
-        return False
+    def _non_present_left_before(self, change: FunctionChange, call: Node) -> bool:
+        """Is the value this test reads, on every path to it, already known
+        not to be a non-present entry that is not empty (handled by an
+        earlier exit, an else-if, a split that falls through)?  Then
+        !present and none agree here."""
+        arguments = syntax.arguments(call)
+        if not arguments:
+            return False
+        kinds = change.flow.entries().kinds_at(call, arguments[0])
+        return kinds is not None and not kinds & self.not_empty_kinds
+
+    def _same_truth(self, partner: Node, call: Node) -> bool:
+        """Do the old and the new condition hold for the same kinds of entry
+        (`pmd_none(x) || is_pmd_migration_entry(x)` is `!pmd_present(x)`)?"""
+        old_owner, new_owner = syntax.condition_owner(partner), syntax.condition_owner(call)
+        if old_owner is None or new_owner is None:
+            return False
+        old_condition = old_owner.child_by_field_name("condition")
+        new_condition = new_owner.child_by_field_name("condition")
+        if old_condition is None or new_condition is None:
+            return False
+        universe = LEVELS[self.level]
+        old = truth_kinds(old_condition, _squeezed(syntax.arguments(partner)[0]), universe)
+        new = truth_kinds(new_condition, _squeezed(syntax.arguments(call)[0]), universe)
+        return old is not None and old == new
 
     @staticmethod
     def _kernel_page_tables(change: FunctionChange, body: Node) -> bool:
@@ -207,7 +217,7 @@ class PmdPresentAsEmpty(FunctionRule):
             for call in syntax.calls(body, self.none_tests)
             if (args := syntax.arguments(call))
         }
-        result = _returned_variable(body)
+        result = change.flow.returned_name()
         seen: set[str] = set()
         for call in syntax.calls(body, self.present_test):
             args = syntax.arguments(call)
@@ -219,9 +229,9 @@ class PmdPresentAsEmpty(FunctionRule):
             owner = syntax.condition_owner(call)
             if owner is None or owner.type != "if_statement":
                 continue
-            if self._non_present_left_before(body, call, arg):
+            if self._non_present_left_before(change, call):
                 continue
-            if not _answers_wait(owner, body, result):
+            if not _answers_wait(owner, change.flow, result):
                 continue
             seen.add(arg)
             yield change.finding(
@@ -262,87 +272,9 @@ def _squeezed(node: Node | None) -> str:
     return "".join(syntax.text(node).split())
 
 
-def _partner(change: FunctionChange, added: Node, arg: str, removed: list[Node]) -> Node | None:
-    """The removed test this added one replaces: one on the same value, else
-    one whose lines the added block holding it took the place of."""
-    same = [r for r in removed if syntax.text(syntax.arguments(r)[0]) == arg]
-    if same:
-        return same[0]
-    assert change.before is not None
-    line = change.after.image.real_line(added.start_point.row)
-    for candidate in removed:
-        pre_line = change.before.image.real_line(candidate.start_point.row)
-        start = end = change.post_line_of(pre_line)
-        while end + 1 in change.added_lines:
-            end += 1
-        if start - 1 <= line <= end + 1:
-            return candidate
-    return None
-
-
-def _returned_variable(body: Node) -> str | None:
-    names = {
-        syntax.text(value)
-        for node in syntax.walk(body)
-        if node.type == "return_statement"
-        and (value := next(iter(node.named_children), None)) is not None
-        and value.type == "identifier"
-    }
-    return names.pop() if len(names) == 1 else None
-
-
-def _truthy(node: Node | None) -> bool | None:
-    """True/False for a literal answer, None when it is not one."""
-    while node is not None and node.type == "parenthesized_expression":
-        node = next(iter(node.named_children), None)
-    if node is None:
-        return None
-    if node.type == "true":
-        return True
-    if node.type == "false":
-        return False
-    if node.type == "number_literal":
-        return syntax.text(node).rstrip("uUlL") not in ("0", "0x0")
-    return None
-
-
-def _assigned_value(statement: Node, variable: str | None) -> bool | None:
-    """`variable = <literal>;` -> the literal's truth."""
-    if variable is None or statement.type != "expression_statement":
-        return None
-    expr = next(iter(statement.named_children), None)
-    if (
-        expr is None
-        or expr.type != "assignment_expression"
-        or syntax.text(expr.child_by_field_name("left")) != variable
-        or syntax.text(expr.child_by_field_name("operator")) != "="
-    ):
-        return None
-    return _truthy(expr.child_by_field_name("right"))
-
-
-def _value_before(body: Node, variable: str | None, position: int) -> bool | None:
-    """The literal last given to `variable` before `position`, in text order."""
-    if variable is None:
-        return None
-    value = None
-    for node in syntax.walk(body):
-        if node.start_byte >= position:
-            break
-        if (
-            node.type == "init_declarator"
-            and syntax.text(node.child_by_field_name("declarator")) == variable
-        ):
-            value = _truthy(node.child_by_field_name("value"))
-        elif node.type == "expression_statement":
-            assigned = _assigned_value(node, variable)
-            if assigned is not None:
-                value = assigned
-    return value
-
-
-def _answers_wait(branch: Node, body: Node, result: str | None) -> bool:
-    """Does the if's consequence answer "yes, wait"?"""
+def _answers_wait(branch: Node, flow: FunctionFlow, result: str | None) -> bool:
+    """Does the if's consequence answer "yes, wait" (return true, or set
+    the returned variable to true and leave)?"""
     consequence = branch.child_by_field_name("consequence")
     if consequence is None:
         return False
@@ -352,15 +284,18 @@ def _answers_wait(branch: Node, body: Node, result: str | None) -> bool:
         else [consequence]
     )
     for statement in statements:
-        if _assigned_value(statement, result) is True:
+        stores = [s for s in flow.stores if s.node.parent == statement and s.operator == "="]
+        if result is not None and any(
+            ev.place(s.target) == result and literal_truth(s.value) for s in stores
+        ):
             return True
         if statement.type == "return_statement":
             value = next(iter(statement.named_children), None)
             if value is not None and value.type == "identifier":
-                return _value_before(body, result, branch.start_byte) is True
-            return _truthy(value) is True
+                return result is not None and flow.truth_at(statement, result) is True
+            return literal_truth(value) is True
         if statement.type == "goto_statement":
-            return _value_before(body, result, branch.start_byte) is True
+            return result is not None and flow.truth_at(statement, result) is True
     return False
 
 

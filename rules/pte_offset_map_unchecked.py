@@ -68,6 +68,7 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow import events as ev
+from analyzer.flow.entries import ALLOCATING_MAPS
 from analyzer.flow.nullness import MAY_FAIL, risky_uses
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
@@ -88,8 +89,6 @@ ACCESSORS = re.compile(
     r"ptep_\w+|huge_ptep_\w+|pte_unmap(_unlock)?|set_ptes?|set_pte_at|pte_clear|"
     r"update_mmu_(cache|tlb)(_range)?|folio_pte_batch|pte_range_none|clear_(not_present_)?full_ptes"
 )
-# They return NULL when the table cannot be allocated, too.
-ALLOCATING_MAPS = frozenset({"pte_alloc_map", "pte_alloc_map_lock"})
 # Since 0d940a9b270b (v6.5) the helpers return NULL when the PMD changed.
 FAILING_SINCE = (6, 5)
 
@@ -99,11 +98,13 @@ class PteOffsetMapUnchecked(FunctionRule):
     severity = Severity.ERROR
     summary = "pte_offset_map*() may return NULL (v6.5+): check it before using the page table"
     paths = ()
-    api = r"\bpte_offset_map"
+    api = r"\bpte_(?:offset|alloc)_map"
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
         flow = change.flow
-        if (flow.version or FAILING_SINCE) < FAILING_SINCE:
+        # Before v6.5 only the allocating maps can fail.
+        maps_fail = (flow.version or FAILING_SINCE) >= FAILING_SINCE
+        if not maps_fail and not flow.calls(ALLOCATING_MAPS):
             return
         analysis = flow.entries()
         if not analysis.complete:
@@ -111,7 +112,7 @@ class PteOffsetMapUnchecked(FunctionRule):
         checked_before = _checked_before(change)
         reported: set[tuple[int, ...]] = set()
         for use in risky_uses(analysis, flow.dereferences(ACCESSORS)):
-            if not any(_a_map(flow, s) for s in use.sources):
+            if not any(_a_map(flow, s, maps_fail) for s in use.sources):
                 continue  # a NULL of another kind (a trans-huge lock)
             # The first use of an unchecked pointer is the crash; later ones
             # on the same path add nothing.
@@ -128,17 +129,20 @@ class PteOffsetMapUnchecked(FunctionRule):
                 and not ACCESSORS.fullmatch(syntax.call_name(use.node))
                 else ""
             )
+            why = (
+                "when the PMD changed under us (none, huge, migration, retracted)"
+                if maps_fail
+                else "when the page table cannot be allocated"
+            )
             if name in checked_before:
                 message = (
                     f"patch removes the NULL check of {name} = {mapper}(){via}: it returns NULL "
-                    "when the PMD changed under us (none, huge, migration, retracted); back "
-                    "off (-EAGAIN, retry, ACTION_AGAIN) before using it"
+                    f"{why}; back off (-EAGAIN, retry, ACTION_AGAIN) before using it"
                 )
             else:
                 message = (
                     f"{name} from {mapper}() is used without a NULL check{via}: it returns NULL "
-                    "when the PMD changed under us (none, huge, migration, retracted); test "
-                    "it and back off (-EAGAIN, retry, ACTION_AGAIN) first"
+                    f"{why}; test it and back off (-EAGAIN, retry, ACTION_AGAIN) first"
                 )
             yield change.finding(use.node, message, Confidence.HIGH, key=f"{mapper}:{name}")
 
@@ -154,9 +158,11 @@ def _checked_before(change: FunctionChange) -> set[str]:
     return mapped - unchecked
 
 
-def _a_map(flow: FunctionFlow, source: Node) -> bool:
+def _a_map(flow: FunctionFlow, source: Node, maps_fail: bool) -> bool:
     name = syntax.call_name(source) or ""
-    return name in MAPPERS or name in ALLOCATING_MAPS or flow.maps_and_may_fail(name)
+    if name in ALLOCATING_MAPS:
+        return True
+    return maps_fail and (name in MAPPERS or flow.maps_and_may_fail(name))
 
 
 RULE = PteOffsetMapUnchecked

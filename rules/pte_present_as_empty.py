@@ -5,10 +5,11 @@ The PTE side of PMD_PRESENT_AS_EMPTY.  Flags, with high confidence, a patch
 that replaces an emptiness test of a PTE value (`pte_none()`,
 `pte_none_mostly()`, `huge_pte_none()`, `huge_pte_none_mostly()`) by a
 presence test of the same polarity: `pte_none(x)` becoming `!pte_present(x)`,
-or `!pte_none(x)` becoming `pte_present(x)`.  Silent where both agree: after
-an earlier exit taken on the same value for non-present entries
-(`!pte_present()`, `is_swap_pte()`, `is_pte_marker()`), when the old
-condition already held both tests, and for kernel page tables.
+or `!pte_none(x)` becoming `pte_present(x)`.  Silent where both agree: where
+no path to the new test can bring a swap, migration or device entry or a
+marker (an earlier exit or an else-if on `!pte_present()`, `is_swap_pte()`,
+`is_pte_marker()`), where the old and the new condition hold for the same
+kinds of entry, and for kernel page tables.
 
 With medium confidence it also flags a waiting decision taken on
 `!pte_present(x)` in a function deciding whether to wait, when the function
@@ -49,19 +50,21 @@ install overwrite such an entry.
 
 from __future__ import annotations
 
+from analyzer.flow.entries import DEVICE, MARKER, MIGRATION, SWAP
 from rules.pmd_present_as_empty import PmdPresentAsEmpty
 
 
 class PtePresentAsEmpty(PmdPresentAsEmpty):
     id = "PTE_PRESENT_AS_EMPTY"
     summary = "!pte_present() is not pte_none(): swap, migration entries and markers are not empty"
+    api = r"\b(?:huge_)?pte_(?:none|present)\w*\b"
 
     level = "PTE"
     none_tests = frozenset({"pte_none", "pte_none_mostly", "huge_pte_none", "huge_pte_none_mostly"})
     primary_none = "pte_none"
     present_test = "pte_present"
-    non_present_exits = frozenset({"pte_present", "is_swap_pte", "is_pte_marker"})
     not_empty = "a swap or migration entry (or a PTE marker)"
+    not_empty_kinds = frozenset({SWAP, MIGRATION, DEVICE, MARKER})
     handle_hint = "handle swap entries and markers apart"
 
 

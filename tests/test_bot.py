@@ -141,7 +141,12 @@ def _msgid(message: bytes) -> str:
 
 # A rename, then the PMD swap, then the dropped uffd-wp re-check: 2 and 3 flagged.
 SWAP_SERIES = [
-    ("mm/fault.c", "\tint present = 0;", "\tint nr_present = 0;", "mm/demo: start renaming the counter"),
+    (
+        "mm/fault.c",
+        "\tint present = 0;",
+        "\tint nr_present = 0;",
+        "mm/demo: start renaming the counter",
+    ),
     ("mm/fault.c", *SWAP, "mm/demo: treat a non-present PMD as empty"),
     ("mm/khugepaged.c", *UFFD, "mm/demo: drop the uffd-wp re-check"),
 ]

@@ -3,6 +3,8 @@ longer touch, along paths (analyzer/flow/ownership.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from analyzer.flow import flow_of
 from analyzer.flow import ownership as own
 from analyzer.flow.values import Analysis, State
@@ -263,10 +265,10 @@ void demo(struct mm_struct *mm, struct xarray *xa, unsigned long addr)
 
 
 def test_merges_keep_paths_that_differ_in_what_they_own_apart() -> None:
-    # Past the width, the two most alike path states are merged; the
-    # tracker's weight makes a difference in what is owned count more than
-    # two differences elsewhere (values.py's `_most_alike`).
-    from analyzer.flow.values import _most_alike
+    # Past the width, the newest path state joins the one whose join loses
+    # least; the tracker's weight makes a difference in what is owned cost
+    # more than two differences elsewhere (values.py's `_join_loss`).
+    from analyzer.flow.values import _join_loss
 
     def state(owned: str, a: str, b: str) -> State:
         return State(
@@ -274,9 +276,18 @@ def test_merges_keep_paths_that_differ_in_what_they_own_apart() -> None:
             {owned: frozenset({owned}), a: frozenset({a}), b: frozenset({b})},
         )
 
-    states = [state(own.OWNED, "x", "y"), state(own.GONE, "x", "y"), state(own.OWNED, "z", "w")]
-    assert _most_alike(states) == (0, 1)
-    assert _most_alike(states, own.Ownership().weight) == (0, 2)
+    newest = state(own.GONE, "x", "y")
+    candidates = [state(own.OWNED, "x", "y"), state(own.GONE, "z", "w")]
+
+    def closest(weight: Callable[[str], int] | None = None) -> int:
+        losses = [
+            _join_loss(c, newest) if weight is None else _join_loss(c, newest, weight)
+            for c in candidates
+        ]
+        return losses.index(min(losses))
+
+    assert closest() == 0
+    assert closest(own.Ownership().weight) == 1
 
 
 def test_statement_after_a_label_and_a_comment_is_in_the_graph() -> None:

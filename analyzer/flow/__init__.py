@@ -9,6 +9,7 @@ questions, the way a smatch check or a Coccinelle rule reads:
     flow.every_path(start, end, passes=is_uffd_check)  # is X on every path?
     flow.type_of(arg, through_casts=True)              # what was really passed?
     flow.summaries.of("helper")                        # what does a callee do?
+    lost_checks(before, after, ...)                    # which check no longer guards?
 
 ## What is modelled
 - **Paths** (`cfg`): one graph per function, built lazily from its
@@ -27,10 +28,24 @@ questions, the way a smatch check or a Coccinelle rule reads:
   (the PTE lock is held exactly when `pte_offset_map_lock()` did not return
   NULL).  Merges unite; the lattice is finite, so loops converge without
   widening, and a visit budget bounds the pathological rest.
+  Paths stay apart where they differ (up to six states per point, joined
+  by least loss past that), as smatch's implication pools do; integers
+  compared with constants carry them (`result = SCAN_FAIL` ... `if
+  (result != SCAN_SUCCEED)`).
+- **Checks and what they vouch for** (`guards`): a test (`userfaultfd_wp
+  (vma)`, `pmd_same(orig, *pmd)`) vouches for the places it read along
+  the edge on which the work goes on, until they change or, for a
+  re-check, until a lock is taken.  A check the patch removes, narrows
+  (`install && userfaultfd_wp(vma)`) or moves out of the lock is one the
+  function as it was made on a path to some work and no longer makes.
+- **Callers** (`callers`): a static function whose every call is in its
+  file is handed what its callers hand it (`if (pmd_none(*pmd)) return;
+  helper(pmd);`); a check every caller makes before calling counts.
 - **Callees** (`summaries`): functions of the file under review and of the
   headers it includes, summarised by the same analyses two call levels
   deep: parameters dereferenced before a NULL test, pointer results that
-  may be NULL or an error, what they call.
+  may be NULL or an error, what they call, locks they take or drop, a
+  predicate they only return.
 - **Types** (`analyzer.declarations`): declared types of expressions, from
   the function, the file and the tree's headers, with or without casts.
 
@@ -39,7 +54,12 @@ questions, the way a smatch check or a Coccinelle rule reads:
   races are lessons of their own (LOCKLESS_SNAPSHOT_NOT_REVALIDATED).
 - Macros are what the sanitized parse shows: a macro call is a call, its
   body is never expanded; the kernel macros that shape control flow are
-  known by name (`vocabulary`).
+  known by name (`vocabulary`).  `#ifdef` alternatives are both taken,
+  except that the configurations the lessons assume built
+  (`ASSUMED_CONFIGS`: THP, THP migration) take their branch only.
+- Versions: an API's behaviour follows the tree's Makefile version where
+  it changed (`pte_offset_map()` fails since v6.5; `ptep_get()` since v6.5);
+  an unknown version is taken for a recent one.
 - Memory: no points-to analysis.  A place is a name (`pte`, `vmf->pte`,
   `*pmd`); a call handed `vmf` may change `vmf->pte`, a call handed `&x`
   may change `x`, nothing else changes behind the analysis' back.
@@ -54,22 +74,47 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from functools import cached_property
+from weakref import WeakKeyDictionary
 
 from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.declarations import Declarations, TypeScope, kernel_version
-from analyzer.flow import cfg, paths
+from analyzer.flow import cfg, paths, vocabulary
 from analyzer.flow import events as ev
-from analyzer.flow.entries import MAPS, Entries
-from analyzer.flow.locks import Locks, held
+from analyzer.flow.entries import ENTRY_POINTERS, MAPS, Entries, EntryRead, entry_reads
+from analyzer.flow.locks import (
+    LockEffect,
+    Locks,
+    annotated_effects,
+    held,
+    held_on_entry,
+    helper_effects,
+)
 from analyzer.flow.nullness import Nullness
 from analyzer.flow.summaries import Summaries
-from analyzer.flow.values import NULL, Analysis, Kinds, Tracker
+from analyzer.flow.values import NULL, Analysis, Kinds, Tracker, constant_truth
 from analyzer.parsing import Function, ParsedFile
 from analyzer.rule import ReviewContext
 
 __all__ = ["FunctionFlow", "flow_of"]
+
+
+def _entry_of(argument: Node) -> str | None:
+    address = ev.address_of(argument)
+    if address is not None:
+        return address
+    name = ev.place(argument)
+    return f"*{name}" if name is not None else None
+
+
+def _stored_to(node: Node) -> bool:
+    parent = syntax.unparenthesized_parent(node)
+    return (
+        parent is not None
+        and parent.type == "assignment_expression"
+        and ev.strip(parent.child_by_field_name("left") or parent) == node
+    )
 
 
 class _Shared:
@@ -80,7 +125,14 @@ class _Shared:
         self.graph = cfg.build(function.body, function.image.text)
         self.analyses: dict[object, Analysis] = {}
         self._dominators: dict[int, int] | None = None
-        self.scope = TypeScope(function.node)
+        self._scope: TypeScope | None = None
+        self._function = function
+
+    @property
+    def scope(self) -> TypeScope:
+        if self._scope is None:
+            self._scope = TypeScope(self._function.node)
+        return self._scope
 
     @property
     def dominators(self) -> dict[int, int]:
@@ -202,32 +254,141 @@ class FunctionFlow:
             return None
         return summary.predicate, list(summary.parameters)
 
-    def entries(self) -> Analysis:
+    def entries(self, callers: bool = True) -> Analysis:
         """What page-table entries may be, and where the maps of their PTE
-        tables may have failed (returned NULL, since v6.5)."""
+        tables may have failed (returned NULL, since v6.5).  For a static
+        function whose every call is in its file, an entry it is handed is
+        what its callers hand it (`if (pmd_none(*pmd)) helper(pmd);`)."""
         maps_fail = self.version is None or self.version >= (6, 5)
-        key = ("entries", maps_fail)
+        key = ("entries", maps_fail, callers)
         found = self._shared.analyses.get(key)
         if found is None:
             tracker = Entries(maps_fail, self.maps_and_may_fail, self._summary_predicate)
-            found = self._shared.analyses[key] = Analysis(self.graph, tracker)
+            tracker.entry_pointer = self._entry_pointer
+            handed = self._handed_entries() if callers else {}
+            found = self._shared.analyses[key] = Analysis(self.graph, tracker, handed)
         return found
+
+    def _handed_entries(self) -> dict[str, Kinds]:
+        """What the entries behind this static function's pointer parameters
+        may be at every call of it (nothing when its callers are not all
+        known)."""
+        if not syntax.text(self.function.node).startswith("static"):
+            return {}
+        sites = self.callers()
+        if sites is None or len(sites) > 8:
+            return {}
+        handed: dict[str, Kinds] = {}
+        for index, parameter in enumerate(self.parameters()):
+            if not parameter or self._shared.scope.of_name(parameter) not in ENTRY_POINTERS:
+                continue
+            kinds: set[str] = set()
+            for caller, call in sites:
+                arguments = syntax.arguments(call)
+                entry = _entry_of(arguments[index]) if index < len(arguments) else None
+                found = caller.entries(callers=False).place_kinds_at(call, entry) if entry else None
+                if not found:
+                    break
+                kinds |= found
+            else:
+                handed[f"*{parameter}"] = frozenset(kinds)
+        return handed
+
+    def _entry_pointer(self, expression: Node) -> bool:
+        declared = self.type_of(expression)
+        if declared is not None:
+            return declared in ENTRY_POINTERS
+        return "pmd" in syntax.text(expression) or "pte" in syntax.text(expression)
+
+    def parameters(self) -> list[str]:
+        from analyzer.flow.summaries import _parameters
+
+        return _parameters(self.function.node)
 
     def maps_and_may_fail(self, name: str) -> bool:
         """A function of the tree that returns the map of a PTE table, NULL
         when it failed (`get_locked_pte()`)."""
         if name == self.function.name:
             return False
+        if not self.summaries.reaches(name, MAPS):
+            return False
         summary = self.summaries.of(name)
-        return (
-            summary is not None
-            and summary.returns is not None
-            and NULL in summary.returns
-            and self.summaries.reaches(name, MAPS)
-        )
+        return summary is not None and summary.returns is not None and NULL in summary.returns
 
     def locks(self) -> Analysis:
-        return self.analysis(Locks(), "locks")
+        """Which locks are held; helpers of the tree that take or drop a lock
+        they are handed count where they are called."""
+        found = self._shared.analyses.get("locks")
+        if found is None:
+            # The atomic locks a function says its caller holds are held
+            # on entry (`__must_hold()`, `lockdep_assert_held()`).
+            entry = held_on_entry(self.function, self.type_of, vocabulary.NO_SLEEP_CLASSES)
+            tracker = Locks(self._lock_effects)
+            found = self._shared.analyses["locks"] = Analysis(self.graph, tracker, entry)
+        return found
+
+    def _lock_effects(self, name: str) -> tuple[LockEffect, ...]:
+        if name == self.function.name:
+            return ()
+        function = self.summaries.definition(name)
+        if function is None or function.body is None:
+            return ()
+        parameters = list(self.summaries.of(name).parameters)
+        return helper_effects(function.body, parameters) + annotated_effects(function, parameters)
+
+    def holds(self, node: Node, lock_class: str = "spin") -> bool:
+        """Is a lock of this class held on every path to `node`?"""
+        return any(
+            kinds == {"held"} for kinds in self.locks_at(node, frozenset({lock_class})).values()
+        )
+
+    def callers(self) -> list[tuple[FunctionFlow, Node]] | None:
+        """Every call of this function, when all of them are in its file and
+        nothing takes its address; None when callers are not all known."""
+        function, file = self.function, self.file
+        if file is None:
+            return None
+        name = function.name
+        sites = [
+            (FunctionFlow(caller, file, self.context, self.path), call)
+            for caller in file.functions
+            if caller.name != name and caller.body is not None
+            for call in syntax.calls(caller.body, name)
+        ]
+        mentions = len(re.findall(rb"\b" + re.escape(name.encode()) + rb"\b", file.image.text))
+        if not sites or mentions != len(sites) + 1:
+            return None
+        return sites
+
+    def takings_held(self, node: Node, lock: re.Pattern[str]) -> frozenset[object]:
+        """Which takings of the locks `lock` matches `node` runs under (the
+        values of the lock): two nodes sharing one ran in one critical
+        section, with no unlock between."""
+        analysis = self.locks()
+        found: set[object] = set()
+        for state, _results in analysis.before_each(node):
+            for name in held(state, analysis):
+                if lock.fullmatch(name):
+                    found |= {v for v in state.places[name] if "held" in state.kinds.get(v, ())}
+        return frozenset(found)
+
+    def truth_at(self, node: Node, name: str) -> bool | None:
+        """The truth of the literal `name` holds on every path to `node`
+        (`ret = true; ... goto out;`), None when it is not one literal."""
+        kinds = self.analysis(Tracker(), "values").place_kinds_at(node, name)
+        return constant_truth(kinds) if kinds else None
+
+    def returned_name(self) -> str | None:
+        """The one variable every `return name;` of the function returns."""
+        names = {
+            syntax.text(value)
+            for point in self.graph.points
+            if point.kind == cfg.RETURN
+            and point.node is not None
+            and (value := next(iter(point.node.named_children), None)) is not None
+            and value.type == "identifier"
+        }
+        return names.pop() if len(names) == 1 else None
 
     def locks_at(self, node: Node, classes: frozenset[str] | None = None) -> dict[str, Kinds]:
         """Locks that may be held just before `node` runs, with their kinds
@@ -252,7 +413,7 @@ class FunctionFlow:
 
     @cached_property
     def summaries(self) -> Summaries:
-        return Summaries(self.context, self.file, self.path)
+        return _summaries_for(self.context, self.file, self.path)
 
     @cached_property
     def version(self) -> tuple[int, int] | None:
@@ -261,6 +422,78 @@ class FunctionFlow:
     def calls(self, names: str | frozenset[str] | set[str] | None = None) -> list[Node]:
         body = self.function.body
         return syntax.calls(body, names) if body is not None else []
+
+    @cached_property
+    def entry_reads(self) -> list[EntryRead]:
+        """Reads of page-table entries, plain and through accessors."""
+        events = (event for point in self.graph.points for event in self.analysis_events(point))
+        return entry_reads(events, self.type_of)
+
+    @cached_property
+    def stores(self) -> list[ev.Assign]:
+        """Every assignment, compound assignment, ++/-- and initializer."""
+        return [
+            event
+            for point in self.graph.points
+            for event in self.analysis_events(point)
+            if isinstance(event, ev.Assign)
+        ]
+
+    def assignments(self, name: str) -> list[ev.Assign]:
+        """Every store to `name` (plain, compound or ++/--, and initializers)."""
+        return [store for store in self.stores if ev.place(store.target) == name]
+
+    def store_of(self, value: Node) -> ev.Assign | None:
+        """The assignment or initializer storing `value` (casts and
+        parentheses around it allowed)."""
+        return next(
+            (s for s in self.stores if s.value is not None and ev.strip(s.value) == value), None
+        )
+
+    def uses_of(self, store: ev.Assign) -> list[Node]:
+        """Reads of what `store` wrote: the target's name where some path
+        from the store reaches it without passing another store to it."""
+        name = ev.place(store.target)
+        start = self.point(store.node)
+        if name is None or start is None:
+            return []
+        others = {
+            point.id
+            for other in self.assignments(name)
+            if other.node != store.node and (point := self.point(other.node)) is not None
+        }
+        reached = paths.reachable_from(self.graph, [start], lambda point: point.id in others)
+        uses: dict[int, Node] = {}
+        for point_id in reached - {start.id}:
+            point = self.graph.points[point_id]
+            holes = {hole.id for hole in point.holes}
+            stack = [point.node] if point.node is not None else []
+            while stack:
+                node = stack.pop()
+                if node.id in holes:
+                    continue
+                if node.type in ("identifier", "field_expression") and ev.place(node) == name:
+                    if not _stored_to(node):
+                        uses[node.id] = node
+                    continue
+                stack.extend(node.named_children)
+        return sorted(uses.values(), key=lambda node: node.start_byte)
+
+
+# One set of summaries per review context and file: every function of the
+# file asks about the same callees.
+_summaries: WeakKeyDictionary[ReviewContext, dict[tuple[str, str], Summaries]] = WeakKeyDictionary()
+
+
+def _summaries_for(context: ReviewContext, file: ParsedFile | None, path: str) -> Summaries:
+    per_file = _summaries.setdefault(context, {})
+    key = (file.image.blob_id if file is not None else "", path)
+    found = per_file.get(key)
+    if found is None:
+        if len(per_file) > 64:
+            per_file.clear()
+        found = per_file[key] = Summaries(context, file, path)
+    return found
 
 
 def flow_of(

@@ -108,6 +108,15 @@ class Graph:
             if point is not None:
                 return point
             current = current.parent
+        # A statement no point evaluates as a whole (an `if`): its first
+        # part that one does (the condition).
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            point = self._owner.get(current.id)
+            if point is not None:
+                return point
+            stack.extend(reversed(current.children))
         return None
 
     def reverse_postorder(self) -> list[Point]:
@@ -212,10 +221,11 @@ class _Builder:
                 Graph.connect(current, label)
             name = node.child_by_field_name("label")
             self.labels[syntax.text(name)] = label
-            inner = [
-                c for c in node.named_children if c.type not in ("statement_identifier", "comment")
-            ]
-            return self.statement(inner[0], label) if inner else label
+            end: Point | None = label
+            for inner in node.named_children:
+                if inner.type not in ("statement_identifier", "comment"):
+                    end = self.statement(inner, end)
+            return end
         if current is None:
             # Dead code (after a return, before the next label): still lowered
             # so that its labels and gotos exist, from a point nobody reaches.
@@ -253,8 +263,9 @@ class _Builder:
         if kind == "return_statement":
             value = next((c for c in node.named_children if c.type != "comment"), None)
             if value is not None:
-                current = self.branches_in(value, current)
-            point = self.point(RETURN, node, current, self._holes(value) if value else ())
+                # `return a ? b : c;`: the value itself may branch.
+                current = self.branches_in(node, current)
+            point = self.point(RETURN, node, current, self._holes(node) if value else ())
             Graph.connect(point, self.graph.exit)
             return None
         if kind == "goto_statement":
@@ -271,6 +282,11 @@ class _Builder:
             return self.block(node, current)
         if kind in ("comment", "preproc_call", "preproc_def", "preproc_function_def"):
             return current
+        if kind == "function_definition":
+            # `scoped_guard(rcu) { ... }` reads as a nested definition: its
+            # block still runs here (the guard's lock is not known).
+            body = node.child_by_field_name("body")
+            return self.block(body, current) if body is not None else current
         if kind in ("attributed_statement",):
             inner = [c for c in node.named_children if c.type != "attribute_declaration"]
             return self.statement(inner[0], current) if inner else current
@@ -433,8 +449,9 @@ class _Builder:
                     self.graph.abort,
                 )
                 return goes_on
-        current = self.branches_in(expression, current)
-        return self.point(STATEMENT, node, current, self._holes(expression))
+        # `a && f(b);`, `c ? f() : g();`: the expression itself may branch.
+        current = self.branches_in(node, current)
+        return self.point(STATEMENT, node, current, self._holes(node))
 
     def conditional_compilation(self, node: Node, current: Point) -> Point | None:
         ends: list[Point | None] = []
@@ -455,6 +472,8 @@ class _Builder:
             if child.id not in skipped:
                 branch = self.statement(child, branch)
         ends.append(branch)
+        if _assumed_on(node):
+            return branch  # the configuration every lesson here is about
         if alternative is not None:
             other = self.graph._new(JOIN)
             Graph.connect(fork, other)
@@ -644,6 +663,20 @@ class _Builder:
         if vocabulary.LOOP_MACRO.search(name):
             return "loop"
         return None
+
+
+def _assumed_on(node: Node) -> bool:
+    """`#ifdef CONFIG_TRANSPARENT_HUGEPAGE`: the mm lessons are about the
+    kernels that have THPs and their migration; without them the code
+    between is not built, and a path around it would be a path in another
+    kernel."""
+    if node.type not in ("preproc_ifdef", "preproc_if"):
+        return False
+    if node.type == "preproc_ifdef" and syntax.text(node).lstrip().startswith("#ifndef"):
+        return False
+    condition = node.child_by_field_name("name") or node.child_by_field_name("condition")
+    text = syntax.text(condition)
+    return "!" not in text and any(config in text for config in vocabulary.ASSUMED_CONFIGS)
 
 
 def _is_branching(node: Node) -> bool:

@@ -27,7 +27,9 @@ an entry changes only through the writes it knows (`set_pmd_at()`, splits,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from tree_sitter import Node
 
@@ -68,7 +70,8 @@ def _test(true: Iterable[str], false: Iterable[str] | None = None) -> tuple[Kind
 VALUE_TESTS: dict[str, tuple[Kinds, Kinds]] = {
     "pmd_none": _test({NONE}),
     "pud_none": _test({NONE}),
-    "pmd_present": _test(PMD_PRESENT | {PRESENT}),
+    # A corrupt PMD still has its present bit.
+    "pmd_present": _test(PMD_PRESENT | {PRESENT, BAD}),
     "pmd_trans_huge": _test({HUGE}),
     "pmd_is_huge": _test({HUGE}),
     "pmd_leaf": _test(PMD_LEAF),
@@ -85,6 +88,8 @@ VALUE_TESTS: dict[str, tuple[Kinds, Kinds]] = {
     "pte_present": _test({PRESENT} | PMD_PRESENT),
     "is_swap_pte": _test({MIGRATION, SWAP, DEVICE, MARKER}),
     "is_pte_marker": _test({MARKER}),
+    "is_hugetlb_entry_migration": _test({MIGRATION}, ENTRY),
+    "is_hugetlb_entry_hwpoisoned": _test({SWAP}, ENTRY),
     "pte_marker_entry_uffd_wp": _test({MARKER}, ENTRY),
     "is_uffd_pte_marker": _test({MARKER}, ENTRY),
     "pte_is_uffd_marker": _test({MARKER}, ENTRY),
@@ -107,6 +112,90 @@ READS: dict[str, int] = {
     "pudp_get": 0,
     "huge_ptep_get": -1,  # huge_ptep_get(ptep) before v6.11, (mm, addr, ptep) after
 }
+
+
+ENTRY_POINTERS = frozenset({"pte_t *", "pmd_t *", "pud_t *"})
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRead:
+    """A read of a page-table entry: plain (`*pte`, `pmd[i]`) or through
+    an accessor (`ptep_get(pte)`, `READ_ONCE(*pmdp)`)."""
+
+    node: Node
+    pointer: str  # the entry pointer read through, as written
+    pointer_type: str | None  # "pte_t *", ...; None where an accessor's is unknown
+    accessor: str | None  # None for a plain read
+
+
+def entry_reads(
+    events: Iterable[ev.Event], type_of: Callable[[Node], str | None]
+) -> list[EntryRead]:
+    """The entry reads among `events`, in text order: plain reads through
+    a pointer declared `pte_t *`/`pmd_t *`/`pud_t *` (not stores, not
+    `&p[i]`, not the operand of READ_ONCE()), and accessor calls."""
+
+    def entry_pointer(pointer: Node | None) -> str | None:
+        if pointer is None or pointer.type not in ("identifier", "field_expression"):
+            return None
+        declared = type_of(pointer)
+        return declared if declared in ENTRY_POINTERS else None
+
+    found = []
+    for event in events:
+        if isinstance(event, ev.Deref) and event.node.type != "field_expression":
+            kind = entry_pointer(event.pointer)
+            if kind is not None and not _stored_or_accessed(event.node):
+                found.append(EntryRead(event.node, syntax.text(event.pointer), kind, None))
+        elif isinstance(event, ev.Call) and (event.name in READS or event.name == "READ_ONCE"):
+            if not event.arguments:
+                continue
+            operand = ev.strip(event.arguments[READS.get(event.name or "", 0)])
+            if event.name == "READ_ONCE":
+                # READ_ONCE(*p) / READ_ONCE(p[i]) of an entry pointer only
+                if operand.type not in ("pointer_expression", "subscript_expression"):
+                    continue
+                operand = operand.child_by_field_name("argument") or operand
+                if entry_pointer(operand) is None:
+                    continue
+            found.append(
+                EntryRead(event.node, syntax.text(operand), entry_pointer(operand), event.name)
+            )
+    return sorted(found, key=lambda read: read.node.start_byte)
+
+
+def _stored_or_accessed(node: Node) -> bool:
+    """Is `*p` stored to, its address taken (`&p[i]`), or the operand of
+    READ_ONCE()/WRITE_ONCE() (the accessor, not a plain read)?"""
+    parent = syntax.unparenthesized_parent(node)
+    while node.parent is not None and node.parent.type == "parenthesized_expression":
+        node = node.parent
+    if parent is None:
+        return False
+    if parent.type == "assignment_expression":
+        return parent.child_by_field_name("left") == node
+    if parent.type == "pointer_expression":
+        return syntax.text(parent.child_by_field_name("operator")) == "&"
+    return (
+        parent.type == "argument_list"
+        and parent.parent is not None
+        and syntax.call_name(parent.parent) in ("READ_ONCE", "WRITE_ONCE")
+    )
+
+
+def reads_entry(expression: Node) -> bool:
+    """Does the expression read an entry itself (`ptep_get(pte)`, `*pmd`),
+    rather than copy a snapshot of one?"""
+    expression = ev.strip(expression)
+    if expression.type == "call_expression":
+        return syntax.call_name(expression) in READS or syntax.call_name(expression) == "READ_ONCE"
+    return (
+        expression.type == "pointer_expression"
+        and syntax.text(expression.child_by_field_name("operator")) == "*"
+    )
+
+
+LOCKLESS_READS = frozenset({"pmdp_get_lockless", "ptep_get_lockless", "pmd_read_atomic"})
 # Writes that leave the entry as these kinds: pointer argument, kinds.
 WRITES: dict[str, tuple[int, Kinds]] = {
     "split_huge_pmd": (1, frozenset({NONE, TABLE})),
@@ -121,6 +210,8 @@ WRITES: dict[str, tuple[int, Kinds]] = {
     "ptep_get_and_clear": (2, frozenset({NONE})),
     "pmd_populate": (1, frozenset({TABLE})),
     "pmd_install": (1, frozenset({TABLE, HUGE, DEVMAP, MIGRATION, BAD})),
+    # Once waited for, that migration entry is gone (the caller re-reads).
+    "pmd_migration_entry_wait": (1, ENTRY - {MIGRATION}),
 }
 # Writes of an entry of unknown kind: what it holds afterwards is anyone's guess.
 OVERWRITES: dict[str, int] = {"set_pmd_at": 2, "set_pte_at": 2, "set_ptes": 2, "set_huge_pte_at": 2}
@@ -129,6 +220,8 @@ OVERWRITES: dict[str, int] = {"set_pmd_at": 2, "set_pte_at": 2, "set_ptes": 2, "
 ALLOCATIONS: dict[str, int] = {"pte_alloc": 1, "__pte_alloc": 1}
 # Maps of the PTE table under a PMD: the PMD argument, and whether the map
 # fails (returns NULL) when the PMD is not a table — it does since v6.5.
+# They return NULL when the table cannot be allocated, in every version.
+ALLOCATING_MAPS = frozenset({"pte_alloc_map", "pte_alloc_map_lock"})
 MAPS: dict[str, int] = {
     "pte_offset_map": 0,
     "__pte_offset_map": 0,
@@ -140,6 +233,10 @@ MAPS: dict[str, int] = {
     "pte_alloc_map": 1,
     "pte_alloc_map_lock": 1,
 }
+# Functions named for the huge PMD they are handed (zap_huge_pmd(),
+# madvise_free_huge_pmd(), change_huge_pmd()): they deal with it at the PMD
+# level and answer whether they did.
+HUGE_HANDLER = re.compile(r"(?<!split)_huge_pmd$")
 # Returns a lock (non-NULL) exactly for a huge, devmap or swap PMD.
 HUGE_LOCKS: dict[str, int] = {"pmd_trans_huge_lock": 0}
 
@@ -158,6 +255,8 @@ class Entries(Tracker):
         # (`get_locked_pte()`): their result is tracked like a map's.
         self.mapping_helpers = mapping_helpers
         self.predicates = predicates
+        # Which expressions point to a page-table entry (declared types).
+        self.entry_pointer: Callable[[Node], bool] | None = None
 
     def default(self, name: str) -> Kinds | None:
         return ENTRY if name.startswith("*") else None
@@ -194,8 +293,20 @@ class Entries(Tracker):
         if name in READS and arguments:
             pointer = arguments[READS[name]]
             entry = _entry_place(pointer)
-            if entry is not None:
+            if entry is not None and name in LOCKLESS_READS:
+                # A read without the lock is a new value: a retry reads
+                # what the entry has become, not what it was.
+                analysis.bind(state, entry, call.node.id, ENTRY)
+                results[call.node.id] = frozenset({call.node.id})
+            elif entry is not None and name == "huge_ptep_get" and entry not in state.places:
+                # A hugetlb entry is never a device-private one.
+                analysis.bind(state, entry, call.node.id, ENTRY - {DEVICE})
+                results[call.node.id] = frozenset({call.node.id})
+            elif entry is not None:
                 results[call.node.id] = analysis.held_values(state, entry, call.node)
+            else:
+                # `ptep_get(pte + i)`: an entry nobody else names.
+                results[call.node.id] = frozenset({analysis.new_value(state, call.node, ENTRY)})
             return
         if name in WRITES:
             index, kinds = WRITES[name]
@@ -225,7 +336,9 @@ class Entries(Tracker):
             if entry is None:
                 return
             target = _single(analysis.held_values(state, entry, call.node))
-            if not self.maps_fail or _private_table(analysis, state, pointer, target):
+            if name not in ALLOCATING_MAPS and (
+                not self.maps_fail or _private_table(analysis, state, pointer, target)
+            ):
                 results[call.node.id] = frozenset(
                     {analysis.new_value(state, call.node, frozenset({PTR}))}
                 )
@@ -244,6 +357,29 @@ class Entries(Tracker):
             results[call.node.id] = frozenset(
                 {analysis.new_value(state, call.node, frozenset({NULL, PTR}))}
             )
+            return
+        if HUGE_HANDLER.search(name) and arguments:
+            # `if (zap_huge_pmd(tlb, vma, pmd, addr)) continue;`: a handler of
+            # the huge PMD it is handed answers whether there was one (it
+            # looked under pmd_trans_huge_lock()); when it says no, the PMD
+            # is none or a table.
+            entry = next(
+                (
+                    e
+                    for a in arguments
+                    if (e := _entry_place(a)) is not None
+                    and e.startswith("*")
+                    and (self.entry_pointer is None or self.entry_pointer(a))
+                ),
+                None,
+            )
+            if entry is not None:
+                target = _single(analysis.held_values(state, entry, call.node))
+                if target is not None:
+                    links = [Link(frozenset({FALSE}), target, frozenset({NONE, TABLE, BAD}))]
+                    results[call.node.id] = frozenset(
+                        {analysis.new_value(state, call.node, frozenset({TRUE, FALSE}), links)}
+                    )
             return
         if name in HUGE_LOCKS and len(arguments) > HUGE_LOCKS[name]:
             entry = _entry_place(arguments[HUGE_LOCKS[name]])
@@ -282,3 +418,45 @@ def _private_table(analysis: Analysis, state: State, pointer: Node, entry: Value
 
 def _single(values: frozenset[Value]) -> Value | None:
     return next(iter(values)) if len(values) == 1 else None
+
+
+# The kinds an entry of each level can be.
+LEVELS: dict[str, Kinds] = {
+    # Device-private PMDs came after the trees this models (6.1, 6.12).
+    "PMD": frozenset({NONE, TABLE, HUGE, DEVMAP, MIGRATION, BAD}),
+    "PTE": frozenset({NONE, PRESENT, SWAP, MIGRATION, DEVICE, MARKER}),
+}
+
+
+def truth_kinds(condition: Node, value: str, universe: Kinds) -> Kinds | None:
+    """For which kinds of the entry `value` (its text) `condition` holds,
+    when it depends on tests of that entry alone; None otherwise.  Two
+    conditions with the same answer are the same test, however spelled."""
+    from analyzer.flow.vocabulary import TRANSPARENT_TESTS
+
+    node = ev.strip(condition)
+    if node.type == "unary_expression" and syntax.text(node.child_by_field_name("operator")) == "!":
+        inner = truth_kinds(node.child_by_field_name("argument"), value, universe)
+        return universe - inner if inner is not None else None
+    if node.type == "binary_expression":
+        operator = syntax.text(node.child_by_field_name("operator"))
+        if operator in ("&&", "||"):
+            left = truth_kinds(node.child_by_field_name("left"), value, universe)
+            right = truth_kinds(node.child_by_field_name("right"), value, universe)
+            if left is None or right is None:
+                return None
+            return left & right if operator == "&&" else left | right
+        return None
+    if node.type != "call_expression":
+        return None
+    name = syntax.call_name(node) or ""
+    arguments = syntax.arguments(node)
+    if name in TRANSPARENT_TESTS and arguments:
+        return truth_kinds(arguments[0], value, universe)
+    if name in VALUE_TESTS and arguments and _squeezed(arguments[0]) == value:
+        return VALUE_TESTS[name][0] & universe
+    return None
+
+
+def _squeezed(node: Node) -> str:
+    return "".join(syntax.text(node).split())

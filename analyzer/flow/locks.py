@@ -17,6 +17,11 @@ callee takes or drops a lock; the set here is the function's own).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from tree_sitter import Node
 
 from analyzer import syntax
@@ -37,13 +42,35 @@ from analyzer.flow.values import (
     register_dimension,
 )
 
+if TYPE_CHECKING:
+    from analyzer.parsing import Function
+
 HELD, FREE = "held", "free"
 LOCK = register_dimension({HELD, FREE})
 _POINTER_RESULT = frozenset({NULL, PTR})
 
 
+@dataclass(frozen=True)
+class LockEffect:
+    """What a helper of the tree leaves done to a lock it is handed:
+    `release` False: it returns holding it.  The lock is the argument, or
+    `suffix` reached through it (`vmf` + `->ptl`); a class of None is
+    whatever class the caller holds it as (a `__releases()` annotation)."""
+
+    lock_class: str | None
+    argument: int
+    release: bool
+    suffix: str = ""
+
+
 class Locks(Tracker):
     name = "locks"
+
+    def __init__(
+        self, helper_effects: Callable[[str], tuple[LockEffect, ...]] | None = None
+    ) -> None:
+        # Helpers that take or drop a lock they are handed (`demo_lock(&xas)`).
+        self.helper_effects = helper_effects
 
     def default(self, name: str) -> Kinds | None:
         return frozenset({FREE}) if _is_lock(name) else None
@@ -64,6 +91,22 @@ class Locks(Tracker):
             return
         spec = vocabulary.LOCK_CALLS.get(call.name)
         if spec is None:
+            for effect in self.helper_effects(call.name) if self.helper_effects else ():
+                if effect.argument >= len(call.arguments):
+                    continue
+                argument = call.arguments[effect.argument]
+                name = ev.address_of(argument) or ev.place(argument)
+                if name is None:
+                    continue
+                name += effect.suffix
+                kinds = frozenset({FREE if effect.release else HELD})
+                if effect.lock_class is not None:
+                    analysis.bind(state, f"{effect.lock_class}:{name}", call.node.id, kinds)
+                    continue
+                for lock in [
+                    p for p in state.places if _is_lock(p) and p.partition(":")[2] == name
+                ]:
+                    analysis.bind(state, lock, call.node.id, kinds)
             return
         lock = _lock_name(spec, call)
         if lock is None:
@@ -170,4 +213,115 @@ def held(
         kinds = state.kinds_of_values(values)
         if HELD in kinds:
             found[name] = kinds & LOCK
+    return found
+
+
+def helper_effects(function_body: Node, parameters: list[str]) -> tuple[LockEffect, ...]:
+    """The locks a helper takes and does not drop (or drops and does not
+    take), among the ones it is handed: `xas_lock_irq(xas)` in
+    `demo_lock(struct xa_state *xas)`."""
+    taken: dict[tuple[str, int], int] = {}
+    for call in syntax.calls(function_body):
+        spec = vocabulary.LOCK_CALLS.get(syntax.call_name(call) or "")
+        if spec is None or spec.fixed is not None or spec.argument < 0 or spec.conditional:
+            continue
+        arguments = syntax.arguments(call)
+        if len(arguments) <= spec.argument:
+            continue
+        name = ev.address_of(arguments[spec.argument]) or ev.place(arguments[spec.argument])
+        if name is None or name.lstrip("*") not in parameters:
+            continue
+        key = (spec.lock_class, parameters.index(name.lstrip("*")))
+        taken[key] = taken.get(key, 0) + (-1 if spec.release else 1)
+    return tuple(
+        LockEffect(lock_class, index, count < 0)
+        for (lock_class, index), count in sorted(taken.items())
+        if count != 0
+    )
+
+
+def lock_name(call: Node, acquire: bool) -> str | None:
+    """The lock a call takes (`acquire`) or drops, spelled as the lock
+    places are (`spin:ptl`); None for any other call."""
+    spec = vocabulary.LOCK_CALLS.get(syntax.call_name(call) or "")
+    if spec is None or spec.release == acquire:
+        return None
+    return _lock_name(spec, ev.Call(call, syntax.call_name(call), tuple(syntax.arguments(call))))
+
+
+_ANNOTATION = re.compile(rb"__(must_hold|releases)\(\s*([^()]+?)\s*\)")
+# What says a function is entered with a lock held.
+_ASSERT_HELD = frozenset(
+    {
+        "lockdep_assert_held",
+        "lockdep_assert_held_once",
+        "lockdep_assert_held_write",
+        "lockdep_assert_held_read",
+    }
+)
+_SPINLOCK_TYPES = frozenset({"spinlock_t", "raw_spinlock_t", "rwlock_t"})
+
+
+def _annotations(function: Function, kind: bytes) -> list[str]:
+    """The locks a `__must_hold()` or `__releases()` on the definition names."""
+    body = function.body
+    end = body.start_byte if body is not None else function.node.end_byte
+    header = function.image.text[function.node.start_byte : end]
+    return [
+        match.group(2).decode("utf-8", "replace").lstrip("&").strip()
+        for match in _ANNOTATION.finditer(header)
+        if match.group(1) == kind
+    ]
+
+
+def annotated_effects(function: Function, parameters: list[str]) -> tuple[LockEffect, ...]:
+    """A `__releases(vmf->ptl)` on a callee's definition: it returns with
+    that lock, reached through one of its parameters, dropped."""
+    effects = []
+    for lock in _annotations(function, b"releases"):
+        root, separator, rest = lock.partition("->")
+        if root in parameters:
+            suffix = separator + rest if separator else ""
+            effects.append(LockEffect(None, parameters.index(root), True, suffix))
+    return tuple(effects)
+
+
+def held_on_entry(
+    function: Function, type_of: Callable[[Node], str | None], classes: frozenset[str]
+) -> dict[str, Kinds]:
+    """Locks of `classes` the function says its caller holds: `__must_hold
+    (lock)` or `__releases(lock)` on its definition, `lockdep_assert_held
+    (lock)` in its body.  A lock's class is that of the calls that drop or
+    retake it here (`spin_unlock(&resv->lock)`), else its declared type;
+    each is {held} in the analysis' entry state."""
+    body = function.body
+    if body is None:
+        return {}
+    claimed = set(_annotations(function, b"must_hold") + _annotations(function, b"releases"))
+    asserted: dict[str, Node] = {}
+    for call in syntax.calls(body, _ASSERT_HELD):
+        arguments = syntax.arguments(call)
+        place = (ev.address_of(arguments[0]) or ev.place(arguments[0])) if arguments else None
+        if place is not None:
+            claimed.add(place)
+            asserted[place] = arguments[0]
+    if not claimed:
+        return {}
+    lock_classes: dict[str, str] = {}
+    for call in syntax.calls(body):
+        name = lock_name(call, True) or lock_name(call, False)
+        if name is not None:
+            lock_class, _, place = name.partition(":")
+            lock_classes.setdefault(place, lock_class)
+    found: dict[str, Kinds] = {}
+    for place in claimed:
+        lock_class = lock_classes.get(place)
+        if lock_class is None and place in asserted:
+            argument = ev.strip(asserted[place])
+            if argument.type == "pointer_expression":
+                argument = argument.child_by_field_name("argument") or argument
+            if (type_of(argument) or "") in _SPINLOCK_TYPES:
+                lock_class = "spin"
+        if lock_class in classes:
+            found[f"{lock_class}:{place}"] = frozenset({HELD})
     return found

@@ -49,6 +49,8 @@ class Nullness(Tracker):
         self.predicates = predicates
         # For a summary: what the parameters point to may be anything.
         self.parameters = parameters
+        # Calls that hand their result back through a pointer, with what it is.
+        self.out_parameters: dict[str, Kinds] = {}
 
     def default(self, name: str) -> Kinds | None:
         if self.parameters and "->" in name and name.split("->", 1)[0] in self.parameters:
@@ -62,8 +64,17 @@ class Nullness(Tracker):
         kinds = self.sources.get(name)
         if kinds is None and self.returns is not None and name:
             kinds = self.returns(name)
-        if kinds is not None:
-            results[call.node.id] = frozenset({analysis.new_value(state, call.node, kinds)})
+        if kinds is None:
+            return
+        out = self.out_parameters.get(name)
+        if out is not None:
+            # `shmem_get_folio(inode, index, ..., &folio, sgp)`: the value goes
+            # into the first argument handed by address.
+            target = next((t for a in call.arguments if (t := ev.address_of(a)) is not None), None)
+            if target is not None:
+                analysis.bind(state, target, call.node.id, out)
+            return
+        results[call.node.id] = frozenset({analysis.new_value(state, call.node, kinds)})
 
     def tests(self, call: Node) -> Iterable[tuple[Node | str, Kinds, Kinds]]:
         found = ERROR_TESTS.get(syntax.call_name(call) or "")
@@ -116,12 +127,8 @@ def risky_uses(
             if not kinds & bad or node.id in seen:
                 continue
             seen.add(node.id)
-            sources = tuple(_site(analysis, v) for v in values if isinstance(v, int))
+            sources = tuple(analysis.site(v) for v in values)
             yield Use(node, pointer, kinds, tuple(s for s in sources if s is not None))
-
-
-def _site(analysis: Analysis, value: Value) -> Node | None:
-    return analysis.graph.nodes_by_id.get(value) if isinstance(value, int) else None
 
 
 def accessor_table(pattern: str) -> Callable[[str, int], tuple[str, ...]]:

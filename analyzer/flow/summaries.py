@@ -2,12 +2,15 @@
 
 A rule that meets `helper(pte)` asks the helper's summary: does it
 dereference its first parameter before testing it, may it return NULL or
-an `ERR_PTR()`, what does it call (transitively, to a depth)?  Summaries are
-computed by running the same analyses on the callee, two call levels deep
-by default, and kept per content (blob id) and name.
+an `ERR_PTR()`, what does it call (transitively, to a depth)?  The cheap
+facts (what it calls, whether its body only returns a condition) come from
+its syntax tree; the others are computed by running the flow layer's own
+analyses on the callee, two call levels deep by default, when first asked,
+and are kept per content (blob id) and name.
 
 A callee is looked for in the file under review, then in the headers that
-file includes from the tree (`include/linux/...`, a local `"internal.h"`).
+file includes from the tree (`include/linux/...`, a local `"internal.h"`);
+a header is parsed only if a definition of that name appears in it.
 Functions defined in other `.c` files are not looked for: a summary that is
 not found is None, and rules treat an unknown callee as doing nothing they
 could complain about.
@@ -16,8 +19,10 @@ could complain about.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, TypeVar
 
 from tree_sitter import Node
 
@@ -30,6 +35,11 @@ from analyzer.images import Image
 from analyzer.parsing import Function, ParsedFile, parse
 from analyzer.rule import ReviewContext
 
+if TYPE_CHECKING:
+    from analyzer.flow import FunctionFlow
+
+T = TypeVar("T")
+
 DEPTH = 2
 # Calls that dereference every pointer they are given, whatever the tree.
 KNOWN_DEREFERENCES = re.compile(
@@ -38,145 +48,69 @@ KNOWN_DEREFERENCES = re.compile(
     r"clear_(?:not_present_)?full_ptes"
 )
 _INCLUDE_RE = re.compile(rb'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
+# A function definition's head: `name(...)` followed by `{`.
+_DEFINITION_RE = re.compile(rb"\b(\w+)\s*\([^;{}]*\)\s*\{")
 
 
-@dataclass(frozen=True)
 class Summary:
-    name: str
-    parameters: tuple[str, ...]
-    # Names it calls itself.
-    calls: frozenset[str]
-    # What it dereferences of its parameters (itself or through its
-    # callees) on some path before testing it for NULL: (index, "") for the
-    # parameter, (index, "->pte") for a field of what it points to.
-    dereferences: frozenset[tuple[int, str]]
-    # Parameters it tests for NULL.
-    tests: frozenset[int]
-    # What a pointer it returns may be ({null, err, ptr}); None when it does
-    # not return a pointer.
-    returns: Kinds | None
-    # For a helper whose body is `return <condition>;`: the condition.
-    predicate: Node | None = None
+    """One function of the tree, as its callers see it."""
 
-    def dereferenced(self, index: int) -> tuple[str, ...]:
-        return tuple(suffix for i, suffix in self.dereferences if i == index)
-
-
-class Summaries:
-    """The summaries one review context can find, computed on demand."""
-
-    def __init__(self, context: ReviewContext, file: ParsedFile | None, path: str = "") -> None:
-        self.context = context
-        self.file = file
-        self.directory = path.rpartition("/")[0]
-        self._headers: list[ParsedFile] | None = None
-
-    def definition(self, name: str) -> Function | None:
-        if self.file is not None:
-            found = _first_named(self.file, name)
-            if found is not None:
-                return found
-        for header in self._included():
-            found = _first_named(header, name)
-            if found is not None:
-                return found
-        return None
-
-    def _included(self) -> list[ParsedFile]:
-        if self._headers is None:
-            self._headers = []
-            if self.file is not None and self.context.has_tree:
-                for kind, path in _INCLUDE_RE.findall(self.file.image.text[:20000]):
-                    text = self._read_header(kind, path.decode("utf-8", "replace"))
-                    if text is not None:
-                        self._headers.append(parse(Image.of(text)))
-        return self._headers
-
-    def _read_header(self, kind: bytes, path: str) -> bytes | None:
-        if kind == b"<":
-            return self.context.read_file(f"include/{path}")
-        return self.context.read_file(f"{self.directory}/{path}" if self.directory else path)
-
-    def of(self, name: str, depth: int = DEPTH) -> Summary | None:
-        function = self.definition(name)
-        if function is None or function.body is None:
-            return None
-        key = (function.image.blob_id, function.node.start_byte, depth)
-        cached = _cache.get(key)
-        if cached is None:
-            if len(_cache) > 4096:
-                _cache.clear()
-            _cache[key] = _PENDING  # recursion guard
-            cached = _cache[key] = self._summarise(function, depth)
-        return None if cached is _PENDING else cached  # type: ignore[return-value]
-
-    def reaches(self, name: str, targets: Iterable[str], depth: int = DEPTH) -> bool:
-        """Does `name` call one of `targets`, itself or through the
-        functions it calls, within `depth` levels?"""
-        wanted = frozenset(targets)
-        return self._reaches(name, wanted, depth, set())
-
-    def _reaches(self, name: str, wanted: frozenset[str], depth: int, seen: set[str]) -> bool:
-        if depth <= 0 or name in seen:
-            return False
-        seen.add(name)
-        summary = self.of(name, 1)
-        if summary is None:
-            return False
-        if summary.calls & wanted:
-            return True
-        return any(self._reaches(callee, wanted, depth - 1, seen) for callee in summary.calls)
-
-    def _summarise(self, function: Function, depth: int) -> Summary:
+    def __init__(self, summaries: Summaries, function: Function, depth: int) -> None:
         assert function.body is not None
-        parameters = _parameters(function.node)
-        graph = cfg.build(function.body, function.image.text)
-        calls = frozenset(
-            n for n in (syntax.call_name(c) for c in syntax.calls(function.body)) if n
-        )
-        named = frozenset(p for p in parameters if p)
-        tracker = Nullness({}, self._returns_for(depth), parameters=named)
-        analysis = Analysis(graph, tracker, {p: frozenset({NULL, PTR}) for p in named})
-        index = {name: i for i, name in enumerate(parameters) if name}
+        self._summaries = summaries
+        self.function = function
+        self.name = function.name
+        self.depth = depth
+        self.parameters = tuple(_parameters(function.node))
+        # Names it calls itself.
+        self.calls = _calls_of(function)
+        # For a helper whose body is `return <condition>;`: the condition.
+        self.predicate = _predicate(function.body)
 
-        def dereferences(callee: str, argument: int) -> tuple[str, ...]:
+    @cached_property
+    def _analysis(self) -> Analysis:
+        function = self.function
+        assert function.body is not None
+        graph = cfg.build(function.body, function.image.text)
+        named = frozenset(p for p in self.parameters if p)
+        tracker = Nullness({}, self._summaries.returns_for(self.depth), parameters=named)
+        return Analysis(graph, tracker, {p: frozenset({NULL, PTR}) for p in named})
+
+    @cached_property
+    def dereferences(self) -> frozenset[tuple[int, str]]:
+        """What it dereferences of its parameters (itself or through its
+        callees) on some path before testing it for NULL: (index, "") for
+        the parameter, (index, "->pte") for a field of what it points to."""
+        index = {name: i for i, name in enumerate(self.parameters) if name}
+
+        def dereferenced(callee: str, argument: int) -> tuple[str, ...]:
             if KNOWN_DEREFERENCES.fullmatch(callee):
                 return ("",)
-            if depth <= 1 or callee == function.name:
+            if self.depth <= 1 or callee == self.name:
                 return ()
-            inner = self.of(callee, depth - 1)
+            inner = self._summaries.of(callee, self.depth - 1)
             return inner.dereferenced(argument) if inner is not None else ()
 
-        dereferenced: set[tuple[int, str]] = set()
-        for use in risky_uses(analysis, dereferences):
+        found: set[tuple[int, str]] = set()
+        for use in risky_uses(self._analysis, dereferenced):
             name = ev.place(use.pointer)
             if name is None:
                 continue
             root, arrow, rest = name.partition("->")
             if root in index:
-                dereferenced.add((index[root], arrow + rest))
-        tested = {index[name] for name in _null_tested(function.body) if name in index}
-        return Summary(
-            function.name,
-            tuple(parameters),
-            calls,
-            frozenset(dereferenced),
-            frozenset(tested),
-            self._returned(function, analysis) if _returns_pointer(function.node) else None,
-            _predicate(function.body),
-        )
+                found.add((index[root], arrow + rest))
+        return frozenset(found)
 
-    def _returns_for(self, depth: int) -> Callable[[str], Kinds | None] | None:
-        if depth <= 1:
+    def dereferenced(self, index: int) -> tuple[str, ...]:
+        return tuple(suffix for i, suffix in self.dereferences if i == index)
+
+    @cached_property
+    def returns(self) -> Kinds | None:
+        """What a pointer it returns may be ({null, err, ptr}); None when it
+        does not return a pointer."""
+        if not _returns_pointer(self.function.node):
             return None
-
-        def returns(name: str) -> Kinds | None:
-            summary = self.of(name, depth - 1)
-            return summary.returns if summary is not None else None
-
-        return returns
-
-    def _returned(self, function: Function, analysis: Analysis) -> Kinds:
+        analysis = self._analysis
         found: set[str] = set()
         for _point, event, state, results in analysis.states():
             if not isinstance(event, ev.Return) or event.value is None:
@@ -193,22 +127,185 @@ class Summaries:
                 continue
             values = analysis.value_of(state, value, results)
             if values:
-                kinds = state.kinds_of_values(values)
-                found |= kinds & {NULL, PTR, ERR}
+                found |= state.kinds_of_values(values) & {NULL, PTR, ERR}
             else:
                 found.add(PTR)
         return frozenset(found)
 
 
-_PENDING = object()
-_cache: dict[tuple[str, int, int], object] = {}
+class Summaries:
+    """The summaries one review context can find, computed on demand."""
+
+    def __init__(self, context: ReviewContext, file: ParsedFile | None, path: str = "") -> None:
+        self.context = context
+        self.file = file
+        self.path = path
+        self.directory = path.rpartition("/")[0]
+        self._headers: list[tuple[str, bytes]] | None = None
+        self._located: dict[str, tuple[Function, ParsedFile, str] | None] = {}
+
+    def definition(self, name: str) -> Function | None:
+        found = self.located(name)
+        return found[0] if found is not None else None
+
+    def located(self, name: str) -> tuple[Function, ParsedFile, str] | None:
+        """The definition of `name`, the parsed file holding it, and its path."""
+        if name in self._located:
+            return self._located[name]
+        found = None
+        if self.file is not None:
+            function = _functions_of(self.file).get(name)
+            if function is not None:
+                found = (function, self.file, self.path)
+            elif self.context.has_tree:
+                for path, text in self._included_texts():
+                    if name in _defined_in(text):
+                        parsed = parse(Image.of(text))
+                        function = _functions_of(parsed).get(name)
+                        if function is not None:
+                            found = (function, parsed, path)
+                            break
+        self._located[name] = found
+        return found
+
+    def _included_texts(self) -> list[tuple[str, bytes]]:
+        if self._headers is None:
+            self._headers = []
+            assert self.file is not None
+            for kind, path in _INCLUDE_RE.findall(self.file.image.text[:20000]):
+                name = path.decode("utf-8", "replace")
+                if kind == b"<":
+                    full = f"include/{name}"
+                else:
+                    full = f"{self.directory}/{name}" if self.directory else name
+                # One read per header and review context: every file of a
+                # series (and every rule) asks for the same headers.
+                texts = _header_texts.setdefault(self.context, {})
+                if full not in texts:
+                    texts[full] = self.context.read_file(full)
+                text = texts[full]
+                if text is not None:
+                    self._headers.append((full, text))
+        return self._headers
+
+    def of(self, name: str, depth: int = DEPTH) -> Summary | None:
+        found = self.located(name)
+        if found is None or found[0].body is None:
+            return None
+        function = found[0]
+        key = (function.image.blob_id, function.node.start_byte, depth)
+        summary = _cache.get(key)
+        if summary is None:
+            if len(_cache) > 4096:
+                _cache.clear()
+            summary = _cache[key] = Summary(self, function, depth)
+        return summary
+
+    def calls(self, name: str) -> frozenset[str] | None:
+        """What function `name` calls itself (None: not found)."""
+        found = self.located(name)
+        if found is None or found[0].body is None:
+            return None
+        return _calls_of(found[0])
+
+    def reaches(self, name: str, targets: Iterable[str], depth: int = DEPTH) -> bool:
+        """Does `name` call one of `targets`, itself or through the
+        functions it calls, within `depth` levels?  (Syntax only: cheap.)"""
+        return self._reaches(name, frozenset(targets), depth, set())
+
+    def _reaches(self, name: str, wanted: frozenset[str], depth: int, seen: set[str]) -> bool:
+        if depth <= 0 or name in seen:
+            return False
+        seen.add(name)
+        calls = self.calls(name)
+        if calls is None:
+            return False
+        if calls & wanted:
+            return True
+        return any(self._reaches(callee, wanted, depth - 1, seen) for callee in calls)
+
+    def returns_for(self, depth: int) -> Callable[[str], Kinds | None] | None:
+        """What the helpers a summary at `depth` calls return, one level down."""
+        if depth <= 1:
+            return None
+
+        def returns(name: str) -> Kinds | None:
+            summary = self.of(name, depth - 1)
+            return summary.returns if summary is not None else None
+
+        return returns
+
+    def fact(
+        self, name: str, key: str, compute: Callable[[FunctionFlow, int], T], depth: int = DEPTH
+    ) -> T | None:
+        """A rule's own question about callee `name`, answered on the
+        callee's flow (`compute(flow, depth)`) and kept per content; None
+        when the callee is not found."""
+        found = self.located(name)
+        if found is None:
+            return None
+        function, parsed, path = found
+        if function.body is None:
+            return None
+        cache_key = (function.image.blob_id, function.node.start_byte, f"{key}:{depth}")
+        if cache_key in _facts:
+            return _facts[cache_key]  # type: ignore[return-value]
+        if len(_facts) > 4096:
+            _facts.clear()
+        _facts[cache_key] = None  # a recursive call finds nothing
+        from analyzer.flow import FunctionFlow
+
+        value = compute(FunctionFlow(function, parsed, self.context, path), depth)
+        _facts[cache_key] = value
+        return value
 
 
-def _first_named(file: ParsedFile, name: str) -> Function | None:
-    for function in file.functions:
-        if function.name == name:
-            return function
-    return None
+_header_texts: weakref.WeakKeyDictionary[ReviewContext, dict[str, bytes | None]] = (
+    weakref.WeakKeyDictionary()
+)
+_cache: dict[tuple[str, int, int], Summary] = {}
+_facts: dict[tuple[str, int, str], object] = {}
+_functions: dict[str, dict[str, Function]] = {}
+_definitions: dict[bytes, frozenset[str]] = {}
+_calls: dict[tuple[str, int], frozenset[str]] = {}
+
+
+def _functions_of(file: ParsedFile) -> dict[str, Function]:
+    """A file's functions by name (the first definition of each)."""
+    key = file.image.blob_id
+    found = _functions.get(key)
+    if found is None:
+        if len(_functions) > 512:
+            _functions.clear()
+        found = {}
+        for function in file.functions:
+            found.setdefault(function.name, function)
+        _functions[key] = found
+    return found
+
+
+def _defined_in(text: bytes) -> frozenset[str]:
+    """Names a header seems to define (a cheap look before parsing it)."""
+    found = _definitions.get(text)
+    if found is None:
+        if len(_definitions) > 512:
+            _definitions.clear()
+        found = _definitions[text] = frozenset(
+            m.decode("ascii", "replace") for m in _DEFINITION_RE.findall(text)
+        )
+    return found
+
+
+def _calls_of(function: Function) -> frozenset[str]:
+    key = (function.image.blob_id, function.node.start_byte)
+    found = _calls.get(key)
+    if found is None:
+        if len(_calls) > 8192:
+            _calls.clear()
+        body = function.body
+        names = (syntax.call_name(c) for c in syntax.calls(body)) if body is not None else ()
+        found = _calls[key] = frozenset(n for n in names if n)
+    return found
 
 
 def _parameters(definition: Node) -> list[str]:
@@ -238,29 +335,3 @@ def _predicate(body: Node) -> Node | None:
     if len(statements) != 1 or statements[0].type != "return_statement":
         return None
     return next((c for c in statements[0].named_children if c.type != "comment"), None)
-
-
-def _null_tested(body: Node) -> set[str]:
-    """Names tested against NULL somewhere (`!p`, `p == NULL`, `if (p)`)."""
-    found = set()
-    for node in syntax.walk(body):
-        if (
-            node.type == "unary_expression"
-            and syntax.text(node.child_by_field_name("operator")) == "!"
-        ):
-            name = ev.place(node.child_by_field_name("argument"))
-            if name:
-                found.add(name)
-        elif node.type == "binary_expression" and syntax.text(
-            node.child_by_field_name("operator")
-        ) in (
-            "==",
-            "!=",
-        ):
-            sides = [node.child_by_field_name("left"), node.child_by_field_name("right")]
-            if any(s is not None and syntax.text(s) in ("NULL", "0") for s in sides):
-                for side in sides:
-                    name = ev.place(side)
-                    if name:
-                        found.add(name)
-    return found

@@ -25,8 +25,10 @@ reached it, so that `result = SCAN_PMD_NULL` on the path where `pte` is
 NULL is still tied to it when `if (result != SCAN_SUCCEED) goto out;` is
 tested later.  Integer places compared with constants in the function
 (`result`, `ret`) hold the constants assigned to them (`=SCAN_PMD_NULL`),
-refined by `==`, `!=` and `switch` cases.  Past `WIDTH` the two most alike
-states are merged: the sets of values and kinds are united; a place
+refined by `==`, `!=` and `switch` cases.  Past `WIDTH` the two states
+whose join loses least are merged (a place paired with kinds it never had
+on either side is the worst loss): the sets of values and kinds are
+united; a place
 tracked on one side only gets, from the other, what the tracker says an
 untracked place holds (nothing for a pointer that did not come from a
 tracked call, `free` for a lock, "anything" for a page-table entry nobody
@@ -48,7 +50,7 @@ from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.flow import events as ev
-from analyzer.flow.cfg import BRANCH, SWITCH, Edge, Graph, Point
+from analyzer.flow.cfg import BRANCH, RETURN, SWITCH, Edge, Graph, Point
 
 Kinds = frozenset[str]
 Value = int | str  # a call site's id, or "top:<place>" for "whatever it held"
@@ -127,6 +129,13 @@ class Tracker:
         """Does `call` only read what it is handed the address of?"""
         return False
 
+    def taken(self, analysis: Analysis, state: State, condition: Node, taken: bool) -> None:
+        """A branch on `condition` goes along its `taken` edge."""
+
+    def forgot(self, analysis: Analysis, state: State, name: str) -> None:
+        """Place `name` has just been given a new value (facts about the old
+        one a tracker keeps elsewhere are gone)."""
+
     # Answers from the summaries of the tree's functions, when the flow
     # layer has them: a helper that only returns a condition (`return
     # !vmf->pte;`) gives that condition and its parameter names, so that
@@ -181,6 +190,9 @@ class Analysis:
         self.entry_states: dict[int, list[State]] = {}
         self.complete = True
         self.compared = _compared_with_constants(graph) | tracker.constant_places(graph)
+        self._weights: dict[str, int] = {}
+        # Only a tracker with weights of its own pays for them in merges.
+        self._weights_of = self._weight if type(tracker).weight is not Tracker.weight else None
         initial = State()
         for name, kinds in (parameters or {}).items():
             value = f"param:{name}"
@@ -189,6 +201,12 @@ class Analysis:
         self._solve(initial)
 
     # -- the fixpoint -------------------------------------------------------------
+
+    def _weight(self, name: str) -> int:
+        found = self._weights.get(name)
+        if found is None:
+            found = self._weights[name] = self.tracker.weight(name)
+        return found
 
     def events(self, point: Point) -> list[ev.Event]:
         found = self._events.get(point.id)
@@ -232,7 +250,7 @@ class Analysis:
         """`old` with the path states `new`; `old` itself when nothing changed."""
         combined = list(old)
         changed = False
-        for state in new:
+        for state in map(_collected, new):
             if any(_same(state, kept) for kept in combined):
                 continue
             combined.append(state)
@@ -244,14 +262,21 @@ class Analysis:
             for state in combined[1:]:
                 single = self._join(single, state)
             return old if len(old) == 1 and _same(old[0], single) else [single]
-        held: list[frozenset[tuple[str, frozenset[Value], Kinds]]] | None = None
         while len(combined) > WIDTH:
-            if held is None:
-                held = [_held(s) for s in combined]
-            i, j = _most_alike_held(held, self.tracker.weight)
-            joined = self._join(combined[i], combined[j])
-            combined = [s for k, s in enumerate(combined) if k not in (i, j)] + [joined]
-            held = [h for k, h in enumerate(held) if k not in (i, j)] + [_held(joined)]
+            if self._weights_of is not None:
+                # A tracker with weights: the two states whose join loses
+                # least, old or new (a failure arriving at a label where
+                # successes fill the pool must not be merged into one).
+                i, j = _least_loss_pair(combined, self._weights_of)
+                combined[i] = self._join(combined[i], combined.pop(j))
+                continue
+            # The newest state goes into the one whose join with it loses least.
+            newest = combined.pop()
+            index = min(
+                range(len(combined)),
+                key=lambda i: _join_loss(combined[i], newest),
+            )
+            combined[index] = self._join(combined[index], newest)
         if len(combined) == len(old) and all(
             _same(a, b) for a, b in zip(combined, old, strict=True)
         ):
@@ -318,9 +343,15 @@ class Analysis:
                         state, name, f"const:{assign.node.id}", frozenset({CONSTANT + constant})
                     )
             return
+        values = state.places.get(name, frozenset())
+        if any(k.startswith(CONSTANT) for k in state.kinds_of_values(values)):
+            # `nr++` on a counter known to be 0: not 0 any more.
+            self.forget(state, name)
+            return
         # `p += n`, `p++`: the same value, moved; what it pointed to is not known.
+        self.tracker.forgot(self, state, "*" + name)
         for tracked in list(state.places):
-            if tracked.startswith("*") and _rooted_at(tracked[1:], name):
+            if tracked == "*" + name or (tracked.startswith("*") and _rooted_at(tracked[1:], name)):
                 del state.places[tracked]
 
     # -- helpers for trackers ------------------------------------------------------
@@ -328,6 +359,7 @@ class Analysis:
     def forget(self, state: State, name: str, subplaces: bool = True) -> None:
         """`name` (and what is reached through it) holds something new."""
         state.places.pop(name, None)
+        self.tracker.forgot(self, state, name)
         if subplaces:
             for tracked in list(state.places):
                 if tracked != name and (
@@ -438,12 +470,16 @@ class Analysis:
         state = state.copy()
         if not self._refine_condition(state, point.node, edge.taken, results):
             return None
+        self.tracker.taken(self, state, point.node, edge.taken)
         return state
 
     def _constant(self, state: State, name: str, constant: str, equal: bool) -> bool:
         """Refine place `name` by `== constant` (or `!=`); False: infeasible."""
         values = state.places.get(name)
         if not values:
+            if equal and name in self.compared:
+                # `if (result != SCAN_SUCCEED) goto out;`: past it, it is.
+                self.bind(state, name, f"const:{name}={constant}", frozenset({CONSTANT + constant}))
             return True
         wanted = CONSTANT + constant
         return self._narrow_constants(
@@ -605,7 +641,15 @@ class Analysis:
                     state.kinds[link.target] = refined
                     self._fire_links(state, link.target, depth + 1)
 
+    def site(self, value: Value) -> Node | None:
+        """The call or expression that made `value` (None for a default)."""
+        if isinstance(value, str) and value.endswith(SPLIT):
+            value = value.removesuffix(SPLIT)
+            value = int(value) if value.isdigit() else value
+        return self.graph.nodes_by_id.get(value) if isinstance(value, int) else None
+
     def _join(self, a: State, b: State) -> State:
+        a = _split_apart(a, b)
         joined = State(dict(a.places), dict(a.kinds), dict(a.links))
         for name in set(a.places) | set(b.places):
             left, right = a.places.get(name), b.places.get(name)
@@ -615,7 +659,12 @@ class Analysis:
             default = self.tracker.default(name)
             present = left if left is not None else right
             assert present is not None
-            if default is None:
+            if name in self.compared and any(
+                k.startswith(CONSTANT) for k in _kinds_in(a, b, present)
+            ):
+                # A constant on one side, any value on the other: not known.
+                joined.places.pop(name, None)
+            elif default is None:
                 joined.places[name] = present
             else:
                 top: Value = f"top:{name}"
@@ -681,41 +730,124 @@ class Analysis:
         return frozenset(found) if tracked else None
 
 
+def _kinds_in(a: State, b: State, values: frozenset[Value]) -> set[str]:
+    found: set[str] = set()
+    for value in values:
+        found |= a.kinds.get(value, frozenset()) | b.kinds.get(value, frozenset())
+    return found
+
+
 def _same(a: State, b: State) -> bool:
     return a.places == b.places and a.kinds == b.kinds and a.links == b.links
 
 
-def _most_alike(
-    states: list[State], weight: Callable[[str], int] = lambda name: 1
-) -> tuple[int, int]:
-    """The two path states that differ in the fewest places (a place counts
-    as much as the tracker's `weight` says)."""
-    return _most_alike_held([_held(s) for s in states], weight)
+def _collected(state: State) -> State:
+    """The state without the values no place holds any more (their kinds
+    would keep apart states that are the same)."""
+    if len(state.kinds) <= len(state.places) + 2:
+        return state  # not worth a walk: at most a few dead values
+    live = set()
+    for values in state.places.values():
+        live |= values
+    pending = list(live)
+    while pending:
+        for link in state.links.get(pending.pop(), ()):
+            if link.target not in live:
+                live.add(link.target)
+                pending.append(link.target)
+    if len(live) == len(state.kinds) and len(state.links) <= len(live):
+        return state
+    state.kinds = {v: k for v, k in state.kinds.items() if v in live}
+    state.links = {v: k for v, k in state.links.items() if v in live}
+    return state
 
 
-def _held(state: State) -> frozenset[tuple[str, frozenset[Value], Kinds]]:
-    """What a state holds: each place with its values and their kinds."""
-    return frozenset(
-        (name, values, state.kinds_of_values(values)) for name, values in state.places.items()
+# The suffix of a value split from its namesake by a join (see _split_apart).
+SPLIT = "~"
+
+
+def _split_apart(a: State, b: State) -> State:
+    """`a`, with each value that it and `b` give other kinds *and* other
+    holders renamed: joined as one value, its kinds on one side would be
+    paired with places that held it on the other only (after `if
+    (is_migration(pmd)) wait(pmd);`, the waited entry with the kinds of the
+    one not waited for)."""
+    other_kinds = {v for v, _ in a.kinds.items() ^ b.kinds.items() if v in a.kinds and v in b.kinds}
+    if not other_kinds:
+        return a
+    holders_a, holders_b = _holders(a, other_kinds), _holders(b, other_kinds)
+    renamed = {
+        value: _split_name(value)
+        for value in other_kinds
+        if holders_a.get(value) != holders_b.get(value)
+    }
+    if not renamed:
+        return a
+
+    def name(value: Value) -> Value:
+        return renamed.get(value, value)
+
+    return State(
+        {place: frozenset(map(name, values)) for place, values in a.places.items()},
+        {name(value): kinds for value, kinds in a.kinds.items()},
+        {
+            name(value): frozenset(Link(k.when, name(k.target), k.then) for k in links)
+            for value, links in a.links.items()
+        },
     )
 
 
-def _most_alike_held(
-    held: list[frozenset[tuple[str, frozenset[Value], Kinds]]], weight: Callable[[str], int]
-) -> tuple[int, int]:
+def _holders(state: State, values: set[Value]) -> dict[Value, frozenset[str]]:
+    found: dict[Value, set[str]] = {}
+    for place, held in state.places.items():
+        for value in held & values:
+            found.setdefault(value, set()).add(place)
+    return {value: frozenset(places) for value, places in found.items()}
+
+
+def _split_name(value: Value) -> Value:
+    # Once split is enough: the lattice stays finite (a split value joined
+    # again unites its kinds, as any value does).
+    text = str(value)
+    return text if text.endswith(SPLIT) else text + SPLIT
+
+
+def _join_loss(a: State, b: State, weight: Callable[[str], int] | None = None) -> int:
+    """What joining two path states forgets.  A value of other kinds on the
+    other side widens (1); a place holding other values costs more (4);
+    worst (16) is a value one side's place holds while the other side gave
+    it other kinds: the join pairs that place with kinds it never had (the
+    split PMD with the unsplit one's kinds).  A tracker's `weight` of a place
+    scales what a difference there costs, in its values or in their kinds."""
+    # The symmetric differences of the item views run in C: most places
+    # and values are alike.
+    other_kinds = {value for value, _ in a.kinds.items() ^ b.kinds.items()}
+    loss = len(other_kinds)
+    empty: frozenset[Value] = frozenset()
+    differ = {name for name, _ in a.places.items() ^ b.places.items()}
+    for name in differ:
+        loss += 4 if weight is None else 4 * weight(name)
+        for value in a.places.get(name, empty) ^ b.places.get(name, empty):
+            if value in other_kinds and value in a.kinds and value in b.kinds:
+                loss += 16
+    if weight is not None and other_kinds:
+        # The same values with other kinds (owned on one side, released on
+        # the other): as costly as other values where the place weighs more.
+        for name, values in a.places.items():
+            if name not in differ and not values.isdisjoint(other_kinds):
+                loss += 4 * (weight(name) - 1)
+    return loss
+
+
+def _least_loss_pair(states: list[State], weight: Callable[[str], int]) -> tuple[int, int]:
+    """The indices `i < j` of the two states whose join loses least."""
     best = (0, 1)
-    fewest = None
-    weights: dict[str, int] = {}
-    for i in range(len(held)):
-        for j in range(i + 1, len(held)):
-            differ = 0
-            for name in {entry[0] for entry in held[i] ^ held[j]}:
-                found = weights.get(name)
-                if found is None:
-                    found = weights[name] = weight(name)
-                differ += found
-            if fewest is None or differ < fewest:
-                best, fewest = (i, j), differ
+    least: int | None = None
+    for j in range(len(states) - 1, 0, -1):
+        for i in range(j):
+            loss = _join_loss(states[i], states[j], weight)
+            if least is None or loss < least:
+                best, least = (i, j), loss
     return best
 
 
@@ -731,6 +863,11 @@ def _compared_with_constants(graph: Graph) -> frozenset[str]:
             name = ev.place(node)
             if name is not None:
                 found.add(name)
+            continue
+        if point.kind == RETURN:
+            value = next((c for c in node.named_children if c.type != "comment"), None)
+            if value is not None and value.type == "identifier":  # `return ret;`
+                found.add(syntax.text(value))
             continue
         if point.kind != BRANCH:
             continue
@@ -773,6 +910,26 @@ def _constant_text(node: Node) -> str | None:
         inner = _constant_text(node.child_by_field_name("argument"))
         return f"-{inner}" if inner is not None else None
     return None
+
+
+def literal_truth(node: Node | None) -> bool | None:
+    """True or False for a literal (`1`, `false`, `0x0`), None for anything
+    else (a named constant's value is not known here)."""
+    constant = _constant_text(node) if node is not None else None
+    return _truth(constant) if constant is not None else None
+
+
+def constant_truth(kinds: Kinds) -> bool | None:
+    """The truth of a value every path gives a literal of one truth
+    (`ret = 1` on one path, `ret = true` on another), None otherwise."""
+    truths = {_truth(k.removeprefix(CONSTANT)) for k in kinds if k.startswith(CONSTANT)}
+    return truths.pop() if len(truths) == 1 else None
+
+
+def _truth(constant: str) -> bool | None:
+    if constant in ("true", "false"):
+        return constant == "true"
+    return constant != "0" if constant.lstrip("-").isdigit() else None
 
 
 def _intersect(current: Kinds, wanted: Kinds) -> Kinds:

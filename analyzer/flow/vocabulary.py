@@ -11,6 +11,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# Configurations the lessons assume built: `#ifdef` blocks on them are taken.
+ASSUMED_CONFIGS = frozenset(
+    {
+        "CONFIG_TRANSPARENT_HUGEPAGE",
+        "CONFIG_PGTABLE_HAS_HUGE_LEAVES",
+        "CONFIG_ARCH_ENABLE_THP_MIGRATION",
+        "CONFIG_MIGRATION",
+    }
+)
 # Calls after which the path ends (not in a return: nothing leaks on it).
 NORETURN = frozenset(
     {
@@ -227,3 +236,5 @@ GUARD_CLASSES: dict[str, str] = {
 }
 # Classes under which the CPU may not sleep.
 ATOMIC_CLASSES = frozenset({"spin", "rcu", "preempt", "irq", "pagefault"})
+# Lock classes under which sleeping is a bug.
+NO_SLEEP_CLASSES = ATOMIC_CLASSES - {"pagefault"}
