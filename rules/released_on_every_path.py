@@ -306,7 +306,7 @@ class ReleasedOnEveryPath(FunctionRule):
             return
         if change.before_flow is None and not flow.calls(LOCKS_DROPPED):
             return  # never released here: no other path releases it
-        analysis = flow.locks()
+        analysis = own.exit_locks(flow)
         if not analysis.complete:
             return
         released = _released_locks(flow)

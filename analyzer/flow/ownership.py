@@ -61,7 +61,7 @@ through other objects (a folio in a list), and callees' own acquisitions.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from tree_sitter import Node
@@ -70,6 +70,8 @@ from analyzer import syntax
 from analyzer.declarations import TypeScope
 from analyzer.flow import FunctionFlow, cfg, vocabulary
 from analyzer.flow import events as ev
+from analyzer.flow.locks import LockEffect, Locks, held_on_entry
+from analyzer.flow.locks import _is_lock as is_lock
 from analyzer.flow.values import (
     BOOLEAN,
     FALSE,
@@ -370,6 +372,8 @@ class Ownership(Tracker):
         self.ptls: set[str] = set()
         # Each pin's place -> the pointer value the lookup returned.
         self.pinned: dict[str, Value] = {}
+        # Plain names the function returns (`return err;`).
+        self.returned: frozenset[str] = frozenset()
 
     # -- the tracker's hooks ---------------------------------------------------------
 
@@ -389,18 +393,15 @@ class Ownership(Tracker):
     def constant_places(self, graph: cfg.Graph) -> frozenset[str]:
         # `ret = -EINVAL; goto out; ... out: return ret;`: the value says
         # whether the exit is an error path.
-        return frozenset(
-            syntax.text(value)
-            for point in graph.points
-            if point.kind == cfg.RETURN
-            and point.node is not None
-            and (value := next((c for c in point.node.named_children if c.type != "comment"), None))
-            is not None
-            and value.type == "identifier"
-        )
+        self.returned = returned_names(graph)
+        return self.returned
 
     def weight(self, name: str) -> int:
-        # Paths that differ in what they own are the ones worth keeping apart.
+        # Paths that differ in what they own are the ones worth keeping
+        # apart, and those that differ in what they return most (a failure
+        # merged with a success is neither, and no exit is judged).
+        if name in self.returned:
+            return 32
         return 8 if _resource_kind(name) is not None else 1
 
     def call(
@@ -1163,3 +1164,42 @@ def tracker_of(analysis: Analysis) -> Ownership:
     tracker = analysis.tracker
     assert isinstance(tracker, Ownership)
     return tracker
+
+
+def returned_names(graph: cfg.Graph) -> frozenset[str]:
+    """Plain names the function returns (`return err;`)."""
+    return frozenset(
+        syntax.text(value)
+        for point in graph.points
+        if point.kind == cfg.RETURN
+        and point.node is not None
+        and (value := next((c for c in point.node.named_children if c.type != "comment"), None))
+        is not None
+        and value.type == "identifier"
+    )
+
+
+class ExitLocks(Locks):
+    """The lock analysis, with paths that differ in the locks they hold or
+    in what they return kept apart longest: a lock leak is judged at an
+    error exit, which a merge with a success (or an unlocked path) hides."""
+
+    def __init__(self, helper_effects: Callable[[str], tuple[LockEffect, ...]] | None) -> None:
+        super().__init__(helper_effects)
+        self.returned: frozenset[str] = frozenset()
+
+    def constant_places(self, graph: cfg.Graph) -> frozenset[str]:
+        self.returned = returned_names(graph)
+        return self.returned
+
+    def weight(self, name: str) -> int:
+        if name in self.returned:
+            return 32
+        return 8 if is_lock(name) else 1
+
+
+def exit_locks(flow: FunctionFlow) -> Analysis:
+    """Which locks are held, for judging exits (see `ExitLocks`); once per
+    function."""
+    entry = held_on_entry(flow.function, flow.type_of, vocabulary.NO_SLEEP_CLASSES)
+    return flow.analysis(ExitLocks(flow._lock_effects), "exit-locks", entry)
