@@ -144,7 +144,7 @@ from collections.abc import Iterator
 from tree_sitter import Node
 
 from analyzer import syntax
-from analyzer.flow import FunctionFlow, vocabulary
+from analyzer.flow import FunctionFlow, paths, vocabulary
 from analyzer.flow import events as ev
 from analyzer.flow import ownership as own
 from analyzer.flow.locks import HELD
@@ -193,6 +193,7 @@ class ReleasedOnEveryPath(FunctionRule):
         yield from self._lock_leaks(change, flow)
         yield from self._dropped_teardown(change)
         yield from self._dropped_error_check(change)
+        yield from self._release_of_unmade(change)
 
     # -- resources left owned at an error exit ---------------------------------------------
 
@@ -362,7 +363,7 @@ class ReleasedOnEveryPath(FunctionRule):
         if not tested_before:
             return
         tested_now = _tested_calls(flow)
-        for call in _discarded_calls(flow):
+        for call in _discarded_calls(flow) + _unlooked_results(flow):
             spelled = _normal(call)
             if tested_before.get(spelled, 0) <= tested_now.get(spelled, 0):
                 continue
@@ -378,6 +379,38 @@ class ReleasedOnEveryPath(FunctionRule):
             )
             yield change.finding(
                 call, message, Confidence.MEDIUM, key=f"unchecked:{syntax.node_key(call)}"
+            )
+
+    # -- a patch that releases what a failed call was to make --------------------------------
+
+    def _release_of_unmade(self, change: FunctionChange) -> Iterator[Finding]:
+        """`err = make_dir(x, &x->dir); if (err) goto put_dir; ...
+        put_dir: kobject_put(&x->dir->kobj);`: the call that failed made no
+        directory (or put the one it made itself): the error path puts one
+        that is not there, or another's.  Only as a change: the error path
+        of that call released nothing of its product before the patch."""
+        before = change.before_flow
+        if before is None:
+            return
+        now = _releases_of_unmade(change.flow)
+        if not now:
+            return
+        then = Counter(key for key, _call, _release in _releases_of_unmade(before))
+        for key, call, release in now:
+            if then[key] > 0:
+                then[key] -= 1
+                continue
+            callee = syntax.call_name(call) or "?"
+            released = syntax.call_name(release) or "?"
+            argument = syntax.text(syntax.arguments(release)[0])
+            line = change.after.image.real_line(call.start_point.row)
+            message = (
+                f"{released}({argument}) on the path where {callee}() on line {line} failed: "
+                f"that call was to make the object (it is handed where to store it) and made "
+                f"none, or released its own; release only what the calls before it made"
+            )
+            yield change.finding(
+                release, message, Confidence.MEDIUM, key=f"unmade:{'|'.join(key)}"
             )
 
     # -- a patch that drops the kobject_del() before kobject_put() ----------------------------
@@ -462,29 +495,7 @@ def _tested_calls(flow: FunctionFlow) -> dict[str, int]:
     (`if (f(x)) return NULL;`, `err = f(x); if (err) goto out;`).  A test
     that only picks what to remember (`if (!f(on)) last = on; else ...`)
     is no error handling."""
-    exiting = [
-        node
-        for node in syntax.walk(flow.function.body)
-        if node.type == "if_statement"
-        and (
-            _error_exit(node.child_by_field_name("consequence")) or _error_exit(_else_branch(node))
-        )
-    ]
-    tested_names = {
-        name
-        for node in exiting
-        for child in syntax.walk(node.child_by_field_name("condition"))
-        if child.type == "identifier" and (name := syntax.text(child))
-    }
-    found: dict[str, int] = {}
-    for call in flow.calls():
-        if syntax.call_name(call) is None:
-            continue
-        owner = syntax.condition_owner(call)
-        in_condition = owner is not None and owner in exiting and _outermost_call(call)
-        if in_condition or any(d in tested_names for d in ev.destinations(call)):
-            found[_normal(call)] = found.get(_normal(call), 0) + 1
-    return found
+    return dict(Counter(_normal(call) for call, _branch in _error_tests(flow)))
 
 
 def _error_exit(branch: Node | None) -> bool:
@@ -900,3 +911,118 @@ def _last_statement(change: FunctionChange) -> Node:
 
 
 RULE = ReleasedOnEveryPath
+
+
+def _unlooked_results(flow: FunctionFlow) -> list[Node]:
+    """Calls whose result is stored where nothing looks at it afterwards:
+    no condition, `return` or other store reads what the store wrote
+    (`x->buf = alloc_percpu(...)` then only `per_cpu_ptr(x->buf, cpu)`)."""
+    found = []
+    for store in flow.stores:
+        value = ev.strip(store.value) if store.value is not None else None
+        if value is None or value.type != "call_expression" or store.operator != "=":
+            continue
+        if not any(_looked_at(use) for use in flow.uses_of(store)):
+            found.append(value)
+    return found
+
+
+def _looked_at(use: Node) -> bool:
+    """Is this read a test of the value, or does it pass the value on
+    (returned, stored elsewhere)?"""
+    if syntax.condition_owner(use) is not None:
+        return True
+    child = use
+    for parent in syntax.ancestors(use):
+        kind = parent.type
+        if kind in ("return_statement", "switch_statement"):
+            return True
+        if kind == "conditional_expression" and child == parent.child_by_field_name("condition"):
+            return True
+        operator = parent.child_by_field_name("operator")
+        if kind == "binary_expression" and syntax.text(operator) in ("&&", "||"):
+            return True
+        # Stored as it is into another place: passed on, not followed.
+        if kind == "assignment_expression" and child == parent.child_by_field_name("right"):
+            return ev.strip(child) == use
+        if kind == "init_declarator" and child == parent.child_by_field_name("value"):
+            return ev.strip(child) == use
+        if kind in ("expression_statement", "compound_statement", "function_definition"):
+            return False
+        child = parent
+    return False
+
+
+def _releases_of_unmade(flow: FunctionFlow) -> list[tuple[tuple[str, str], Node, Node]]:
+    """Releases on the error path of a call of what that call was handed
+    the address of, to store what it makes (`&x->dir`, then
+    `kobject_put(&x->dir->kobj)` or `kfree(x->dir)`), with no store to it
+    in between: ((call, release) spelled one way, call, release)."""
+    releases = [c for c in flow.calls(frozenset(own.RELEASES)) if syntax.arguments(c)]
+    if not releases:
+        return []
+    found = []
+    for call, branch in _error_tests(flow):
+        outputs = [
+            place
+            for argument in syntax.arguments(call)
+            if (place := ev.address_of(argument)) is not None and ("->" in place or "." in place)
+        ]
+        if not outputs:
+            continue
+        start = flow.graph.point_of(branch)
+        if start is None:
+            continue
+        for output in outputs:
+            stores = {
+                point.id
+                for store in flow.assignments(output)
+                if (point := flow.point(store.node)) is not None
+            }
+            reached = paths.reachable_from(flow.graph, [start], lambda p, s=stores: p.id in s)
+            for release in releases:
+                point = flow.point(release)
+                if point is None or point.id not in reached or point.id in stores:
+                    continue
+                argument = _normal(syntax.arguments(release)[0])
+                if argument == output or argument.startswith(
+                    (f"{output}->", f"&{output}->", f"&({output})->")
+                ):
+                    found.append(((_normal(call), _normal(release)), call, release))
+    return found
+
+
+def _error_tests(flow: FunctionFlow) -> Iterator[tuple[Node, Node]]:
+    """Each call whose failure an `if` acts on, with the branch that leaves
+    on the error (`if (f(x)) goto out;`, `err = f(x); if (err) goto out;`)."""
+    exiting: list[tuple[Node, Node]] = []
+    for node in syntax.walk(flow.function.body):
+        if node.type != "if_statement":
+            continue
+        for branch in (node.child_by_field_name("consequence"), _else_branch(node)):
+            if branch is not None and _error_exit(branch):
+                exiting.append((node, branch))
+                break
+    if not exiting:
+        return
+    for call in flow.calls():
+        owner = syntax.condition_owner(call)
+        if owner is not None and _outermost_call(call):
+            branch = next((b for i, b in exiting if i == owner), None)
+            if branch is not None:
+                yield call, branch
+            continue
+        names = set(ev.destinations(call))
+        if not names:
+            continue
+        # The first `if` after the call that tests where it was stored.
+        for node, branch in exiting:
+            if node.start_byte <= call.end_byte:
+                continue
+            condition = node.child_by_field_name("condition")
+            if any(
+                child.type == "identifier" and syntax.text(child) in names
+                for child in syntax.walk(condition)
+            ):
+                yield call, branch
+                break
