@@ -1021,7 +1021,7 @@ def _error_tests(flow: FunctionFlow) -> Iterator[tuple[Node, Node]]:
                 continue
             condition = node.child_by_field_name("condition")
             if any(
-                child.type == "identifier" and syntax.text(child) in names
+                child.type in ("identifier", "field_expression") and ev.place(child) in names
                 for child in syntax.walk(condition)
             ):
                 yield call, branch
