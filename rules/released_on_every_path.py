@@ -1021,8 +1021,37 @@ def _error_tests(flow: FunctionFlow) -> Iterator[tuple[Node, Node]]:
                 continue
             condition = node.child_by_field_name("condition")
             if any(
-                child.type in ("identifier", "field_expression") and ev.place(child) in names
+                child.type in ("identifier", "field_expression")
+                and ev.place(child) in names
+                and _tests_for_error(child)
                 for child in syntax.walk(condition)
             ):
                 yield call, branch
                 break
+
+
+def _tests_for_error(read: Node) -> bool:
+    """Is this read of a name in a condition a test of its truth or sign
+    (`!p`, `err`, `ret < 0`, `p == NULL`, `IS_ERR(p)`), not a comparison with
+    another value (`vma->vm_file != file`, `nr > max`)?"""
+    child = read
+    for parent in syntax.ancestors(read):
+        kind = parent.type
+        if kind in ("parenthesized_expression", "unary_expression", "cast_expression"):
+            child = parent
+            continue
+        if kind == "binary_expression":
+            operator = syntax.text(parent.child_by_field_name("operator"))
+            if operator in ("&&", "||"):
+                return True
+            if operator in ("==", "!=", "<", "<=", ">", ">="):
+                other = parent.child_by_field_name(
+                    "right" if child == parent.child_by_field_name("left") else "left"
+                )
+                return other is not None and bool(_ZERO_OR_ERROR.fullmatch(syntax.text(other)))
+            return False
+        return True  # the condition itself, or an argument of a test (`IS_ERR(p)`)
+    return True
+
+
+_ZERO_OR_ERROR = re.compile(r"\(?\s*(0|NULL|-\s*\w+|\(\w+\s*\*\)\s*0)\s*\)?")

@@ -330,3 +330,163 @@ void demo(struct vm_area_struct *vma, pmd_t *pmd)
     )
     assert _liveness(analysis, "demo_while_held", "folio") == {"alive"}
     assert _liveness(analysis, "demo_after_put", "folio") == {own.LAST}
+
+
+def test_a_failure_at_a_shared_return_is_not_merged_with_the_successes() -> None:
+    # Many paths meet at `return err;` (each optional object set or not);
+    # past the width, the ownership tracker's weights keep the failure of
+    # demo_check_cred(), which still holds the nsproxy, apart from the
+    # successes and from the earlier failures (values.py merges the pair
+    # that loses least).
+    analysis = _analysis(
+        """
+int demo_unshare(unsigned long flags)
+{
+	struct demo_fs *new_fs = NULL;
+	struct demo_files *new_fd = NULL;
+	struct demo_cred *new_cred = NULL;
+	struct nsproxy *new_ns = NULL;
+	int err;
+
+	err = demo_unshare_fs(flags, &new_fs);
+	if (err)
+		goto out;
+	err = demo_unshare_fd(flags, &new_fd);
+	if (err)
+		goto cleanup_fs;
+	err = demo_unshare_cred(flags, &new_cred);
+	if (err)
+		goto cleanup_fd;
+	err = unshare_nsproxy_namespaces(flags, &new_ns, new_cred, new_fs);
+	if (err)
+		goto cleanup_cred;
+	if (new_cred) {
+		err = demo_check_cred(new_cred);
+		if (err)
+			goto cleanup_cred;
+	}
+	if (new_fs || new_fd || new_cred || new_ns) {
+		if (new_ns)
+			demo_install_ns(new_ns);
+		if (new_fs)
+			new_fs = demo_swap_fs(new_fs);
+		if (new_fd)
+			new_fd = demo_swap_files(new_fd);
+		if (new_cred) {
+			demo_commit_cred(new_cred);
+			new_cred = NULL;
+		}
+	}
+cleanup_cred:
+	if (new_cred)
+		demo_put_cred(new_cred);
+cleanup_fd:
+	if (new_fd)
+		demo_put_files(new_fd);
+cleanup_fs:
+	if (new_fs)
+		demo_free_fs(new_fs);
+out:
+	return err;
+}
+"""
+    )
+    failures_holding = [
+        exit
+        for exit in own.exits(analysis)
+        if exit.value is not None
+        and any(
+            own.on_this_path(exit.state, values, {own.OWNED})
+            for _place, family, values in own.resource_places(exit.state)
+            if family == "nsproxy"
+        )
+        and all(
+            "true" in exit.state.kinds_of_values({v})
+            and "false" not in exit.state.kinds_of_values({v})
+            for v in exit.state.places.get("err", ())
+        )
+    ]
+    assert failures_holding
+
+
+def test_exit_locks_keep_an_error_exit_holding_the_lock_apart() -> None:
+    # `goto out` with the lock held joins many unlocked exits that return
+    # other errors; the exit lock analysis keeps it a path of its own.
+    parsed = parse(
+        Image.of(
+            b"""
+int demo_sync(struct mm_struct *mm, unsigned long start, unsigned long end, int flags)
+{
+	struct vm_area_struct *vma;
+	int unmapped_error = 0;
+	int error = -EINVAL;
+
+	if (flags & ~DEMO_FLAGS)
+		goto out;
+	if (start & ~PAGE_MASK)
+		goto out;
+	error = -ENOMEM;
+	if (end < start)
+		goto out;
+	error = 0;
+	if (end == start)
+		goto out;
+	mmap_read_lock(mm);
+	vma = find_vma(mm, start);
+	for (;;) {
+		struct file *file;
+
+		error = -ENOMEM;
+		if (!vma)
+			goto out_unlock;
+		if (start < vma->vm_start) {
+			if (flags == DEMO_ASYNC)
+				goto out_unlock;
+			start = vma->vm_start;
+			if (start >= end)
+				goto out_unlock;
+			unmapped_error = -ENOMEM;
+		}
+		if ((flags & DEMO_INVALIDATE) && (vma->vm_flags & VM_LOCKED)) {
+			error = -EBUSY;
+			goto out;
+		}
+		file = vma->vm_file;
+		start = vma->vm_end;
+		if ((flags & DEMO_SYNC) && file) {
+			get_file(file);
+			mmap_read_unlock(mm);
+			error = demo_fsync(file);
+			fput(file);
+			if (error || start >= end)
+				goto out;
+			mmap_read_lock(mm);
+			vma = find_vma(mm, start);
+		} else {
+			if (start >= end) {
+				error = 0;
+				goto out_unlock;
+			}
+			vma = find_vma(mm, vma->vm_end);
+		}
+	}
+out_unlock:
+	mmap_read_unlock(mm);
+out:
+	return error ? : unmapped_error;
+}
+"""
+        )
+    )
+    flow = flow_of(parsed.functions[0], parsed, ReviewContext(), "mm/demo.c")
+    analysis = own.exit_locks(flow)
+    assert analysis.complete
+    held_at_error = [
+        exit
+        for exit in own.exits(analysis)
+        if any(
+            name.startswith("mmap:") and exit.state.kinds_of_values(values) == {"held"}
+            for name, values in exit.state.places.items()
+        )
+    ]
+    assert held_at_error
