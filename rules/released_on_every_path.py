@@ -36,7 +36,18 @@ It flags:
   its result, or of the name it was stored in, leading to an error exit:
   `return -E...`, `return NULL`, `return err`, `goto out_free`) made as a
   bare statement: its error, and the error path with its releases, is
-  ignored (unless the callee, in the same file, now returns `void`).
+  ignored (unless the callee, in the same file, now returns `void`); or
+  whose result is now stored where nothing tests it afterwards (no
+  condition, `return` or further store reads what was stored:
+  `x->stats = alloc_percpu(...)` followed only by `per_cpu_ptr(x->stats,
+  cpu)`).  A stored result counts as tested only by a test of its truth or
+  sign (`!p`, `err`, `ret < 0`, `IS_ERR(p)`), not by a comparison with
+  another value;
+- as a change only: on the error path of a call that was handed the
+  address of where to store what it makes (`err = demo_add_dir(x,
+  &x->dir); if (err) goto put_dir;`), a release of that object
+  (`kobject_put(&x->dir->kobj)`, `kfree(x->dir)`) with no store to it on
+  the way: the call failed, so it made nothing (or released what it made).
 
 Ownership handed over is not a leak: the object returned, stored into a
 structure, a global or a list (`x->f = p`, `arr[i] = p`, `*out = p`,
@@ -56,7 +67,11 @@ never put back is lost to reclaim; an unmapped PTE table under
 CONFIG_HIGHPTE leaks a kmap slot; a lock held on return deadlocks the next
 taker; a sysfs directory left behind by `kobject_put()` alone makes the
 next `kobject_add()` of the same name fail with -EEXIST (with
-CONFIG_DEBUG_KOBJECT_RELEASE, or while a reader holds a reference).
+CONFIG_DEBUG_KOBJECT_RELEASE, or while a reader holds a reference).  An
+allocation whose failure nobody tests is a NULL dereference under memory
+pressure (a per-CPU base of NULL turns every `per_cpu_ptr()` into a wild
+pointer), and a put of what a failed call never made puts NULL plus an
+offset, or another directory's reference.
 
 ## Example
 ```c
@@ -66,6 +81,27 @@ CONFIG_DEBUG_KOBJECT_RELEASE, or while a reader holds a reference).
         if (err)
                 return err;             /* the isolated folio is lost */
         list_add_tail(&folio->lru, &pagelist);
+```
+
+and on the error paths of calls that make an object each:
+```c
+        err = demo_add_range(pattern, &pattern->low, "low");
+        if (err)
+                goto put_low;           /* nothing was made: put of NULL */
+        err = demo_add_range(pattern, &pattern->high, "high");
+        if (err)
+                goto put_high;          /* puts the 'high' that failed */
+        return 0;
+put_high:
+        kobject_put(&pattern->high->kobj);
+put_low:
+        kobject_put(&pattern->low->kobj);
+        return err;
+```
+and an allocation no longer tested:
+```c
+        if (node->stats == &demo_boot_stats)
+                node->stats = alloc_percpu(struct demo_stats);
 ```
 
 ## Use instead
@@ -95,6 +131,18 @@ put:
         return err;
 ```
 
+each error label releases only what the calls before the failed one made
+(`if (err) return err;` for the first, `goto put_low;` for the second),
+and an allocation is tested before it is used:
+```c
+        if (node->stats == &demo_boot_stats) {
+                p = alloc_percpu(struct demo_stats);
+                if (!p)
+                        return -ENOMEM;
+                node->stats = p;
+        }
+```
+
 ## Known problems
 An object is known by its name in the function (`folio`, `&x->kobj` stands
 for `x`) and by aliases made by assignment; one released through another
@@ -109,7 +157,14 @@ Large functions merge paths (past six path states per point, and in loops):
 a leak on one of many similar error paths of a function such as
 `collapse_file()` may be lost in the merge, and the rule stays silent
 rather than guess.  Locks whose taking call can fail by returning nonzero
-(`mutex_lock_killable()`) are not judged in that function.
+(`mutex_lock_killable()`) are not judged in that function.  A release of
+what a failed call was to make relies on the convention that a call which
+fails leaves its output unset (or releases what it made itself); a callee
+that stores an object and then fails, leaving it to its caller, would make
+such a release right, and a patch adding it would be flagged.  A result
+tested only through another name (`if (!node->stats)` after `p =
+alloc_percpu(); node->stats = p;` counts, `if (demo_stats_ok(node))` does
+not) is taken as untested, but only where the function tested it before.
 
 ## References
 - "mm/damon/sysfs: put target pids for damon_start() failure" (SeongJae
@@ -131,8 +186,13 @@ rather than guess.  Locks whose taking call can fail by returning nonzero
   failed `kobject_init_and_add()` cleaned up with `kfree()` instead of
   `kobject_put()`.
 - "mm/mm_init: handle alloc_percpu failure in free_area_init_core_hotplug"
-  and "mm/hugetlb_vmemmap: fix incorrect vmemmap restore in rollback", the
-  error-path class these lessons come with.
+  (the `alloc_percpu()` result stored untested, and its caller
+  `hotadd_init_pgdat()` ignoring the new error) and "mm/hugetlb_vmemmap: fix
+  incorrect vmemmap restore in rollback", the error-path class these
+  lessons come with.
+- "mm/damon/sysfs-schemes: fix dir put orders in access_pattern_add_dirs()"
+  (SeongJae Park): each error label put the directory whose creation had
+  just failed instead of those already made.
 """
 
 from __future__ import annotations
@@ -169,8 +229,8 @@ class ReleasedOnEveryPath(FunctionRule):
     severity = Severity.WARNING
     summary = (
         "a reference, isolation, mapping, allocation, sysfs entry or lock taken and not "
-        "released on an error path, kobject_put() without kobject_del(), an error no longer "
-        "checked"
+        "released on an error path, kobject_put() without kobject_del(), an error or "
+        "allocation no longer checked, a put of what a failed call never made"
     )
     # mm code, and the mm code that lives elsewhere.
     paths = (
