@@ -490,3 +490,36 @@ out:
         )
     ]
     assert held_at_error
+
+
+def test_a_put_through_a_local_alias_releases_the_reference_even_after_renaming() -> None:
+    # `prev = mm; ... mmput(prev);` with `mm` naming the next object by
+    # then: the put releases what `mm` held when it was copied.
+    analysis = _analysis(
+        """
+int demo_walk(struct demo_list *list)
+{
+	struct mm_struct *mm, *prev;
+	struct demo_node *node;
+	int err;
+
+	prev = &init_mm;
+	mmget(prev);
+	for (node = list->first; node; node = node->next) {
+		mm = node->mm;
+		if (!mmget_not_zero(mm))
+			continue;
+		mmput(prev);
+		prev = mm;
+		err = demo_visit(mm);
+		if (err) {
+			mmput(prev);
+			return err;
+		}
+	}
+	mmput(prev);
+	return 0;
+}
+"""
+    )
+    assert _owned_at(analysis, "mm") == {"return err;": False, "return 0;": False}

@@ -253,6 +253,9 @@ for _family, _spec in FAMILIES.items():
     for _name, _index in _spec.releases.items():
         RELEASES.setdefault(_name, []).append((_family, _index))
 
+# The place remembering which resources a local alias names (`prev = mm`).
+ALIAS = "@alias#"
+
 # Releasing a kobject with `kobject_put()` while it is still in sysfs: the
 # directory outlives the call.  (release, family that must be gone first)
 ENDS: dict[str, str] = {"kobject_put": "sysfs"}
@@ -402,7 +405,8 @@ class Ownership(Tracker):
         # merged with a success is neither, and no exit is judged).
         if name in self.returned:
             return 32
-        return 8 if _resource_kind(name) is not None else 1
+        kind = _resource_kind(name)
+        return 8 if kind is not None and kind != "alias" else 1
 
     def call(
         self, analysis: Analysis, state: State, call: ev.Call, results: dict[int, frozenset[Value]]
@@ -459,8 +463,11 @@ class Ownership(Tracker):
         name = ev.place(assign.target)
         if name is not None:
             self._rekey(state, name)
+            state.places.pop(f"{ALIAS}{name}", None)
         target = ev.strip(assign.target)
         if target.type == "identifier" and syntax.text(target) in self.locals:
+            if name is not None:
+                self._alias(state, name, assign.value)
             return  # a local alias: the value follows it
         self._hand_over(analysis, state, assign.value, results)
         stored = object_of(assign.value)
@@ -468,6 +475,23 @@ class Ownership(Tracker):
             analysis.bind(
                 state, f"{stored}->@escaped", f"esc:{assign.node.id}", frozenset({HANDED})
             )
+
+    @staticmethod
+    def _alias(state: State, name: str, value: Node) -> None:
+        """`prev = mm;`: `prev` names the object `mm` holds resources on
+        (an object named as an argument, `mmget_not_zero(mm)`, has no
+        pointer value to follow): remember those resources' values, so that
+        `mmput(prev)` releases them even after `mm` names another object."""
+        source = ev.place(ev.strip(value))
+        if source is None:
+            return
+        prefix = f"{source}->@"
+        held: set[Value] = set(state.places.get(f"{ALIAS}{source}", ()))
+        for place, values in state.places.items():
+            if place.startswith(prefix) and place[len(prefix) :] in FAMILIES:
+                held |= values
+        if held:
+            state.places[f"{ALIAS}{name}"] = frozenset(held)
 
     def iterate(self, analysis: Analysis, state: State, names: tuple[Node, ...]) -> None:
         for node in names:
@@ -638,6 +662,16 @@ class Ownership(Tracker):
             for place in state.places:
                 kind = place[len(prefix) :] if place.startswith(prefix) else None
                 if kind in FAMILIES and (family is None or kind == family):
+                    found.append(place)
+        aliased = state.places.get(f"{ALIAS}{obj}") if obj is not None else None
+        if aliased:
+            for place, values in state.places.items():
+                kind = _resource_kind(place)
+                if (
+                    kind in FAMILIES
+                    and (family is None or kind == family)
+                    and not values.isdisjoint(aliased)
+                ):
                     found.append(place)
         pointers = analysis.value_of(state, argument, results) or frozenset()
         if obj is not None:
