@@ -38,9 +38,11 @@ It flags:
   bare statement: its error, and the error path with its releases, is
   ignored (unless the callee, in the same file, now returns `void`); or
   whose result is now stored where nothing tests it afterwards (no
-  condition, `return` or further store reads what was stored:
-  `x->stats = alloc_percpu(...)` followed only by `per_cpu_ptr(x->stats,
-  cpu)`).  A stored result counts as tested only by a test of its truth or
+  condition, `return` or further store reads what was stored), when that
+  result says whether the call failed: an allocation's, a table lookup's
+  (`find_vma()`), or a helper's of the tree that may return NULL or an
+  `ERR_PTR()` (`x->stats = alloc_percpu(...)` followed only by
+  `per_cpu_ptr(x->stats, cpu)`).  A stored result counts as tested only by a test of its truth or
   sign (`!p`, `err`, `ret < 0`, `IS_ERR(p)`), not by a comparison with
   another value;
 - as a change only: on the error path of a call that was handed the
@@ -213,6 +215,7 @@ from analyzer.flow import FunctionFlow, paths, vocabulary
 from analyzer.flow import events as ev
 from analyzer.flow import ownership as own
 from analyzer.flow.locks import HELD
+from analyzer.flow.results import failure_kinds
 from analyzer.flow.values import ERR, FALSE, NULL, TRUE, Analysis
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
@@ -994,9 +997,27 @@ def _unlooked_results(flow: FunctionFlow) -> list[Node]:
         value = ev.strip(store.value) if store.value is not None else None
         if value is None or value.type != "call_expression" or store.operator != "=":
             continue
+        if not _may_fail(flow, value):
+            continue  # a value, not an outcome (`size = resource_size(res)`)
         if not any(_looked_at(use) for use in flow.uses_of(store)):
             found.append(value)
     return found
+
+
+def _may_fail(flow: FunctionFlow, call: Node) -> bool:
+    """Does the call say it failed through its pointer result: an
+    allocation, a lookup of the tables (`find_vma()`), a helper of the tree
+    that may return NULL or an `ERR_PTR()`?"""
+    name = syntax.call_name(call)
+    if name is None:
+        return False
+    if any(a.object == own.RESULT and a.success == own.NONNULL for a in own.ACQUIRES.get(name, ())):
+        return True
+    if name in failure_kinds(flow.version):
+        return True
+    summary = flow.summaries.of(name)
+    returns = summary.returns if summary is not None else None
+    return bool(returns and returns & {NULL, ERR})
 
 
 def _looked_at(use: Node) -> bool:
