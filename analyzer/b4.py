@@ -24,8 +24,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import git
-
 import analyzer
 import rules as rules_package
 from analyzer import config as tree_config
@@ -68,8 +66,10 @@ def version_token(config: Path | None = None) -> str:
 def stale_token_warning(given: str | None, config: Path | None = None) -> str | None:
     """One line for b4 to show (as a warning) when the command line carries
     an old token: b4 may be serving results cached under it."""
+    if given is None:
+        return None
     current = version_token(config)
-    if given is None or given == current:
+    if given == current:
         return None
     return (
         f"mm-review: WARNING: --rules-version={given} is not the installed rules' token "
@@ -84,19 +84,18 @@ def find_own_commits(tree: KernelTree, series: Series, depth: int = HISTORY_DEPT
     patches = series.reviewable
     if not patches or all(p.commit and tree.resolve(p.commit) for p in patches):
         return False
-    try:
-        log = tree.git.log("--no-merges", f"-n{depth}", "--format=%H%x00%s", "HEAD")
-    except git.GitCommandError:
-        return False
     by_subject: dict[str, list[str]] = {}
-    for line in log.splitlines():
-        sha, _, subject = line.partition("\0")
+    for sha, subject in tree.recent_commits(depth):
         by_subject.setdefault(subject, []).append(sha)
     found: dict[int, str] = {}
     for number, patch in enumerate(patches):
-        wanted = _patch_id(tree, patch.diff.encode("utf-8", "surrogateescape"))
-        for sha in by_subject.get(patch.title, []):
-            diff = tree.git.show("--format=", "--no-color", sha, stdout_as_string=False)
+        candidates = by_subject.get(patch.title, [])
+        # A git patch-id only for a patch whose subject HEAD's history has.
+        wanted = (
+            _patch_id(tree, patch.diff.encode("utf-8", "surrogateescape")) if candidates else None
+        )
+        for sha in candidates:
+            diff = tree.commit_diff(sha).removesuffix(b"\n")
             if wanted and _patch_id(tree, diff) == wanted:
                 found[number] = sha
                 break
@@ -165,5 +164,7 @@ def _git_config(top: str, *args: str) -> str:
     out = subprocess.run(["git", "config", *args], cwd=top, capture_output=True, text=True)
     # 1: --get-all found nothing, which is not an error here.
     if out.returncode not in (0, 1):
+        import git  # GitPython's error, for the one-line report of `main()`
+
         raise git.GitCommandError(["git", "config", *args], out.returncode, out.stderr)
     return out.stdout

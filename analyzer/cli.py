@@ -1,34 +1,81 @@
-"""The `mmreview` command line."""
+"""The `mmreview` command line.
+
+b4 and the send-email hook start one process per patch, so what a command
+imports is paid on every patch: a command imports what it uses when it runs
+(the bot, the hook, the reply writer, the reporters, GitPython are not
+loaded to check a patch).  `python -X importtime -m analyzer.cli check ...`
+shows what is.
+"""
 
 from __future__ import annotations
 
-import functools
+import atexit
+import dataclasses
+import gc
+import os
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
-import git
 import typer
+from typer.core import TyperGroup
 
-from analyzer import __version__, hooks
+from analyzer import __version__
 from analyzer import b4 as b4_integration
 from analyzer import config as tree_config
-from analyzer.bot.cli import app as bot_app
-from analyzer.engine import Review, review
-from analyzer.engine import scan as scan_tree
-from analyzer.patches import InputError, read_series
+from analyzer.budget import DEFAULT_SECONDS as DEFAULT_PATCH_SECONDS
+from analyzer.patches import LIMITS, InputError, Limits, printable, read_series
 from analyzer.registry import RuleError, all_rules, get_rule, select_rules
-from analyzer.reporters import FORMATS, email_reply
+from analyzer.reporters import FORMATS, ReportError, format_name, render_report, write_report
 from analyzer.rule import Severity
 from analyzer.tree import KernelTree
 
+if TYPE_CHECKING:
+    from analyzer.engine import Review
+
+# At exit Python walks every object the review made (syntax trees and all)
+# for cycles just before the process gives the memory back: a fifth of a
+# one-patch check's CPU time.  A frozen object is not walked; reference
+# counting still frees what it frees, finalizers still run, output is
+# still flushed.
+atexit.register(gc.freeze)
+
+
+class _Commands(TyperGroup):
+    """The top-level commands.  Typer builds every command's options from
+    its signature on each start, so the groups (`bot`, `corpus`, `b4`,
+    `hook`) are built only when a command line names one or the help lists
+    them; `bot` is not even imported before that."""
+
+    # name -> the group's Typer, in the order the help lists them.
+    groups: ClassVar[dict[str, Callable[[], typer.Typer]]] = {}
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*super().list_commands(ctx), *(g for g in self.groups if g not in self.commands)]
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name in self.groups and cmd_name not in self.commands:
+            group = typer.main.get_group(self.groups[cmd_name]())
+            group.name = cmd_name
+            self.add_command(group, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+def _bot_app() -> typer.Typer:
+    from analyzer.bot.cli import app as bot_app
+
+    return bot_app
+
+
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Review Linux mm patches against the lessons of past review threads.",
 )
-app.add_typer(bot_app, name="bot")
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -42,6 +89,10 @@ SelectOption = Annotated[
 ]
 IgnoreOption = Annotated[
     list[str] | None, typer.Option("--ignore", help="Not these rules (repeatable).")
+]
+DebugOption = Annotated[
+    bool,
+    typer.Option("--debug", help="Show the traceback of an internal error (a rule's, a report's)."),
 ]
 
 
@@ -113,38 +164,66 @@ def check(
             help="From: of --format email replies (default: git config user.name/email).",
         ),
     ] = None,
+    time_budget: Annotated[
+        float,
+        typer.Option(
+            "--time-budget",
+            min=0,
+            help="Seconds of review per patch (0: no limit); a patch that takes longer"
+            " is reported as not fully reviewed and the series goes on.",
+        ),
+    ] = DEFAULT_PATCH_SECONDS,
+    debug: DebugOption = False,
 ) -> None:
     """Review a patch, a series or a commit range."""
-    _check_format(output_format)
+    from analyzer.engine import review
+
+    _debug(debug)
+    output_format = _check_format(output_format)
+    if base is not None and tree is None:
+        raise UsageError("--base needs --tree")
+    if revision_range and tree is None:
+        raise UsageError("--range needs --tree")
+    if revision_range and inputs:
+        raise UsageError("give either patch files or --range, not both")
     kernel = KernelTree(str(tree)) if tree is not None else None
     config = tree_config.load(kernel.top if kernel is not None else None)
     if revision_range:
-        if kernel is None:
-            raise UsageError("--range needs --tree")
-        if inputs:
-            raise UsageError("give either patch files or --range, not both")
+        assert kernel is not None
         kernel.range_commits(revision_range)
-        series = read_series(["-"], stdin=kernel.format_patches(revision_range))
+        series = read_series(
+            ["-"], stdin=kernel.format_patches(revision_range), limits=_limits(time_budget)
+        )
     else:
         if not inputs:
             raise UsageError(
                 "no input: give patch or mbox files, '-' for stdin, or --tree DIR --range A..B"
             )
         stdin = sys.stdin.buffer.read() if "-" in inputs else None
-        series = read_series(inputs, stdin=stdin)
+        series = read_series(inputs, stdin=stdin, limits=_limits(time_budget))
     if kernel is not None and base is None and not revision_range:
         # A b4 prep branch's commit on stdin: review it as it sits in HEAD.
         b4_integration.find_own_commits(kernel, series)
     rules = select_rules(*config.rules(select, ignore))
-    result = config.apply(review(series, rules, tree=kernel, base=base, show_all=show_all))
-    _tell(result, quiet)
+    result = config.apply(
+        review(
+            series,
+            rules,
+            tree=kernel,
+            base=base,
+            show_all=show_all,
+            patch_seconds=time_budget or None,
+        )
+    )
     options: dict = {}
     if output_format == "email":
+        from analyzer.reporters import email_reply
+
         where = str(tree) if tree is not None else None
         options["sender"] = sender or config.reply_from or email_reply.default_sender(where)
     if output_format == "sarif":
         options["severity"] = config.severity
-    _write(result, output_format, output, **options)
+    _report(result, output_format, output, quiet, **options)
     if output_format == "checkpatch" and (
         stale := b4_integration.stale_token_warning(rules_version, config.path)
     ):
@@ -152,11 +231,24 @@ def check(
     raise typer.Exit(exit_code(result))
 
 
-def _check_format(output_format: str) -> None:
-    if output_format not in FORMATS:
+def _check_format(output_format: str) -> str:
+    """The format's name as FORMATS spells it (-f JSON is -f json)."""
+    name = format_name(output_format)
+    if name is None:
         raise UsageError(
             f"--format {output_format}: unknown format (choose from {', '.join(FORMATS)})"
         )
+    return name
+
+
+def _limits(time_budget: float) -> Limits:
+    return dataclasses.replace(LIMITS, seconds_per_patch=time_budget or None)
+
+
+def _debug(enabled: bool) -> None:
+    # The engine and the reporters read it where a failure is caught.
+    if enabled:
+        os.environ["MMREVIEW_DEBUG"] = "1"
 
 
 def exit_code(result: Review) -> int:
@@ -168,22 +260,30 @@ def exit_code(result: Review) -> int:
 
 def _tell(result: Review, quiet: bool) -> None:
     for error in result.errors:
-        typer.echo(f"mmreview: error: {error}", err=True)
+        typer.echo(f"mmreview: error: {printable(error)}", err=True)
     if not quiet:
         for note in result.notes:
-            typer.echo(f"mmreview: note: {note}", err=True)
+            typer.echo(f"mmreview: note: {printable(note)}", err=True)
 
 
-def _write(result: Review, output_format: str, output: Path | None, **options: object) -> None:
-    renderer = functools.partial(FORMATS[output_format], **options)
-    if output is None:
-        renderer(result, sys.stdout)
-        return
+def _report(
+    result: Review, output_format: str, output: Path | None, quiet: bool, **options: object
+) -> None:
+    """Render the whole report first (a reporter that fails on one patch
+    leaves that patch out and says so), then say what went wrong, then
+    write the report: to stdout, or atomically to `output`."""
     try:
-        with open(output, "w", encoding="utf-8") as handle:
-            renderer(result, handle)
-    except OSError as err:
-        raise UsageError(f"--output {output}: {err.strerror}") from None
+        text = render_report(
+            result, output_format, terminal=output is None and sys.stdout.isatty(), **options
+        )
+    except ReportError as err:
+        _tell(result, quiet)
+        raise UsageError(str(err)) from None
+    _tell(result, quiet)
+    try:
+        write_report(text, output)
+    except ReportError as err:
+        raise UsageError(str(err)) from None
 
 
 @app.command()
@@ -200,9 +300,13 @@ def scan(
     output: OutputOption = None,
     select: SelectOption = None,
     ignore: IgnoreOption = None,
+    debug: DebugOption = False,
 ) -> None:
     """Run every rule on whole files (not diff-aware): what upstream code already has."""
-    _check_format(output_format)
+    from analyzer.engine import scan as scan_tree
+
+    _debug(debug)
+    output_format = _check_format(output_format)
     if not tree.is_dir():
         raise UsageError(f"--tree {tree}: no such directory")
     files = _expand(tree, paths or ["mm"])
@@ -212,7 +316,7 @@ def scan(
     result = config.apply(scan_tree(str(tree), files, select_rules(*config.rules(select, ignore))))
     _tell(result, quiet=False)
     options = {"severity": config.severity} if output_format == "sarif" else {}
-    _write(result, output_format, output, **options)
+    _report(result, output_format, output, quiet=False, **options)
     raise typer.Exit(exit_code(result))
 
 
@@ -264,7 +368,7 @@ def explain(
 
 
 corpus_app = typer.Typer(no_args_is_help=True, help="Measure the rules on a real kernel tree.")
-app.add_typer(corpus_app, name="corpus")
+_Commands.groups.update(bot=_bot_app, corpus=lambda: corpus_app)
 
 
 @corpus_app.command("eval")
@@ -320,7 +424,7 @@ def corpus_stable_score(
 
 
 b4_app = typer.Typer(no_args_is_help=True, help="Wire mm-review into b4's check commands.")
-app.add_typer(b4_app, name="b4")
+_Commands.groups["b4"] = lambda: b4_app
 
 
 @b4_app.command("setup")
@@ -348,7 +452,7 @@ def b4_setup(
 
 
 hook_app = typer.Typer(no_args_is_help=True, help="The git send-email pre-send hook.")
-app.add_typer(hook_app, name="hook")
+_Commands.groups["hook"] = lambda: hook_app
 
 BlockOn = Annotated[
     str | None,
@@ -359,6 +463,8 @@ BlockOn = Annotated[
 
 
 def _block_level(value: str | None) -> None:
+    from analyzer import hooks
+
     if value is not None and value not in hooks.BLOCK_LEVELS:
         raise UsageError(f"--block-on {value}: choose from {', '.join(hooks.BLOCK_LEVELS)}")
 
@@ -369,6 +475,8 @@ def hook_install(
     block_on: BlockOn = None,
 ) -> None:
     """Install the sendemail-validate hook (an existing one still runs first)."""
+    from analyzer import hooks
+
     _block_level(block_on)
     try:
         done = hooks.install(str(repo), b4_integration.mmreview_command(), block_on)
@@ -382,6 +490,8 @@ def hook_uninstall(
     repo: Annotated[Path, typer.Option("--repo", help="Git repository.")] = Path("."),
 ) -> None:
     """Remove the hook and put back the one that was there before."""
+    from analyzer import hooks
+
     try:
         typer.echo(f"mmreview: {hooks.uninstall(str(repo))}")
     except hooks.HookError as err:
@@ -397,18 +507,25 @@ def hook_sendemail_validate(
     block_on: BlockOn = None,
 ) -> None:
     """Run by the hook for each file: review it, stop the send if it must."""
+    from analyzer import hooks
+
     _block_level(block_on)
     raise typer.Exit(hooks.validate(patch, headers, block_on, sys.stderr))
 
 
 def main() -> None:
-    """Entry point: every expected failure is one line on stderr and exit 2."""
+    """Entry point: every expected failure is one line on stderr and exit 2;
+    so is an unexpected one (a bug), with the traceback only under --debug."""
     try:
         app()
-    except (UsageError, InputError, RuleError, tree_config.ConfigError) as err:
-        typer.echo(f"mmreview: error: {err}", err=True)
+    except InputError as err:
+        for line in err.lines:
+            typer.echo(f"mmreview: error: {printable(line)}", err=True)
         sys.exit(EXIT_USAGE)
-    except git.GitCommandError as err:
+    except (UsageError, RuleError, tree_config.ConfigError) as err:
+        typer.echo(f"mmreview: error: {printable(str(err))}", err=True)
+        sys.exit(EXIT_USAGE)
+    except _git_command_error() as err:
         stderr = " ".join(str(err.stderr).split()).strip("' ")
         typer.echo(
             f"mmreview: error: git {err.command[1] if len(err.command) > 1 else ''}: {stderr}",
@@ -419,6 +536,24 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(EXIT_CLEAN)
+    except Exception as err:  # a bug: one line, never a traceback by default
+        if "MMREVIEW_DEBUG" in os.environ or "--debug" in sys.argv:
+            traceback.print_exc()
+        detail = printable(" ".join(f"{type(err).__name__}: {err}".split()))[:200]
+        hint = "" if "--debug" in sys.argv else " (--debug shows the traceback)"
+        typer.echo(f"mmreview: internal error: {detail}{hint}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+class _NoGitError(Exception):
+    """Stands for GitPython's error while nothing has imported GitPython."""
+
+
+def _git_command_error() -> type[Exception]:
+    # Evaluated only when an exception reaches main(): GitPython is not
+    # imported just in case one might.
+    module = sys.modules.get("git")
+    return module.GitCommandError if module is not None else _NoGitError
 
 
 if __name__ == "__main__":

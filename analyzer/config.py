@@ -24,14 +24,15 @@ key.  (A kernel tree has no pyproject.toml, so there is no
 from __future__ import annotations
 
 import subprocess
-import tomllib
 from dataclasses import dataclass, field, replace
-from email.utils import parseaddr
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from analyzer.engine import Review
 from analyzer.registry import all_rules
 from analyzer.rule import Severity
+
+if TYPE_CHECKING:
+    from analyzer.engine import Review
 
 FILENAME = ".mmreview.toml"
 BLOCK_LEVELS = ("error", "warning", "never")
@@ -97,6 +98,10 @@ def load(top: str | None = None) -> Config:
 
 
 def parse(path: Path) -> Config:
+    # Imported here: most trees have no file, and every check pays for imports.
+    import tomllib
+    from email.utils import parseaddr
+
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)

@@ -10,16 +10,17 @@ dropped, unless --all was asked for.
 
 from __future__ import annotations
 
+import bisect
 import os
 import sys
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from tree_sitter import Node
 
-from analyzer import syntax
+from analyzer import budget, syntax
 from analyzer.images import FileImages, Image, images_from_patch
 from analyzer.parsing import Function, ParsedFile, parse
 from analyzer.patches import Patch, Series
@@ -45,11 +46,14 @@ class Review:
     # Said to the user but not failures: skipped replies, patches reviewed
     # from the patch alone because they did not apply.
     notes: list[str] = field(default_factory=list)
-    # Patches that could not be reviewed at all.
+    # Inputs and patches that could not be reviewed, or not fully (each
+    # names the input or patch): exit status 2.
     errors: list[str] = field(default_factory=list)
     base: str | None = None
     base_reason: str | None = None
     reviewed_patches: list[Patch] = field(default_factory=list)
+    # Patches whose time budget ran out (index -> why): in `errors` too.
+    unfinished: dict[int, str] = field(default_factory=dict)
     # For `mmreview scan`: how many whole files were read.
     scanned_files: int = 0
 
@@ -60,48 +64,103 @@ def review(
     tree: KernelTree | None = None,
     base: str | None = None,
     show_all: bool = False,
+    patch_seconds: float | None = budget.DEFAULT_SECONDS,
 ) -> Review:
+    """Review every reviewable patch of the series.  Each patch (applying it
+    in the tree included) gets `patch_seconds`; a patch that runs out is
+    "not fully reviewed" (an error naming it, with what was found so far)
+    and the next patch goes on."""
     rules = list(rules)
     result = Review(series=series, notes=list(series.notes))
-    result.errors = [p.error for p in series.patches if p.error]
+    result.errors = [*series.errors, *(p.error for p in series.patches if p.error)]
     patches = series.reviewable
     result.reviewed_patches = patches
     if not patches:
         return result
-    for images in _images(series, tree, base, result):
-        read_file = tree.reader(images) if tree is not None else None
-        context = ReviewContext(read_file)
-        result.notes.extend(
-            f"{images.patch.label()}: {f.path}: {f.problem}; reviewed from the patch alone"
-            for f in images.files
-            if f.problem
-        )
-        ref = PatchRef(images.patch.index, images.patch.total, images.patch.title)
-        parsed: dict[str, ParsedFile] = {}
-        for file in images.files:
-            findings, post = review_file(file, rules, context, ref, show_all)
-            result.findings.extend(findings)
-            if post is not None:
-                parsed[file.path] = post
-        change = PatchChange(images.patch, context, tree, result.base, parsed)
-        for rule in rules:
-            if isinstance(rule, PatchRule):
-                result.findings.extend(
-                    _with_patch(f, ref)
-                    for f in _guarded(rule, lambda r=rule, c=change: r.check_patch(c), result)
-                )
+    images_of = iter(_images(series, tree, base, result))
+    try:
+        for patch in patches:
+            # Reading the patch's diff spent some of its budget already.
+            left = None if patch_seconds is None else max(patch_seconds - patch.read_seconds, 0.0)
+            with budget.patch_budget(left):
+                try:
+                    images = next(images_of)
+                    if images.unfinished:
+                        raise budget.BudgetExceeded
+                    _review_patch(images, rules, tree, show_all, result)
+                except budget.BudgetExceeded:
+                    why = f"it took longer than its time budget of {patch_seconds:g} s"
+                    result.unfinished[patch.index] = why
+                    result.errors.append(
+                        f"{patch.label()}: not fully reviewed: {why}; findings so far are reported"
+                    )
+                except StopIteration:
+                    break
+    finally:
+        # The tree's scratch index and object directory go now, not when
+        # the generator is collected.
+        close = getattr(images_of, "close", None)
+        if close is not None:
+            close()
     result.findings.sort(
         key=lambda f: (f.patch or PatchRef(0, 0, ""), f.path, f.line, f.column, f.rule)
     )
     return result
 
 
+def _review_patch(
+    images: PatchImages, rules: list[Rule], tree: KernelTree | None, show_all: bool, result: Review
+) -> None:
+    read_file = tree.reader(images) if tree is not None else None
+    context = ReviewContext(read_file)
+    patch = images.patch
+    result.notes.extend(
+        f"{patch.label()}: {f.path}: {f.problem}; reviewed from the patch alone"
+        for f in images.files
+        if f.problem
+    )
+    ref = PatchRef(patch.index, patch.total, patch.title)
+    failures = _Failures(result, patch)
+    for file in images.files:
+        budget.check()
+        findings, _ = review_file(file, rules, context, ref, show_all, failures)
+        result.findings.extend(findings)
+    parsed = _ParsedPosts({f.path: f.post for f in images.files if f.post is not None})
+    change = PatchChange(patch, context, tree, result.base, parsed)  # type: ignore[arg-type]
+    for rule in rules:
+        if isinstance(rule, PatchRule):
+            result.findings.extend(
+                _with_patch(f, ref)
+                for f in _guarded(rule, lambda r=rule, c=change: r.check_patch(c), failures)
+            )
+
+
+class _ParsedPosts(Mapping[str, ParsedFile]):
+    """A patch's post-images parsed when a patch rule asks for one: a
+    tree-wide patch touches thousands of files, and holding all their trees
+    at once took gigabytes."""
+
+    def __init__(self, posts: dict[str, Image]) -> None:
+        self._posts = posts
+
+    def __getitem__(self, path: str) -> ParsedFile:
+        return parse(self._posts[path])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._posts)
+
+    def __len__(self) -> int:
+        return len(self._posts)
+
+
 def _images(
     series: Series, tree: KernelTree | None, base: str | None, result: Review
-) -> list[PatchImages]:
+) -> Iterable[PatchImages]:
+    """Each reviewable patch's images, made when the patch's turn comes (in
+    its time budget)."""
     patches = series.reviewable
     if tree is None:
-        return [
+        return (
             PatchImages(
                 patch=p,
                 files=[
@@ -111,7 +170,7 @@ def _images(
                 ],
             )
             for p in patches
-        ]
+        )
     trailer_base = series.base_commit and tree.resolve(series.base_commit)
     if (
         base is None
@@ -119,7 +178,7 @@ def _images(
         and all(p.commit and tree.resolve(p.commit) for p in patches)
     ):
         result.base_reason = "the patches' own commits"
-        return [tree.commit_images(p, p.commit or "") for p in patches]
+        return (tree.commit_images(p, p.commit or "") for p in patches)
     result.base, result.base_reason = tree.choose_base(series, base)
     return tree.images(series, result.base)
 
@@ -130,8 +189,10 @@ def review_file(
     context: ReviewContext,
     ref: PatchRef | None = None,
     show_all: bool = False,
+    failures: _Failures | None = None,
 ) -> tuple[list[Finding], ParsedFile | None]:
-    """Findings the patch introduces in one file (all of them with show_all)."""
+    """Findings the patch introduces in one file (all of them with show_all),
+    and the parsed post-image (None when no rule needed it)."""
     if file.post is None:
         return [], None
     # A patch that removes the last use of an API is about that API too.
@@ -144,15 +205,21 @@ def review_file(
             or (file.pre is not None and r.applies_to(file.path, file.pre.text))
         )
     ]
-    post = parse(file.post)
     if not function_rules:
-        return [], post
+        return [], None
+    post = parse(file.post)
     pre = parse(file.pre) if file.pre is not None else None
+    if too_big := post.not_parsed or (pre and pre.not_parsed):
+        (failures or _Failures(None)).note(f"{file.path}: {too_big}; not reviewed")
+        return [], post
     findings = []
+    post_rows = _sorted_rows(file.post, file.added)
+    pre_rows = _sorted_rows(file.pre, file.removed)
     for after, before in touched_functions(file, post, pre):
-        added_rows = _rows(file.post, file.added, after)
-        removed_rows = _rows(file.pre, file.removed, before) if before and file.pre else frozenset()
+        added_rows = _rows_in(post_rows, after)
+        removed_rows = _rows_in(pre_rows, before) if before and file.pre else frozenset()
         for rule in function_rules:
+            budget.check()
             change = FunctionChange(
                 file.path,
                 after,
@@ -167,10 +234,10 @@ def review_file(
                 post,
                 pre,
             )
-            new = list(_guarded(rule, lambda c=change, r=rule: r.check(c)))
+            new = list(_guarded(rule, lambda c=change, r=rule: r.check(c), failures))
             if not show_all and before is not None and new:
                 old_change = _alone(file.path, before, pre, context, rule)
-                old = list(_guarded(rule, lambda c=old_change, r=rule: r.check(c)))
+                old = list(_guarded(rule, lambda c=old_change, r=rule: r.check(c), failures))
                 new = _introduced(new, old, added_rows, after.image)
             findings.extend(_with_patch(f, ref) if ref else f for f in new)
     return findings, post
@@ -261,13 +328,18 @@ def _by_name(functions: list[Function]) -> dict[str, list[Function]]:
     return grouped
 
 
-def _rows(image: Image | None, lines: frozenset[int], function: Function | None) -> frozenset[int]:
+def _sorted_rows(image: Image | None, lines: frozenset[int]) -> list[int]:
     if image is None:
-        return frozenset()
-    rows = (image.row_of(line) for line in lines)
-    return frozenset(
-        r for r in rows if r is not None and (function is None or function.contains_row(r))
-    )
+        return []
+    return sorted(r for r in (image.row_of(line) for line in lines) if r is not None)
+
+
+def _rows_in(rows: list[int], function: Function) -> frozenset[int]:
+    """The rows of `rows` (sorted) inside the function: a bisection per
+    function, not a pass over every changed line of the file."""
+    start = bisect.bisect_left(rows, function.start_row)
+    end = bisect.bisect_right(rows, function.end_row)
+    return frozenset(rows[start:end])
 
 
 def _introduced(
@@ -322,17 +394,49 @@ def _with_patch(finding: Finding, ref: PatchRef) -> Finding:
     return replace(finding, patch=ref)
 
 
+class _Failures:
+    """What went wrong inside one patch's review, said once per rule as a
+    note naming the rule and the patch (the traceback only with --debug)."""
+
+    def __init__(self, review: Review | None, patch: Patch | None = None) -> None:
+        self.review = review
+        self.where = patch.label() if patch is not None else None
+        self.failed: set[str] = set()
+
+    def note(self, text: str) -> None:
+        line = f"{self.where}: {text}" if self.where else text
+        if self.review is not None:
+            self.review.notes.append(line)
+        else:
+            print(f"mmreview: note: {line}", file=sys.stderr)
+
+    def rule_failed(self, rule: Rule, err: Exception) -> None:
+        if debugging():
+            traceback.print_exc()
+        if rule.id in self.failed:
+            return
+        self.failed.add(rule.id)
+        detail = " ".join(f"{type(err).__name__}: {err}".split())
+        if len(detail) > 120:
+            detail = detail[:117].rsplit(" ", 1)[0] + " ..."
+        self.note(
+            f"rule {rule.id} failed ({detail}); its findings on this patch may be missing"
+            + ("" if debugging() else " (--debug shows the traceback)")
+        )
+
+
+def debugging() -> bool:
+    """--debug (or MMREVIEW_DEBUG in the environment): show tracebacks."""
+    return "MMREVIEW_DEBUG" in os.environ
+
+
 def _guarded(
-    rule: Rule, run: Callable[[], Iterable[Finding]], review: Review | None = None
+    rule: Rule, run: Callable[[], Iterable[Finding]], failures: _Failures | None = None
 ) -> list[Finding]:
     """A rule bug must not cost the user the rest of the review."""
     try:
-        return list(run())
-    except Exception as err:
-        message = f"rule {rule.id} failed: {type(err).__name__}: {err}"
-        if review is not None:
-            review.notes.append(message)
-        print(f"mmreview: internal error: {message}", file=sys.stderr)
-        if "MMREVIEW_DEBUG" in os.environ:
-            traceback.print_exc()
+        with budget.interruptible():
+            return list(run())
+    except Exception as err:  # RecursionError on deeply nested input too
+        (failures or _Failures(None)).rule_failed(rule, err)
         return []

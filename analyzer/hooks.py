@@ -15,16 +15,13 @@ import os
 import shlex
 import subprocess
 from dataclasses import dataclass
-from email import message_from_bytes, policy
 from pathlib import Path
 from typing import TextIO
 
 from analyzer import config as tree_config
 from analyzer.b4 import find_own_commits
-from analyzer.engine import review
 from analyzer.patches import InputError, Series, read_series
 from analyzer.registry import select_rules
-from analyzer.reporters import text
 from analyzer.rule import Severity
 from analyzer.tree import KernelTree
 
@@ -127,6 +124,8 @@ def uninstall(repo: str) -> str:
 def sent_subject(message_file: bytes, headers_file: bytes | None) -> str:
     """The Subject the patch goes out with: the header file's (git >= 2.41
     passes the SMTP headers as $2), else the message's own."""
+    from email import message_from_bytes, policy
+
     for data in (headers_file, message_file):
         if data:
             subject = message_from_bytes(data, policy=policy.default).get("Subject")
@@ -167,10 +166,15 @@ def validate(patch_file: str, headers_file: str | None, block_on: str | None, ou
         tree = None
     if tree is not None:
         _review_as_own_commit(tree, series)
+    from analyzer.engine import review
+
     select, ignore = config.rules(None, None)
     result = config.apply(review(series, select_rules(select, ignore), tree=tree))
     if not result.findings:
         return 0
+    # The text reporter (rich) only for a patch that has something to say.
+    from analyzer.reporters import text
+
     text.render(result, out)
     counts = {s: sum(1 for f in result.findings if f.severity is s) for s in Severity}
     blocking = [s for s in Severity if s.rank >= _BLOCK_RANK[block_on] and counts[s]]

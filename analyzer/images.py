@@ -9,9 +9,11 @@ names, with a map from fragment lines back to the file's real line numbers.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from unidiff import PatchedFile
 
@@ -36,25 +38,43 @@ class Image:
         if 0 <= row < len(self.line_map) and self.line_map[row]:
             return self.line_map[row]
         # An invented wrapper line: report the nearest real line after it.
-        for real in self.line_map[row:]:
-            if real:
-                return real
+        real_rows = self._real_rows
+        after = bisect.bisect_left(real_rows, max(row, 0))
+        if after < len(real_rows):
+            return self.line_map[real_rows[after]]
         return max((n for n in self.line_map if n), default=1)
 
     def row_of(self, line: int) -> int | None:
         """0-based row holding real line `line`, if the image has it."""
         if self.line_map is None:
             return line - 1
-        try:
-            return self.line_map.index(line)
-        except ValueError:
-            return None
+        return self._row_by_line.get(line)
 
     def line_text(self, row: int) -> str:
-        lines = self.text.split(b"\n")
-        if 0 <= row < len(lines):
-            return lines[row].decode("utf-8", "replace")
+        starts = self._line_starts
+        if 0 <= row < len(starts):
+            end = starts[row + 1] - 1 if row + 1 < len(starts) else len(self.text)
+            return self.text[starts[row] : end].decode("utf-8", "replace")
         return ""
+
+    # Lookup tables built on first use: a rule asks for thousands of rows of
+    # a big image, and a scan of the text each time made that quadratic.
+
+    @cached_property
+    def _row_by_line(self) -> dict[int, int]:
+        table: dict[int, int] = {}
+        for row, line in enumerate(self.line_map or ()):
+            if line:
+                table.setdefault(line, row)  # the first row, as tuple.index gave
+        return table
+
+    @cached_property
+    def _real_rows(self) -> list[int]:
+        return [row for row, line in enumerate(self.line_map or ()) if line]
+
+    @cached_property
+    def _line_starts(self) -> list[int]:
+        return [0, *(m.end() for m in re.finditer(b"\n", self.text))]
 
     @classmethod
     def of(
@@ -100,6 +120,88 @@ def changed_lines(patched: PatchedFile) -> tuple[frozenset[int], frozenset[int]]
         if line.is_removed and line.source_line_no
     )
     return added, removed
+
+
+def apply_exactly(pre: bytes, patched: PatchedFile) -> bytes | None:
+    """The file as the hunks leave it when each applies, unchanged, at the
+    line its header states: the text `git apply` makes of such a patch.
+    None when one does not (an offset, fuzz, a conflict, a malformed hunk):
+    git apply decides those.  `pre` is b"" for a new file; a deletion that
+    applies gives b""."""
+    lines = _split_lines(pre)
+    out: list[bytes] = []
+    done = 0  # lines of `pre` consumed
+    delta = 0  # lines added so far, less lines removed
+    for hunk in patched:
+        sides = _hunk_sides(hunk)
+        if sides is None:
+            return None
+        old, new, trailing = sides
+        if len(old) != hunk.source_length or len(new) != hunk.target_length:
+            return None
+        # An empty range names the line before it.
+        start = hunk.source_start - 1 if hunk.source_length else hunk.source_start
+        new_start = hunk.target_start - 1 if hunk.target_length else hunk.target_start
+        end = start + len(old)
+        if start < done or new_start - start != delta or lines[start:end] != old:
+            return None
+        # git apply: a hunk with no trailing context must match at the end.
+        if not trailing and end != len(lines):
+            return None
+        out.extend(lines[done:start])
+        out.extend(new)
+        done = end
+        delta += len(new) - len(old)
+    out.extend(lines[done:])
+    return b"".join(out)
+
+
+def _split_lines(text: bytes) -> list[bytes]:
+    """Lines as git sees them: split at b"\\n" only, each keeping it."""
+    lines = text.split(b"\n")
+    last = lines.pop()
+    with_newline = [line + b"\n" for line in lines]
+    if last:
+        with_newline.append(last)
+    return with_newline
+
+
+def _hunk_sides(hunk) -> tuple[list[bytes], list[bytes], int] | None:
+    """A hunk's pre- and post-image lines, as bytes (encoded as the patch
+    text given to git apply is), and how many context lines end it."""
+    old: list[bytes] = []
+    new: list[bytes] = []
+    previous = None
+    trailing = 0
+    for line in hunk:
+        kind = line.line_type
+        if kind == "\\":
+            # "\ No newline at end of file": the line before lacks one.
+            if previous in (" ", "-") and old:
+                old[-1] = old[-1].removesuffix(b"\n")
+            if previous in (" ", "+") and new:
+                new[-1] = new[-1].removesuffix(b"\n")
+            continue
+        try:
+            value = line.value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return None
+        if not value.endswith(b"\n"):
+            return None  # the patch text itself is cut short: git apply's to judge
+        if kind == " ":
+            old.append(value)
+            new.append(value)
+            trailing += 1
+        elif kind == "-":
+            old.append(value)
+            trailing = 0
+        elif kind == "+":
+            new.append(value)
+            trailing = 0
+        else:
+            return None
+        previous = kind
+    return old, new, trailing
 
 
 def hunks_match_post(patched: PatchedFile, post: bytes) -> bool:

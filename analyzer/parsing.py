@@ -11,13 +11,18 @@ parse still fails around a function, the function is re-parsed alone
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import re
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import tree_sitter_c
 from tree_sitter import Language, Node, Parser, Point, Range, Tree
 
+from analyzer import budget
 from analyzer.images import Image
 from analyzer.rule import Confidence
 
@@ -93,70 +98,144 @@ _CALL_ANNOTATIONS = (
     "__pt_guarded_by",
 )
 
-_ANNOTATION_RE = re.compile(
-    rb"\b(?:" + b"|".join(re.escape(a.encode()) for a in _BARE_ANNOTATIONS) + rb")\b"
-)
-_CALL_ANNOTATION_RE = re.compile(
-    rb"\b(?:" + b"|".join(re.escape(a.encode()) for a in _CALL_ANNOTATIONS) + rb")\s*\("
-)
+
+def _names_re(names: tuple[str, ...], after: bytes) -> list[re.Pattern[bytes]]:
+    """Patterns for `names`, one per common first two characters: each
+    starts with a literal, which the regex engine finds fast.  The word
+    boundary before a name is tested on the match (`_names`): no name can
+    start inside another's match, every name being word characters."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name[:2], []).append(name[2:])
+    return [
+        re.compile(
+            re.escape(prefix.encode())
+            + rb"(?:"
+            + b"|".join(re.escape(rest.encode()) for rest in rests)
+            + rb")"
+            + after
+        )
+        for prefix, rests in groups.items()
+    ]
+
+
+_ANNOTATION_RES = _names_re(_BARE_ANNOTATIONS, rb"\b")
+_CALL_ANNOTATION_RES = _names_re(_CALL_ANNOTATIONS, rb"\s*\(")
 # `list_for_each_entry(pos, head, member) {` reads as `while (pos, head, member) {`.
 _ITERATOR_RE = re.compile(rb"^([ \t]*)((?:\w*_)?for_each\w*)(\s*\()", re.MULTILINE)
-_TYPE_ARG_RE = re.compile(rb"(?<=[(,])(\s*)(struct|union|enum)(\s+\w+\s*)(?=[,)])")
+# A struct/union/enum type as a macro argument, after "(" or ",".
+_TYPE_ARG_RE = re.compile(rb"[(,](\s*)(struct|union|enum)(\s+\w+\s*)(?=[,)])")
 _SYSCALL_RE = re.compile(rb"^(SYSCALL_DEFINE\d|COMPAT_SYSCALL_DEFINE\d)\((\w+)", re.MULTILINE)
 _DIRECTIVE_RE = re.compile(rb"^[ \t]*#.*?(?:\\\r?\n.*?)*$", re.MULTILINE)
 _FUNCTION_END_RE = re.compile(rb"^}[^\n]*$", re.MULTILINE)
+_PARENTHESIS_RE = re.compile(rb"[()]")
+# Blanking: every byte a space but line ends.
+_BLANKED = bytes(b if b in (0x0A, 0x0D) else 0x20 for b in range(256))
+_WORD = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
 def _blank(buf: bytearray, start: int, end: int) -> None:
-    for i in range(start, end):
-        if buf[i] not in (0x0A, 0x0D):
-            buf[i] = 0x20
+    buf[start:end] = bytes(buf[start:end]).translate(_BLANKED)
+
+
+# How far an annotation's or SYSCALL_DEFINE's argument list may reach: an
+# unbalanced `__must_hold(` in garbage scanned to the end of the file, once
+# per occurrence.
+_BALANCED_REACH = 8192
 
 
 def _balanced_end(buf: bytes | bytearray, open_paren: int) -> int:
     depth = 0
-    for i in range(open_paren, len(buf)):
-        if buf[i] == 0x28:
+    for match in _PARENTHESIS_RE.finditer(
+        buf, open_paren, min(len(buf), open_paren + _BALANCED_REACH)
+    ):
+        if buf[match.start()] == 0x28:
             depth += 1
-        elif buf[i] == 0x29:
+        else:
             depth -= 1
             if depth == 0:
-                return i + 1
+                return match.start() + 1
     return open_paren + 1
+
+
+def _names(patterns: list[re.Pattern[bytes]], source: bytes) -> Iterator[re.Match[bytes]]:
+    """Matches of `patterns` that start a word, as a leading \\b would have."""
+    for pattern in patterns:
+        for match in pattern.finditer(source):
+            start = match.start()
+            if start == 0 or source[start - 1] not in _WORD:
+                yield match
+
+
+def _syscall_lines(source: bytes) -> Iterator[re.Match[bytes]]:
+    """`_SYSCALL_RE.finditer(source)`, tried only where a line starts with
+    SYSCALL_DEFINE or COMPAT_SYSCALL_DEFINE."""
+    position = 0
+    while (found := source.find(b"SYSCALL_DEFINE", position)) != -1:
+        position = found + 14
+        start = found - 7 if source[max(found - 7, 0) : found] == b"COMPAT_" else found
+        if (start == 0 or source[start - 1] == 0x0A) and (
+            match := _SYSCALL_RE.match(source, start)
+        ):
+            yield match
+
+
+def _iterator_lines(source: bytes) -> Iterator[re.Match[bytes]]:
+    """`_ITERATOR_RE.finditer(source)`, trying only the lines that hold
+    "for_each" (a match never runs into the next line's start)."""
+    position = 0
+    tried = -1
+    while (found := source.find(b"for_each", position)) != -1:
+        line = source.rfind(b"\n", 0, found) + 1
+        if line != tried:
+            tried = line
+            if match := _ITERATOR_RE.match(source, line):
+                yield match
+        position = found + 8
+
+
+def _directive_spans(source: bytes) -> list[tuple[int, int]]:
+    """`_DIRECTIVE_RE`'s matches, tried only at the lines holding a "#"."""
+    spans: list[tuple[int, int]] = []
+    position = 0
+    while (found := source.find(b"#", position)) != -1:
+        line = source.rfind(b"\n", 0, found) + 1
+        if match := _DIRECTIVE_RE.match(source, line):
+            spans.append((match.start(), match.end()))
+            position = max(match.end(), found + 1)
+        else:  # a directive starts a line, or not at all
+            end = source.find(b"\n", found)
+            position = end + 1 if end != -1 else len(source)
+    return spans
 
 
 def sanitize(source: bytes) -> bytes:
     """Blank kernel idioms the grammar cannot read, keeping every offset."""
     buf = bytearray(source)
-    directives = [(m.start(), m.end()) for m in _DIRECTIVE_RE.finditer(source)]
+    directives = _directive_spans(source)
+    starts = [start for start, _ in directives]
 
     def in_directive(pos: int) -> bool:
         # Macro bodies are left alone: blanking inside `#define` breaks them.
-        lo, hi = 0, len(directives)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if directives[mid][1] < pos:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo < len(directives) and directives[lo][0] <= pos <= directives[lo][1]
+        index = bisect.bisect_right(starts, pos) - 1
+        return index >= 0 and pos <= directives[index][1]
 
-    for match in _CALL_ANNOTATION_RE.finditer(source):
+    for match in _names(_CALL_ANNOTATION_RES, source):
         if not in_directive(match.start()):
             _blank(buf, match.start(), _balanced_end(source, match.end() - 1))
-    for match in _ANNOTATION_RE.finditer(source):
+    for match in _names(_ANNOTATION_RES, source):
         if not in_directive(match.start()):
             _blank(buf, match.start(), match.end())
-    for match in _ITERATOR_RE.finditer(source):
+    for match in _iterator_lines(source):
         if in_directive(match.start()):
             continue
         start = match.start(2)
         buf[start : start + 5] = b"while"
         _blank(buf, start + 5, match.end(2))
     for match in _TYPE_ARG_RE.finditer(source):
-        if not in_directive(match.start()):
+        if not in_directive(match.start(1)):
             _blank(buf, match.start(2), match.end(2))
-    for match in _SYSCALL_RE.finditer(source):
+    for match in _syscall_lines(source):
         _rewrite_syscall(buf, source, match)
     return bytes(buf)
 
@@ -189,6 +268,9 @@ class Function:
     node: Node  # the function_definition
     image: Image
     confidence: Confidence
+    # What analyses derive from this definition's nodes (its flow graph):
+    # it lives and dies with this parse of the function.
+    memo: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def body(self) -> Node | None:
@@ -217,18 +299,56 @@ class ParsedFile:
     functions: list[Function] = field(default_factory=list)
     # Trees of functions re-parsed alone; kept so their nodes stay valid.
     extra_trees: list[Tree] = field(default_factory=list)
+    # Why the file was not parsed (too big), if it was not.
+    not_parsed: str | None = None
+    # What analyses derive from this parse (it holds its nodes): kept with
+    # it, so that a re-parse after the cache evicted it starts afresh.
+    memo: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+
+    # function_at()'s interval table and the `functions` list it was built
+    # from (rebuilt when that list is replaced or grows).
+    _index: tuple[list[int], list[Function | None]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _indexed: tuple[int, int] = field(default=(0, -1), init=False, repr=False, compare=False)
 
     def function_at(self, row: int) -> Function | None:
-        best = None
-        for function in self.functions:
-            if function.contains_row(row) and (
-                best is None or function.start_row >= best.start_row
-            ):
-                best = function
-        return best
+        """The innermost function holding `row` (the one starting last; of
+        two starting on the same row, the later in `functions`)."""
+        if self._index is None or self._indexed != (id(self.functions), len(self.functions)):
+            self._index = _interval_index(self.functions)
+            self._indexed = (id(self.functions), len(self.functions))
+        starts, owners = self._index
+        segment = bisect.bisect_right(starts, row) - 1
+        return owners[segment] if segment >= 0 else None
 
     def functions_named(self, name: str) -> list[Function]:
         return [f for f in self.functions if f.name == name]
+
+
+def _interval_index(functions: list[Function]) -> tuple[list[int], list[Function | None]]:
+    """Rows where the innermost function changes, and that function from
+    each such row on: a sweep over start and end rows, so that a lookup is a
+    bisection instead of a scan of every function (a 2,000-line patch asks
+    for thousands of rows)."""
+    boundaries = sorted({f.start_row for f in functions} | {f.end_row + 1 for f in functions})
+    by_start = sorted(enumerate(functions), key=lambda item: (item[1].start_row, item[0]))
+    open_functions: list[tuple[int, int, Function]] = []  # heap, innermost first
+    starts: list[int] = []
+    owners: list[Function | None] = []
+    next_function = 0
+    for row in boundaries:
+        while next_function < len(by_start) and by_start[next_function][1].start_row <= row:
+            position, function = by_start[next_function]
+            heapq.heappush(open_functions, (-function.start_row, -position, function))
+            next_function += 1
+        while open_functions and open_functions[0][2].end_row < row:
+            heapq.heappop(open_functions)
+        owner = open_functions[0][2] if open_functions else None
+        if not owners or owners[-1] is not owner:
+            starts.append(row)
+            owners.append(owner)
+    return starts, owners
 
 
 @lru_cache(maxsize=1)
@@ -236,24 +356,73 @@ def _parser() -> Parser:
     return Parser(C_LANGUAGE)
 
 
-_cache: dict[str, ParsedFile] = {}
+# A parsed file holds about 22 times its text in trees and nodes (measured
+# on mm/*.c): 4 MiB of cached text is under 100 MiB, and holds a series'
+# working set (a patch's post-image is the next patch's pre-image) many
+# times over.  Bounded by bytes, not by a count of trees: a count of small
+# files is nothing, the same count of big ones is gigabytes.
+CACHE_BYTES = 4 << 20
+# Larger files are not parsed: no hand-written C file of Linux 6.12 comes
+# near (the largest .c is 1.8 MB); generated register headers (up to 24 MB)
+# do, and their trees would take half a gigabyte.
+MAX_PARSE_BYTES = 4 << 20
+
+_cache: OrderedDict[str, ParsedFile] = OrderedDict()
+_cached_bytes = 0
 
 
 def parse(image: Image) -> ParsedFile:
-    """Parse an image once per blob id, however often a series touches it."""
+    """Parse an image once per blob id, however often a series touches it.
+
+    An image over MAX_PARSE_BYTES is not parsed: it has no functions and
+    says why in `not_parsed`.  Raises BudgetExceeded when the patch's time
+    budget runs out during the parse."""
+    global _cached_bytes
     cached = _cache.get(image.blob_id)
     if cached is not None:
+        _cache.move_to_end(image.blob_id)
         return cached
     parsed = _parse(image)
-    if len(_cache) > 512:
-        _cache.clear()
-    _cache[image.blob_id] = parsed
+    size = len(image.text)
+    if size <= CACHE_BYTES:
+        _cache[image.blob_id] = parsed
+        _cached_bytes += size
+        while _cached_bytes > CACHE_BYTES:
+            _, evicted = _cache.popitem(last=False)
+            _cached_bytes -= len(evicted.image.text)
     return parsed
 
 
+def _parse_text(parser: Parser, text: bytes) -> Tree:
+    """parser.parse(text), cancelled when the patch's time budget runs out.
+
+    tree-sitter calls a progress callback only when it reads the text
+    through a callback, and such a tree reads node.text through the
+    callback too (slowly: rules read it a lot).  So: a cancellable parse
+    first, then the same text parsed again from bytes with that tree as the
+    old tree, which reuses every node (a few milliseconds for mm/memory.c)."""
+    view = memoryview(text)
+    try:
+        draft = parser.parse(
+            lambda offset, _point: bytes(view[offset : offset + 65536]),
+            progress_callback=budget.cancel_parse,
+        )
+    except ValueError:
+        if budget.expired():
+            raise budget.BudgetExceeded from None
+        raise
+    return parser.parse(text, draft)
+
+
 def _parse(image: Image) -> ParsedFile:
+    if len(image.text) > MAX_PARSE_BYTES:
+        parsed = ParsedFile(image=image, tree=_parser().parse(b""))
+        parsed.not_parsed = (
+            f"{_mib(len(image.text))} of text, over the {_mib(MAX_PARSE_BYTES)} parse limit"
+        )
+        return parsed
     text = sanitize(image.text)
-    tree = _parser().parse(text)
+    tree = _parse_text(_parser(), text)
     parsed = ParsedFile(image=image, tree=tree)
     partial = image.partial
     for node in _function_nodes(tree.root_node):
@@ -317,50 +486,88 @@ def _recover_functions(parsed: ParsedFile, text: bytes) -> None:
     ]
     if not spans:
         return
+    # Garbage can make thousands of chunks: every lookup below is a
+    # bisection or a table, never a scan of the file or of all functions.
     ends = [m.end() for m in _FUNCTION_END_RE.finditer(text)]
+    newlines = [m.start() for m in re.finditer(b"\n", text)]
+    recovery = _Recovery(parsed)
     for span_start, span_end in spans:
-        chunk_start = max([e for e in ends if e <= span_start], default=0)
-        for end in [e for e in ends if span_start < e <= span_end + 1] + [span_end]:
+        first = bisect.bisect_right(ends, span_start)
+        chunk_start = ends[first - 1] if first else 0
+        last = bisect.bisect_right(ends, span_end + 1)
+        for end in [*ends[first:last], span_end]:
             if end <= chunk_start:
                 continue
-            _parse_chunk(parsed, text, chunk_start, end)
+            budget.check()
+            _parse_chunk(recovery, text, newlines, chunk_start, end)
             chunk_start = end
+    parsed.functions = recovery.functions()
 
 
-def _parse_chunk(parsed: ParsedFile, text: bytes, start: int, end: int) -> None:
-    known = {(f.start_row, f.name) for f in parsed.functions}
-    chunk_range = Range(_point_at(text, start), _point_at(text, end), start, end)
+class _Recovery:
+    """The functions of a file while chunks are re-parsed: a function found
+    again in a chunk replaces the whole-file parse's half-recovered ones of
+    that name (those not HIGH), and a chunk skips what is already known."""
+
+    def __init__(self, parsed: ParsedFile) -> None:
+        self.parsed = parsed
+        self.found: list[Function] = list(parsed.functions)
+        self.dropped: set[int] = set()
+        self.known: Counter[tuple[int, str]] = Counter((f.start_row, f.name) for f in self.found)
+        self.weak: dict[str, list[int]] = {}
+        for position, function in enumerate(self.found):
+            if function.confidence != Confidence.HIGH:
+                self.weak.setdefault(function.name, []).append(position)
+
+    def add(self, function: Function) -> None:
+        for position in self.weak.pop(function.name, []):
+            self.dropped.add(position)
+            self.known[(self.found[position].start_row, function.name)] -= 1
+        self.weak[function.name] = [len(self.found)]
+        self.found.append(function)
+
+    def settle(self, added: list[Function]) -> None:
+        # A chunk's own functions count as known from the next chunk on.
+        self.known.update((f.start_row, f.name) for f in added)
+
+    def functions(self) -> list[Function]:
+        return [f for n, f in enumerate(self.found) if n not in self.dropped]
+
+
+def _parse_chunk(
+    recovery: _Recovery, text: bytes, newlines: list[int], start: int, end: int
+) -> None:
+    chunk_range = Range(_point_at(newlines, start), _point_at(newlines, end), start, end)
     parser = Parser(C_LANGUAGE, included_ranges=[chunk_range])
-    tree = parser.parse(text)
+    tree = _parse_text(parser, text)
     if not _function_nodes(tree.root_node) and _CONDITIONAL_RE.search(text, start, end):
         # `#ifdef` branches that each open a block with one shared `}`: read
         # the first branch only.
-        tree = parser.parse(flatten_conditionals(text, start, end))
-    added = False
+        tree = _parse_text(parser, _flattened(text, start, end))
+    added = []
     for node in _function_nodes(tree.root_node):
         name = function_name(node)
-        if name is None or (node.start_point.row, name) in known:
+        if name is None or recovery.known[(node.start_point.row, name)] > 0:
             continue
-        # Drop the whole-file parse's half-recovered version of it.
-        parsed.functions = [
-            f for f in parsed.functions if not (f.name == name and f.confidence != Confidence.HIGH)
-        ]
-        parsed.functions.append(Function(name, node, parsed.image, Confidence.LOW))
-        added = True
+        function = Function(name, node, recovery.parsed.image, Confidence.LOW)
+        recovery.add(function)
+        added.append(function)
+    recovery.settle(added)
     if added:
-        parsed.extra_trees.append(tree)
+        recovery.parsed.extra_trees.append(tree)
 
 
 _CONDITIONAL_RE = re.compile(rb"^[ \t]*#[ \t]*if", re.MULTILINE)
 _DIRECTIVE_WORD_RE = re.compile(rb"^[ \t]*#[ \t]*(if|ifdef|ifndef|elif|else|endif)\b")
 
 
-def flatten_conditionals(text: bytes, start: int, end: int) -> bytes:
-    """Blank conditional directives and every branch but the first between
-    `start` and `end`, keeping all offsets."""
-    buf = bytearray(text)
+def _flattened(text: bytes, start: int, end: int) -> bytes:
+    """The text with the conditional directives and every branch but the
+    first blanked between `start` and `end`, offsets kept (only the chunk is
+    rewritten: garbage can make thousands of chunks in one big file)."""
+    buf = bytearray(text[start:end])
     branches: list[int] = []  # branch index at each nesting level
-    position = start
+    position = 0
     for line in text[start:end].split(b"\n"):
         line_end = position + len(line)
         word = _DIRECTIVE_WORD_RE.match(line)
@@ -376,9 +583,14 @@ def flatten_conditionals(text: bytes, start: int, end: int) -> bytes:
         elif any(branches):
             _blank(buf, position, line_end)
         position = line_end + 1
-    return bytes(buf)
+    return b"".join((text[:start], buf, text[end:]))
 
 
-def _point_at(buf: bytes, offset: int) -> Point:
-    row = buf.count(b"\n", 0, offset)
-    return Point(row, offset - (buf.rfind(b"\n", 0, offset) + 1))
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+def _point_at(newlines: list[int], offset: int) -> Point:
+    """Row and column of a byte offset, from the offsets of the newlines."""
+    row = bisect.bisect_left(newlines, offset)
+    return Point(row, offset - (newlines[row - 1] + 1 if row else 0))

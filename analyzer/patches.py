@@ -5,13 +5,19 @@ single RFC 2822 message on stdin (b4's check protocol), or plain `git diff`.
 
 from __future__ import annotations
 
+import contextlib
 import email
+import email.errors
+import email.header
 import email.policy
 import gzip
+import io
 import mailbox
 import os
 import re
+import stat
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -20,9 +26,56 @@ from email.utils import getaddresses, parseaddr
 from unidiff import PatchedFile, PatchSet
 from unidiff.errors import UnidiffParseError
 
+from analyzer import budget
+
 
 class InputError(Exception):
-    """Input that cannot be reviewed: said in one line, naming the input."""
+    """Input that cannot be reviewed: said in one line per problem, each
+    naming the input."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__(*lines)
+        self.lines = [" ".join(line.split()) for line in lines] or ["bad input"]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one input may ask of the reader and of the review.  Each is
+    far above what real kernel patches need (measured on the 6.12 tree, see
+    the README's "Limits") and low enough that hostile input is refused in
+    one line instead of costing minutes or gigabytes."""
+
+    # After gunzip.  A tree-wide patch of 3,524 files is 1.8 MB; a b4 mbox of
+    # a 100-patch series a few MB.  Reading a diff costs about ten times its
+    # size in memory and a second per 100,000 lines on a busy machine.
+    input_bytes: int = 8 << 20
+    # Messages in one mbox: lore's t.mbox.gz of the longest linux-mm threads
+    # holds hundreds (replies cost little: they are skipped).
+    messages: int = 5000
+    # Patches in one series: the longest mm series have a few hundred; each
+    # costs tens of milliseconds with a tree.
+    patches: int = 1000
+    # Files one patch touches: a tree-wide edit of the 6.12 tree touching
+    # every file that includes linux/mm.h is 2,002 files.
+    files_per_patch: int = 20000
+    # Lines of one hunk: the largest hand-written C file of 6.12 is under
+    # 40,000 lines; a new file is one hunk.
+    hunk_lines: int = 100000
+    # Bytes of one line: the longest line in any file of the 6.12 tree is
+    # 50 KB (an SVG), the longest in C about 1.3 KB.
+    line_bytes: int = 128 << 10
+    # multipart containers in one mail (nesting cannot be deeper): a patch
+    # mail has at most a few (mixed, signed).
+    mime_multiparts: int = 32
+    # A patch's time budget (see analyzer.budget), which reading its diff
+    # starts to spend; None for no limit.
+    seconds_per_patch: float | None = budget.DEFAULT_SECONDS
+
+
+LIMITS = Limits()
 
 
 # [PATCH v2 3/7], [RFC PATCH mm-unstable 0/2], [PATCHv3], [PATCH RESEND]
@@ -125,6 +178,8 @@ class Patch:
     # Why this patch cannot be reviewed, if it cannot; the rest of the series
     # still is.
     error: str | None = None
+    # Of its time budget, what reading its diff took.
+    read_seconds: float = 0.0
 
     @property
     def title(self) -> str:
@@ -140,74 +195,142 @@ class Series:
     cover: EmailMessage | None = None
     base_commit: str | None = None
     notes: list[str] = field(default_factory=list)
+    # Inputs that could not be read at all (the others still were).
+    errors: list[str] = field(default_factory=list)
 
     @property
     def reviewable(self) -> list[Patch]:
         return [p for p in self.patches if p.error is None]
 
 
-def read_series(sources: list[str], stdin: bytes | None = None) -> Series:
-    """Read one or more inputs ("-" is stdin) into one series, in order."""
+def read_series(sources: list[str], stdin: bytes | None = None, limits: Limits = LIMITS) -> Series:
+    """Read one or more inputs ("-" is stdin) into one series, in order.
+
+    An input that cannot be read is said in `Series.errors` and the others
+    are still read; InputError (one line per input) only when none could."""
     patches: list[Patch] = []
     covers: list[EmailMessage] = []
     notes: list[str] = []
+    errors: list[str] = []
     for source in sources:
-        data = stdin if source == "-" else _read_file(source)
-        name = "<stdin>" if source == "-" else source
-        if data is None:
-            raise InputError(f"{name}: nothing on standard input")
-        found, cover = _read_input(data, name, notes)
+        name = "<stdin>" if source == "-" else printable(source)
+        try:
+            data = stdin if source == "-" else _read_file(source, name, limits)
+            if data is None:
+                raise InputError(f"{name}: nothing on standard input")
+            found, cover = _read_input(data, name, notes, limits)
+        except InputError as err:
+            errors.extend(err.lines)
+            continue
         patches.extend(found)
         if cover is not None:
             covers.append(cover)
-    return _assemble(patches, covers[0] if covers else None, notes)
+    if errors and not patches and not covers:
+        raise InputError(*errors)
+    if len(patches) > limits.patches:
+        raise InputError(
+            f"{', '.join(printable(s) if s != '-' else '<stdin>' for s in sources)[:200]}:"
+            f" {len(patches)} patches, more than the limit of {limits.patches} per series;"
+            " review it in parts"
+        )
+    series = _assemble(patches, covers[0] if covers else None, notes)
+    series.errors = errors
+    return series
 
 
-def _read_file(path: str) -> bytes:
+def printable(text: str) -> str:
+    """Text fit for a one-line message: undecodable bytes (surrogate
+    escapes from argv or mail) as U+FFFD, control characters and NULs
+    shown as escapes."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _read_file(path: str, name: str, limits: Limits) -> bytes:
     try:
         with open(path, "rb") as handle:
-            return handle.read()
+            mode = os.fstat(handle.fileno()).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError
+            # One byte more than the limit tells a file at the limit from
+            # one over it; a FIFO or a character device is read the same way.
+            data = handle.read(limits.input_bytes + 1)
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a patch or mbox file") from None
+        raise InputError(f"{name}: is a directory, expected a patch or mbox file") from None
+    except ValueError:  # a NUL in the path
+        raise InputError(f"{name}: no such file or directory") from None
     except OSError as err:
-        raise InputError(f"{path}: {err.strerror.lower() if err.strerror else err}") from None
+        reason = err.strerror.lower() if err.strerror else str(err)
+        raise InputError(f"{name}: {reason}") from None
+    return data
+
+
+def _mib(size: int) -> str:
+    """A size as people say it: 16 MiB, 128 KiB, 80 bytes."""
+    if size >= 1 << 20:
+        return f"{size / (1 << 20):.0f} MiB"
+    return f"{size / 1024:.0f} KiB" if size >= 1024 else f"{size} bytes"
+
+
+def _gunzip(data: bytes, name: str, limits: Limits) -> bytes:
+    # Read at most one byte over the limit: a gzip bomb never unpacks.
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as unpacked:
+            out = unpacked.read(limits.input_bytes + 1)
+    except (OSError, EOFError, zlib.error, ValueError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise InputError(f"{name}: corrupt gzip data ({reason})") from None
+    if len(out) > limits.input_bytes:
+        raise InputError(
+            f"{name}: unpacks to more than {_mib(limits.input_bytes)} (the input size limit)"
+        )
+    return out
 
 
 def _read_input(
-    data: bytes, name: str, notes: list[str]
+    data: bytes, name: str, notes: list[str], limits: Limits = LIMITS
 ) -> tuple[list[Patch], EmailMessage | None]:
+    if len(data) > limits.input_bytes:
+        raise InputError(
+            f"{name}: larger than {_mib(limits.input_bytes)} (the input size limit);"
+            " review the series patch by patch"
+        )
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
-            raise InputError(f"{name}: corrupt gzip data ({err})") from None
+        data = _gunzip(data, name, limits)
     if not data.strip():
         raise InputError(f"{name}: empty input, expected a patch or mbox")
     head = data.lstrip()[:4096]
     if head.startswith(b"From ") and b"\n" in head:
-        messages = _split_mbox(data)
+        raws = _split_mbox(data, name, limits)
     elif _looks_like_headers(head):
-        messages = [email.message_from_bytes(data, policy=email.policy.default)]
+        raws = [(data, None)]
     elif _DIFF_START_RE.search(data.decode("utf-8", "replace")):
-        patch = _patch_from_diff(data.decode("utf-8", "surrogateescape"), name)
+        patch = _patch_from_diff(data.decode("utf-8", "surrogateescape"), name, limits)
         return [patch], None
     else:
         raise InputError(
             f"{name}: not a patch, mbox or diff (no 'diff --git' or mail headers found)"
         )
+    del data  # the messages' bytes are what is kept from here on
 
     patches: list[Patch] = []
     cover = None
-    for number, message in enumerate(messages, 1):
-        where = name if len(messages) == 1 else f"{name} (message {number})"
-        subject = Subject.parse(str(message.get("Subject", "")))
+    for number, (raw, from_line) in enumerate(raws, 1):
+        where = name if len(raws) == 1 else f"{name} (message {number})"
+        message, subject, problem = _message_from_bytes(raw, limits)
+        if message is None or subject is None:
+            patches.append(Patch(0, 0, Subject(text=""), source=where, error=f"{where}: {problem}"))
+            continue
         if subject.is_reply:
             notes.append(f"{where}: skipped reply '{subject.text[:60]}'")
             continue
         if subject.is_cover:
             cover = message
             continue
-        patches.append(_patch_from_message(message, subject, where))
+        patches.append(_guarded_patch(message, subject, where, from_line, limits))
     if not patches and cover is None:
         raise InputError(f"{name}: no patches found")
     return patches, cover
@@ -218,41 +341,113 @@ def _looks_like_headers(head: bytes) -> bool:
     return bool(re.match(rb"^[A-Za-z][A-Za-z0-9-]*:[ \t]", first))
 
 
-def _split_mbox(data: bytes) -> list[EmailMessage]:
+def _split_mbox(data: bytes, name: str, limits: Limits) -> list[tuple[bytes, str | None]]:
+    """The messages of an mbox as bytes, each with the id of its `From `
+    line.  Only split here: each message is parsed on its own later, so one
+    that breaks the mail parser costs that message only."""
+    count = len(_FROM_LINES.findall(data))
+    if count > limits.messages:
+        raise InputError(
+            f"{name}: {count} messages, more than the limit of {limits.messages} per input"
+        )
     # mailbox.mbox wants a path; the input may be stdin, so spool it.
     fd, path = tempfile.mkstemp(prefix="mmreview-", suffix=".mbox")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        box = mailbox.mbox(
-            path, factory=lambda f: email.message_from_binary_file(f, policy=email.policy.default)
-        )
-        messages = [msg for msg in box]
-        box.close()
+        box = mailbox.mbox(path, create=False)
+        try:
+            raws = [box.get_bytes(key) for key in box.iterkeys()]
+        finally:
+            box.close()
     finally:
         os.unlink(path)
-    for message, match in zip(messages, _FROM_LINES.findall(data), strict=False):
-        message["X-MMReview-From-Line"] = match.decode()
-    return messages
+    from_lines = [m.decode("ascii", "replace") for m in _FROM_LINES.findall(data)]
+    return [(raw, from_lines[n] if n < len(from_lines) else None) for n, raw in enumerate(raws)]
 
 
 _FROM_LINES = re.compile(rb"^From (\S+) ", re.MULTILINE)
+_MULTIPART_RE = re.compile(rb"^content-type:[ \t]*multipart/", re.IGNORECASE | re.MULTILINE)
 
 
-def _patch_from_message(message: EmailMessage, subject: Subject, where: str) -> Patch:
-    author_name, author_addr = parseaddr(str(message.get("From", "")))
+def _message_from_bytes(
+    raw: bytes, limits: Limits
+) -> tuple[EmailMessage | None, Subject | None, str]:
+    """One mail parsed, or why it cannot be: the email package raises
+    assorted errors (RecursionError among them) on hostile mail."""
+    multiparts = len(_MULTIPART_RE.findall(raw))
+    if multiparts > limits.mime_multiparts:
+        return (
+            None,
+            None,
+            f"MIME structure too deep or too large ({multiparts} multipart parts,"
+            f" limit {limits.mime_multiparts})",
+        )
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        subject = Subject.parse(header(message, "Subject"))
+    except (RecursionError, MemoryError) as err:
+        return None, None, f"unreadable mail ({type(err).__name__}: nested too deeply)"
+    except Exception as err:  # the email package's assorted errors on garbage
+        return None, None, f"unreadable mail ({type(err).__name__})"
+    return message, subject, ""
+
+
+def header(message: email.message.Message, name: str) -> str:
+    """A header as clean text: decoded where it can be, raw where the
+    parser gives up, undecodable bytes as U+FFFD; "" when missing."""
+    try:
+        value = message.get(name)
+        text = "" if value is None else str(value)
+    except Exception:  # header parsers raise assorted errors (and recurse)
+        text = next((str(v) for k, v in message.raw_items() if k.lower() == name.lower()), "")
+        with contextlib.suppress(
+            ValueError, LookupError, UnicodeError, email.errors.HeaderParseError
+        ):
+            text = str(email.header.make_header(email.header.decode_header(text)))
+    return printable(" ".join(text.split()))
+
+
+def _address_of(value: str) -> tuple[str, str]:
+    try:
+        return parseaddr(value)
+    except (RecursionError, ValueError, IndexError):  # hostile comments and quoting
+        return "", ""
+
+
+def _guarded_patch(
+    message: EmailMessage, subject: Subject, where: str, from_line: str | None, limits: Limits
+) -> Patch:
+    try:
+        return _patch_from_message(message, subject, where, from_line, limits)
+    except (RecursionError, MemoryError) as err:
+        problem = f"unreadable mail ({type(err).__name__}: nested too deeply)"
+    except Exception as err:  # the email package's assorted errors on garbage
+        problem = f"unreadable mail ({type(err).__name__})"
+    return Patch(
+        subject.counter or 0, subject.total or 0, subject, source=where, error=f"{where}: {problem}"
+    )
+
+
+def _patch_from_message(
+    message: EmailMessage,
+    subject: Subject,
+    where: str,
+    from_line: str | None = None,
+    limits: Limits = LIMITS,
+) -> Patch:
+    author_name, author_addr = _address_of(header(message, "From"))
     patch = Patch(
         index=subject.counter or 0,
         total=subject.total or 0,
         subject=subject,
         author=f"{author_name} <{author_addr}>" if author_name else author_addr,
-        date=str(message.get("Date", "")),
-        message_id=str(message.get("Message-ID", "")).strip(),
+        date=header(message, "Date"),
+        message_id=header(message, "Message-ID"),
         source=where,
         message=message,
     )
-    from_line = str(message.get("X-MMReview-From-Line", ""))
-    if re.fullmatch(r"[0-9a-f]{40}", from_line):
+    if from_line and re.fullmatch(r"[0-9a-f]{40}", from_line):
         patch.commit = from_line
     try:
         body = _message_text(message)
@@ -262,18 +457,24 @@ def _patch_from_message(message: EmailMessage, subject: Subject, where: str) -> 
     body = body.replace("\r\n", "\n")
     match = _DIFF_START_RE.search(body)
     if not match:
+        # A charset declared wrong (UTF-8 text labelled UTF-16, say) hides
+        # the diff; read as UTF-8 it may be there.
+        body = _message_text(message, charset="utf-8").replace("\r\n", "\n")
+        match = _DIFF_START_RE.search(body)
+    if not match:
         patch.error = f"{where}: '{subject.text[:60]}' has no diff"
         patch.commit_message = body
         return patch
     patch.commit_message = _strip_scissors(body[: match.start()])
-    _parse_diff_into(patch, body[match.start() :], where)
+    _parse_diff_into(patch, body[match.start() :], where, limits)
     return patch
 
 
-def _message_text(message: EmailMessage) -> str:
-    """The body text, with a diff sent as an attachment appended to it."""
+def _message_text(message: EmailMessage, charset: str | None = None) -> str:
+    """The body text, with a diff sent as an attachment appended to it (in
+    `charset` instead of the declared ones, if given)."""
     if not message.is_multipart():
-        return _decoded(message)
+        return _decoded(message, charset)
     texts = []
     for part in message.walk():
         if part.is_multipart():
@@ -285,18 +486,20 @@ def _message_text(message: EmailMessage) -> str:
             or ctype in ("text/x-patch", "text/x-diff")
             or filename.endswith((".patch", ".diff"))
         ):
-            texts.append(_decoded(part))
+            texts.append(_decoded(part, charset))
     return "\n".join(texts)
 
 
-def _decoded(part: email.message.Message) -> str:
+def _decoded(part: email.message.Message, charset: str | None = None) -> str:
     payload = part.get_payload(decode=True)
-    if payload is None:
+    if not isinstance(payload, bytes):
         return ""
-    charset = part.get_content_charset() or "utf-8"
     try:
+        charset = charset or part.get_content_charset() or "utf-8"
         return payload.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, UnicodeError, ValueError, TypeError):
+        # An unknown or bytes-to-bytes charset ("base64"), or a codec that
+        # cannot replace ("idna"): read it as UTF-8.
         return payload.decode("utf-8", "replace")
 
 
@@ -310,33 +513,92 @@ def _strip_scissors(message: str) -> str:
     return message.strip("\n")
 
 
-def _patch_from_diff(text: str, name: str) -> Patch:
+def _patch_from_diff(text: str, name: str, limits: Limits = LIMITS) -> Patch:
     patch = Patch(index=1, total=1, subject=Subject(text=os.path.basename(name)), source=name)
     match = _DIFF_START_RE.search(text)
     assert match is not None
-    patch.commit_message = text[: match.start()]
-    _parse_diff_into(patch, text[match.start() :].replace("\r\n", "\n"), name)
+    patch.commit_message = printable_block(text[: match.start()])
+    _parse_diff_into(patch, text[match.start() :].replace("\r\n", "\n"), name, limits)
     return patch
 
 
-def _parse_diff_into(patch: Patch, diff: str, where: str) -> None:
+def printable_block(text: str) -> str:
+    """Several lines of text with undecodable bytes as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _parse_diff_into(patch: Patch, diff: str, where: str, limits: Limits = LIMITS) -> None:
+    """The diff read into patch.files, in the patch's time budget."""
+    started = budget.clock()
+    try:
+        with budget.patch_budget(limits.seconds_per_patch), budget.interruptible():
+            _read_diff(patch, diff, where, limits)
+    except budget.BudgetExceeded:
+        patch.files = []
+        patch.error = (
+            f"{where}: not reviewed: reading its diff took longer than the time budget"
+            f" of {limits.seconds_per_patch:g} s"
+        )
+    patch.read_seconds = budget.clock() - started
+
+
+def _read_diff(patch: Patch, diff: str, where: str, limits: Limits) -> None:
     diff = _SIGNATURE_RE.sub("\n", diff)
+    if problem := _over_limits(diff, limits):
+        patch.error = f"{where}: {problem}"
+        return
     patch.diff = diff
     try:
         patchset = PatchSet(diff)
-    except (UnidiffParseError, ValueError, IndexError) as err:
-        patch.error = f"{where}: malformed diff: {' '.join(str(err).split())}"
+    except (UnidiffParseError, ValueError, IndexError, KeyError, TypeError) as err:
+        patch.error = f"{where}: malformed diff: {printable(' '.join(str(err).split()))[:200]}"
+        return
+    if len(patchset) > limits.files_per_patch:
+        patch.error = (
+            f"{where}: touches {len(patchset)} files, more than the limit of"
+            f" {limits.files_per_patch}; split it"
+        )
         return
     for patched in patchset:
         old = None if patched.is_added_file else _strip_prefix(patched.source_file)
         new = None if patched.is_removed_file else _strip_prefix(patched.target_file)
         path = new or old or patched.path
-        if bad := _unsafe_path(path) or (old and _unsafe_path(old)):
-            patch.error = f"{where}: refusing diff path '{path}': {bad}"
-            return
+        for named in (path, old):
+            if named and (bad := _unsafe_path(named)):
+                patch.error = f"{where}: refusing diff path '{printable(named)[:200]}': {bad}"
+                return
+        for hunk in patched:
+            if len(hunk) > limits.hunk_lines:
+                patch.error = (
+                    f"{where}: {path}: a hunk of {len(hunk)} lines, more than the limit of"
+                    f" {limits.hunk_lines}"
+                )
+                return
         patch.files.append(FileDiff(path=path, old_path=old, new_path=new, patched=patched))
     if not patch.files:
         patch.error = f"{where}: malformed diff: no file changes found"
+
+
+def _over_limits(diff: str, limits: Limits) -> str | None:
+    """What a diff asks beyond the limits, found before it is parsed."""
+    longest = max(map(len, diff.split("\n")), default=0)
+    if longest > limits.line_bytes:
+        return (
+            f"a line of {_mib(longest)}, longer than the limit of {_mib(limits.line_bytes)};"
+            " not reviewed"
+        )
+    # A hunk header can claim any length; unidiff would read on for ever.
+    for match in _HUNK_HEADER_RE.finditer(diff):
+        claimed = max(int(match.group(1) or 1), int(match.group(2) or 1))
+        if claimed > limits.hunk_lines:
+            return (
+                f"a hunk header claims {claimed} lines, more than the limit of"
+                f" {limits.hunk_lines}; not reviewed"
+            )
+    return None
+
+
+_HUNK_HEADER_RE = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@", re.MULTILINE)
 
 
 def _strip_prefix(name: str) -> str | None:
@@ -353,6 +615,10 @@ def _unsafe_path(path: str) -> str | None:
         return "absolute path"
     if ".." in path.split("/"):
         return "path leaves the tree"
+    if _CONTROL_RE.search(path):
+        return "control character or NUL in the path"
+    if printable(path) != path:
+        return "the path is not valid UTF-8"
     return None
 
 
@@ -382,16 +648,37 @@ def _assemble(patches: list[Patch], cover: EmailMessage | None, notes: list[str]
 
 def reply_addresses(message: EmailMessage) -> tuple[list[str], list[str]]:
     """To and Cc for a reply in the list's conventions."""
-    reply_to = message.get_all("Reply-To") or message.get_all("From") or []
-    to = [_address(n, a) for n, a in getaddresses([str(x) for x in reply_to]) if a]
-    cc_raw = [str(x) for x in (message.get_all("To") or []) + (message.get_all("Cc") or [])]
-    seen = {a for _, a in getaddresses([str(x) for x in reply_to])}
+    reply_to = _header_values(message, "Reply-To") or _header_values(message, "From")
+    to = [_address(n, a) for n, a in _addresses(reply_to) if a]
+    cc_raw = _header_values(message, "To") + _header_values(message, "Cc")
+    seen = {a for _, a in _addresses(reply_to)}
     cc = []
-    for name, addr in getaddresses(cc_raw):
+    for name, addr in _addresses(cc_raw):
         if addr and addr not in seen:
             seen.add(addr)
             cc.append(_address(name, addr))
     return to, cc
+
+
+def _header_values(message: email.message.Message, name: str) -> list[str]:
+    """Every value of a header, as clean text (see header())."""
+    values = []
+    for key, raw in message.raw_items():
+        if key.lower() != name.lower():
+            continue
+        try:
+            parsed = message.policy.header_fetch_parse(key, raw)
+            values.append(printable(" ".join(str(parsed).split())))
+        except Exception:  # header parsers raise assorted errors (and recurse)
+            values.append(printable(" ".join(str(raw).split())))
+    return values
+
+
+def _addresses(values: list[str]) -> list[tuple[str, str]]:
+    try:
+        return getaddresses(values)
+    except (RecursionError, ValueError, IndexError):  # hostile comments and quoting
+        return []
 
 
 def _address(name: str, addr: str) -> str:

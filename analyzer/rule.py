@@ -92,6 +92,9 @@ class ReviewContext:
 
     def __init__(self, read_file: Callable[[str], bytes | None] | None = None) -> None:
         self._read_file = read_file
+        # What analyses derive from this patch's tree (callee summaries,
+        # header texts): it lives as long as the review of this patch.
+        self.memo: dict[str, dict] = {}
 
     @property
     def has_tree(self) -> bool:

@@ -177,6 +177,9 @@ CLASSES = (*WAVE1, *WAVE2, *OTHER_CLASSES)
 # yet is absent.
 CLASS_RULES: dict[str, tuple[str, ...]] = {
     "huge-pmd": ("PTE_WORK_ON_HUGE_PMD",),
+    "entry-helper": ("ENTRY_HELPER_MISFIT",),
+    "uffd-wp": ("UFFD_WP_NOT_CARRIED",),
+    "dirty-young-tlb": ("DIRTY_YOUNG_LOST",),
     "null-deref": ("FAILED_RESULT_UNCHECKED",),
     "sleep-in-atomic": ("SLEEP_IN_ATOMIC",),
     "loop-no-yield": ("LOOP_NO_YIELD",),

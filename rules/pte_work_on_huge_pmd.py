@@ -66,7 +66,9 @@ checks in move_pages().
 
 ## Known problems
 A PMD handed in by the caller is judged only against the function as it
-was (the caller may have checked).  Functions defined in other `.c` files
+was (the caller may have checked).  Work under a PMD the function looks up
+itself is flagged without a regression only where the function tests or
+splits no PMD anywhere, and once.  Functions defined in other `.c` files
 are not looked into: work done there is not seen.
 
 ## References
@@ -184,7 +186,15 @@ class PteWorkOnHugePmd(FunctionRule):
         before_exposed = _exposed_kinds(before) if before is not None else None
         removed = _removed_guards(change)
         bail_outs_only = all(_bails_out(g) for g in removed)
-        lookups = {name for call in flow.calls(PMD_LOOKUPS) for name in ev.destinations(call)}
+        # Whole-function state ("a PMD it looked up may be huge") only where
+        # the function never thinks of huge PMDs: one that tests or splits
+        # them somewhere knows its walk better than a path analysis can say.
+        lookups = (
+            set()
+            if flow.calls(GUARDS) or _handlers(flow)
+            else {name for call in flow.calls(PMD_LOOKUPS) for name in ev.destinations(call)}
+        )
+        stated = False
         first_work = {id(w.node) for w in work[:1]}
         # A split, or a call that handles the huge PMD (zap_huge_pmd(),
         # madvise_free_huge_pmd()), the patch removes: what went there now
@@ -200,7 +210,12 @@ class PteWorkOnHugePmd(FunctionRule):
                 kinds = new or kinds
             else:
                 regression = False
-            looked_up = item.pmd.lstrip("*") in lookups and item.name not in ALLOCATIONS
+            looked_up = (
+                not stated
+                and item.name in PTE_WORK
+                and item.name not in ALLOCATIONS
+                and item.pmd.lstrip("*") in lookups
+            )
             if not (regression or looked_up):
                 continue
             if _map_that_leaves(flow, analysis, item) and (
@@ -215,6 +230,7 @@ class PteWorkOnHugePmd(FunctionRule):
                     f"away from: {_advice(kinds)}"
                 )
             else:
+                stated = True
                 message = (
                     f"{item.name}() under a PMD from {_lookup_name(flow, item)}, which may be "
                     f"{what}: {_advice(kinds)}"
@@ -361,8 +377,13 @@ def _exposed_kinds(flow: FunctionFlow) -> dict[tuple[str, str, int], frozenset[s
 def _map_that_leaves(flow: FunctionFlow, analysis: Analysis, item: Work) -> bool:
     """A map of the function's own that fails on a PMD that is not a table,
     and whose NULL makes the function leave rather than retry."""
-    if item.name not in MAPS or (flow.version or MAPS_FAIL_SINCE) < MAPS_FAIL_SINCE:
+    if item.name not in MAPS:
         return False
+    if item.node.parent is not None and item.node.parent.type == "return_statement":
+        # Its NULL is the caller's to test, in a tree where the map fails.
+        return (flow.version or MAPS_FAIL_SINCE) >= MAPS_FAIL_SINCE
+    # A function that tests the map's NULL is written for a map that fails,
+    # whatever the tree's version says (a series may bring both).
     value = item.node.id
     tested = False
     for _point, event, state, _results in analysis.states():

@@ -157,7 +157,7 @@ def test_no_tree_reviews_the_shipped_example() -> None:
     assert result.returncode == 1
     assert "mm/fault.c:34:7: warning:" in out and "[PMD_PRESENT_AS_EMPTY]" in out
     assert "mm/khugepaged.c:32:2: error:" in out
-    assert "1 errors, 1 warnings, 0 checks in 3 patches" in out
+    assert "1 error, 1 warning, 0 checks in 3 patches" in out
 
 
 def test_malformed_inputs_exit_2_without_traceback(minitree: Tree, tmp_path: Path) -> None:

@@ -106,7 +106,10 @@ def test_page_is_self_contained(minitree: Tree, tmp_path: Path) -> None:
     assert not re.search(r"""\s(src|srcset|poster|data)=|<link|@import|url\(""", html)
     # Only in-page anchors and plain links to the lessons; nothing is loaded.
     hrefs = re.findall(r'href="([^"]*)"', html)
-    assert hrefs and all(h.startswith(("#", "https://lore.kernel.org/")) for h in hrefs)
+    assert hrefs and all(
+        h.startswith(("#", "https://lore.kernel.org/", "https://git.kernel.org/torvalds/c/"))
+        for h in hrefs
+    )
     assert "content=\"default-src 'none'; style-src 'unsafe-inline'\"" in html
     # Code is escaped, not interpreted.
     assert "/* PMDs &lt;seen&gt; */" in html

@@ -28,7 +28,7 @@ def test_series_images_chain_patch_to_patch(minitree: Tree) -> None:
     series = read_series(["-"], stdin=mbox)
     base, reason = kernel.choose_base(series, None)
     assert reason.startswith("base-commit")
-    images = kernel.images(series, base)
+    images = list(kernel.images(series, base))
     first, second, third = (i.files for i in images)
     assert first[0].post.blob_id == second[0].pre.blob_id
     assert b"\tint nr = 0;" in second[0].post.text and b"\t\tnr++;" in second[0].post.text
@@ -53,7 +53,7 @@ def test_offset_application_maps_lines_to_the_real_post_image(minitree: Tree) ->
     minitree.commit("two more includes")
     kernel = KernelTree(str(minitree.path))
     series = read_series(["-"], stdin=mbox)
-    file = kernel.images(series, kernel.resolve("HEAD"))[0].files[0]
+    file = next(kernel.images(series, kernel.resolve("HEAD"))).files[0]
     (added,) = file.added
     assert file.post.text.split(b"\n")[added - 1] == b"\tint nr = 0;"
 

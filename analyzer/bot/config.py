@@ -118,6 +118,9 @@ class LimitsConfig:
     max_mime_parts: int = 64
     max_files_per_patch: int = 300
     max_patches_per_series: int = 100
+    # Review time per patch (applying it included); a patch that takes
+    # longer is "not fully reviewed" in its reply and the series goes on.
+    seconds_per_patch: float = 30.0
 
 
 @dataclass
@@ -236,6 +239,7 @@ def _build(data: dict[str, Any], path: Path) -> BotConfig:
             max_patches_per_series=limits.int(
                 "max_patches_per_series", default.max_patches_per_series
             ),
+            seconds_per_patch=limits.float("seconds_per_patch", default.seconds_per_patch),
         )
         limits.done()
     top.done()

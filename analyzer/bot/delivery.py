@@ -143,6 +143,8 @@ def _check(
     findings = [f for f in review.findings if f.patch and f.patch.index == patch.index]
     if patch.error:
         state, description = "warning", f"not reviewed: {patch.error}"
+    elif why := review.unfinished.get(patch.index):
+        state, description = "warning", f"not fully reviewed: {why}"
     elif not findings:
         state, description = "success", "no findings"
     else:

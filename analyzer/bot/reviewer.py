@@ -10,6 +10,7 @@ when the tree has it, else the configured branch; the tree is only read
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from analyzer.bot.config import BotConfig
 from analyzer.engine import Review, review
-from analyzer.patches import InputError, read_series
+from analyzer.patches import LIMITS, InputError, read_series
 from analyzer.registry import select_rules
 from analyzer.tree import KernelTree
 
@@ -67,10 +68,16 @@ class Reviewer:
                 return scratch_re.sub("", text)
 
             try:
-                series = read_series(paths)
+                series = read_series(
+                    paths,
+                    limits=dataclasses.replace(
+                        LIMITS, seconds_per_patch=limits.seconds_per_patch or None
+                    ),
+                )
             except InputError as err:
-                raise SeriesSkipped(named(str(err))) from None
+                raise SeriesSkipped("; ".join(named(line) for line in err.lines)) from None
             series.notes = [named(n) for n in series.notes]
+            series.errors = [named(e) for e in series.errors]
             for patch in series.patches:
                 patch.source = named(patch.source)
                 if patch.error:
@@ -85,9 +92,15 @@ class Reviewer:
             tree = self.open_tree()
             try:
                 base = _base(tree, series.base_commit, self.config.tree.base)
-                result = review(series, self.rules, tree=tree, base=base)
+                result = review(
+                    series,
+                    self.rules,
+                    tree=tree,
+                    base=base,
+                    patch_seconds=limits.seconds_per_patch or None,
+                )
             finally:
-                tree.repo.close()
+                tree.close()
             result.notes = [named(n) for n in result.notes]
             result.errors = [named(e) for e in result.errors]
         return result

@@ -72,7 +72,7 @@ class Bot:
             raise ConfigError(f"{self.config.source}: [tree] {err}") from None
         base = self.config.tree.base or "HEAD"
         found = tree.resolve(base)
-        tree.repo.close()
+        tree.close()
         if found is None:
             raise ConfigError(f"{self.config.source}: [tree] base {base}: no such revision")
 
@@ -376,9 +376,8 @@ def _patch_mail(row) -> PatchMail:
 
 def _summary(result: Review) -> str:
     counts = {s: sum(1 for f in result.findings if f.severity is s) for s in Severity}
-    return (
-        f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, "
-        f"{counts[Severity.CHECK]} checks"
+    return ", ".join(
+        f"{counts[s]} {s.value.lower()}{'' if counts[s] == 1 else 's'}" for s in Severity
     )
 
 

@@ -72,9 +72,9 @@ questions, the way a smatch check or a Coccinelle rule reads:
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from functools import cached_property
-from weakref import WeakKeyDictionary
 
 from tree_sitter import Node
 
@@ -141,18 +141,28 @@ class _Shared:
         return self._dominators
 
 
-_shared: dict[tuple[str, int, str], _Shared] = {}
-_SHARED_LIMIT = 2048
+# Functions whose graph and analyses are kept, oldest first.  Bounded by
+# count: the path states of a few hundred big functions (a 2,000-line patch
+# of mm/memory.c, with callers and callees) took most of a gigabyte.
+_kept: OrderedDict[int, Function] = OrderedDict()
+_KEPT_FUNCTIONS = 96
 
 
 def _shared_of(function: Function) -> _Shared:
-    key = (function.image.blob_id, function.node.start_byte, function.name)
-    found = _shared.get(key)
+    # Kept with the parsed function, whose nodes the graph points at: a
+    # re-parse of the same blob (after the parse cache evicted it) has
+    # other nodes and gets its own graph.  `_kept` holds the function, so
+    # its id is not reused while it is there.
+    found = function.memo.get("flow")
     if found is None:
-        if len(_shared) >= _SHARED_LIMIT:
-            _shared.clear()
-        found = _shared[key] = _Shared(function)
-    return found
+        found = function.memo["flow"] = _Shared(function)
+        _kept[id(function)] = function
+        while len(_kept) > _KEPT_FUNCTIONS:
+            _, oldest = _kept.popitem(last=False)
+            oldest.memo.pop("flow", None)
+    elif id(function) in _kept:
+        _kept.move_to_end(id(function))
+    return found  # type: ignore[return-value]
 
 
 class FunctionFlow:
@@ -480,13 +490,11 @@ class FunctionFlow:
         return sorted(uses.values(), key=lambda node: node.start_byte)
 
 
-# One set of summaries per review context and file: every function of the
-# file asks about the same callees.
-_summaries: WeakKeyDictionary[ReviewContext, dict[tuple[str, str], Summaries]] = WeakKeyDictionary()
-
-
 def _summaries_for(context: ReviewContext, file: ParsedFile | None, path: str) -> Summaries:
-    per_file = _summaries.setdefault(context, {})
+    # One set of summaries per review context and file: every function of
+    # the file asks about the same callees.  Kept on the context (a weak
+    # mapping keyed by it would keep it alive: the summaries hold it).
+    per_file = context.memo.setdefault("summaries", {})
     key = (file.image.blob_id if file is not None else "", path)
     found = per_file.get(key)
     if found is None:

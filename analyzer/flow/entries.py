@@ -241,6 +241,24 @@ HUGE_HANDLER = re.compile(r"(?<!split)_huge_pmd$")
 HUGE_LOCKS: dict[str, int] = {"pmd_trans_huge_lock": 0}
 
 
+# Calls that build an entry of a known kind out of a swap entry or another
+# entry of the swap form (`entry = swp_entry_to_pte(swp_entry)` in a
+# migration branch is still a migration entry, whatever the call).
+SWAP_FORM_MODIFIERS = re.compile(r"(?:pte|pmd)_swp_(?:mk|clear_)\w+")
+CONSTRUCTORS: dict[str, Kinds] = {
+    "swp_entry_to_pte": SWAP_LIKE,
+    "swp_entry_to_pmd": frozenset({MIGRATION}),
+    "make_pte_marker": frozenset({MARKER}),
+}
+
+
+def constructed_kinds(name: str) -> Kinds | None:
+    """The kinds of the entry a constructor call returns, if known."""
+    if name in CONSTRUCTORS:
+        return CONSTRUCTORS[name]
+    return SWAP_LIKE if SWAP_FORM_MODIFIERS.fullmatch(name) else None
+
+
 class Entries(Tracker):
     name = "entries"
 
@@ -285,6 +303,10 @@ class Entries(Tracker):
     ) -> None:
         name = call.name or ""
         arguments = call.arguments
+        constructed = constructed_kinds(name)
+        if constructed is not None:
+            results[call.node.id] = frozenset({analysis.new_value(state, call.node, constructed)})
+            return
         if name == "READ_ONCE" and arguments:
             values = analysis.value_of(state, arguments[0], results)
             if values:

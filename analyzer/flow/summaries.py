@@ -19,7 +19,6 @@ could complain about.
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, TypeVar
@@ -143,6 +142,11 @@ class Summaries:
         self.directory = path.rpartition("/")[0]
         self._headers: list[tuple[str, bytes]] | None = None
         self._located: dict[str, tuple[Function, ParsedFile, str] | None] = {}
+        # Summaries and facts hold nodes of one parse and read callees
+        # through one context: they live as long as this object, never
+        # across a parse cache eviction or a later patch's tree.
+        self._summaries: dict[tuple[str, int, int], Summary] = {}
+        self._facts: dict[tuple[str, int, str], object] = {}
 
     def definition(self, name: str) -> Function | None:
         found = self.located(name)
@@ -180,7 +184,7 @@ class Summaries:
                     full = f"{self.directory}/{name}" if self.directory else name
                 # One read per header and review context: every file of a
                 # series (and every rule) asks for the same headers.
-                texts = _header_texts.setdefault(self.context, {})
+                texts = self.context.memo.setdefault("header texts", {})
                 if full not in texts:
                     texts[full] = self.context.read_file(full)
                 text = texts[full]
@@ -194,11 +198,9 @@ class Summaries:
             return None
         function = found[0]
         key = (function.image.blob_id, function.node.start_byte, depth)
-        summary = _cache.get(key)
+        summary = self._summaries.get(key)
         if summary is None:
-            if len(_cache) > 4096:
-                _cache.clear()
-            summary = _cache[key] = Summary(self, function, depth)
+            summary = self._summaries[key] = Summary(self, function, depth)
         return summary
 
     def calls(self, name: str) -> frozenset[str] | None:
@@ -248,39 +250,30 @@ class Summaries:
         if function.body is None:
             return None
         cache_key = (function.image.blob_id, function.node.start_byte, f"{key}:{depth}")
-        if cache_key in _facts:
-            return _facts[cache_key]  # type: ignore[return-value]
-        if len(_facts) > 4096:
-            _facts.clear()
-        _facts[cache_key] = None  # a recursive call finds nothing
+        facts = self._facts
+        if cache_key in facts:
+            return facts[cache_key]  # type: ignore[return-value]
+        facts[cache_key] = None  # a recursive call finds nothing
         from analyzer.flow import FunctionFlow
 
         value = compute(FunctionFlow(function, parsed, self.context, path), depth)
-        _facts[cache_key] = value
+        facts[cache_key] = value
         return value
 
 
-_header_texts: weakref.WeakKeyDictionary[ReviewContext, dict[str, bytes | None]] = (
-    weakref.WeakKeyDictionary()
-)
-_cache: dict[tuple[str, int, int], Summary] = {}
-_facts: dict[tuple[str, int, str], object] = {}
-_functions: dict[str, dict[str, Function]] = {}
 _definitions: dict[bytes, frozenset[str]] = {}
 _calls: dict[tuple[str, int], frozenset[str]] = {}
 
 
 def _functions_of(file: ParsedFile) -> dict[str, Function]:
-    """A file's functions by name (the first definition of each)."""
-    key = file.image.blob_id
-    found = _functions.get(key)
+    """A file's functions by name (the first definition of each), kept
+    with the parse (whose nodes they are)."""
+    found = file.memo.get("functions by name")
     if found is None:
-        if len(_functions) > 512:
-            _functions.clear()
         found = {}
         for function in file.functions:
             found.setdefault(function.name, function)
-        _functions[key] = found
+        file.memo["functions by name"] = found
     return found
 
 

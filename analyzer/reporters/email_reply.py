@@ -54,7 +54,7 @@ from unidiff import Hunk
 
 from analyzer import __version__
 from analyzer.engine import Review
-from analyzer.patches import FileDiff, Patch, reply_addresses
+from analyzer.patches import FileDiff, Patch, header, printable_block, reply_addresses
 from analyzer.registry import get_rule
 from analyzer.rule import Finding
 
@@ -138,18 +138,18 @@ def compose_reply(
         reply["To"] = ", ".join(to)
     if cc := [a for a in cc if parseaddr(a)[1].lower() != own]:
         reply["Cc"] = ", ".join(cc)
-    subject = " ".join(str(original.get("Subject", patch.title)).split())
+    subject = header(original, "Subject") or patch.title
     reply["Subject"] = subject if _REPLY_PREFIX.match(subject) else f"Re: {subject}"
     reply["Date"] = format_datetime(now)
     domain = own.rpartition("@")[2] or "localhost"
     reply["Message-ID"] = make_msgid(idstring="mm-review", domain=domain)
     if patch.message_id:
-        references = " ".join(str(original.get("References", "")).split())
-        if not references:
-            references = " ".join(str(original.get("In-Reply-To", "")).split())
+        references = header(original, "References") or header(original, "In-Reply-To")
         reply["In-Reply-To"] = patch.message_id
         reply["References"] = f"{references} {patch.message_id}".strip()
-    body = reply_body(patch, findings, signature)
+    # Diff text keeps undecodable bytes as surrogate escapes (git apply
+    # needs them); a mail cannot carry them.
+    body = printable_block(reply_body(patch, findings, signature))
     ascii_only = body.isascii()
     reply.set_content(
         body,
@@ -269,7 +269,8 @@ def _file_header(file: FileDiff) -> list[str]:
     old = f"a/{file.old_path}" if file.old_path else "/dev/null"
     new = f"b/{file.new_path}" if file.new_path else "/dev/null"
     git_line = f"diff --git a/{file.old_path or file.path} b/{file.new_path or file.path}"
-    header = next((line for line in patched.patch_info if line.startswith("diff --git ")), None)
+    info = patched.patch_info or []  # None when the diff has no `diff --git` line
+    header = next((line for line in info if line.startswith("diff --git ")), None)
     return [(header or git_line).rstrip("\n"), f"--- {old}", f"+++ {new}"]
 
 
@@ -287,7 +288,7 @@ def _hunk_for(hunks: list[Hunk], line: int) -> int:
 
 def _quote_hunk(hunk: Hunk, comments: list[tuple[int, Finding]]) -> list[str]:
     rows = [(line.line_type, line.value.rstrip("\n"), line.target_line_no) for line in hunk]
-    rows = [r for r in rows if r[0] in "+- "]
+    rows = [r for r in rows if r[0] in ("+", "-", " ")]  # not '' (a blank line)
     by_row: dict[int, list[Finding]] = {}
     outside: list[Finding] = []
     for _, finding in comments:

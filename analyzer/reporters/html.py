@@ -11,24 +11,83 @@ A patch without findings has its diff folded away.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from html import escape
 from typing import TextIO
 
 from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
+from markdown_it.token import Token
 
 from analyzer import __version__
 from analyzer.engine import Review
-from analyzer.patches import FileDiff, Patch
+from analyzer.patches import FileDiff, Patch, printable_block
 from analyzer.registry import get_rule
+from analyzer.reporters.email_reply import lesson
 from analyzer.rule import Finding, Severity
 
 # analyzer.rule.COMMIT_MESSAGE_PATH: where findings on the commit message sit.
 COMMIT_MESSAGE = "COMMIT_MSG"
 SEVERITIES = (Severity.ERROR, Severity.WARNING, Severity.CHECK)
 _LABEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.CHECK: "check"}
+# Upstream commits, as kernel references cite them (12 or more hex digits).
+COMMIT_URL = "https://git.kernel.org/torvalds/c/{sha}"
+_REFERENCE_RE = re.compile(
+    r"(?P<url>https?://[^\s<>\"'`]*[^\s<>\"'`.,;:!?)\]])|(?P<sha>\b[0-9a-f]{12,40}\b)"
+)
+
+
+def _link_references(state: StateCore) -> None:
+    """markdown-it core rule: URLs and commit ids in text become links
+    (outside links and code)."""
+    for block in state.tokens:
+        if block.type != "inline" or not block.children:
+            continue
+        children: list[Token] = []
+        depth = 0
+        for token in block.children:
+            depth += token.type == "link_open"
+            depth -= token.type == "link_close"
+            if token.type != "text" or depth or not _REFERENCE_RE.search(token.content):
+                children.append(token)
+                continue
+            position = 0
+            for match in _REFERENCE_RE.finditer(token.content):
+                children.append(_text(token.content[position : match.start()]))
+                link = Token("link_open", "a", 1)
+                link.attrSet("href", _href(match))
+                children += [link, _text(match.group()), Token("link_close", "a", -1)]
+                position = match.end()
+            children.append(_text(token.content[position:]))
+        block.children = children
+
+
+def _text(content: str) -> Token:
+    token = Token("text", "", 0)
+    token.content = content
+    return token
+
+
+def _href(match: re.Match[str]) -> str:
+    return match.group("url") or COMMIT_URL.format(sha=match.group("sha"))
+
+
+def linked(text: str) -> str:
+    """Escaped text with its URLs and commit ids as links."""
+    out = []
+    position = 0
+    for match in _REFERENCE_RE.finditer(text):
+        out.append(escape(text[position : match.start()]))
+        out.append(f'<a href="{escape(_href(match))}">{escape(match.group())}</a>')
+        position = match.end()
+    out.append(escape(text[position:]))
+    return "".join(out)
+
+
 # Raw HTML in a rule's documentation is shown as text, never interpreted.
 _MARKDOWN = MarkdownIt("commonmark", {"html": False})
+_MARKDOWN.core.ruler.push("kernel_references", _link_references)
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1200px;
@@ -61,6 +120,8 @@ details .doc { border: 1px solid #d1d9e0; padding: 0 1em; margin-top: 0.4em; bac
 details .doc pre { background: #f6f8fa; padding: 0.5em; overflow-x: auto; }
 pre.message { white-space: pre-wrap; font: 13px/1.4 ui-monospace, monospace; margin: 0; }
 .clean { color: #1a7f37; } .problems li { margin: 0.2em 0; }
+h4.outside { font: 600 0.9em system-ui, sans-serif; color: #59636e; margin: 0.8em 0 0.3em; }
+.lesson { margin-top: 0.3em; font-size: 0.9em; }
 """
 
 
@@ -165,7 +226,7 @@ def _patch_section(patch: Patch, findings: dict[int, Finding]) -> str:
 
 
 def _message_block(patch: Patch, findings: dict[int, Finding]) -> str:
-    lines = [patch.title, "", *patch.commit_message.split("\n")]
+    lines = [patch.title, "", *_clean(patch.commit_message).split("\n")]
     rows = []
     for number, text in enumerate(lines, 1):
         rows.append(_code_row("ctx", None, number, text, f"p{patch.index}-msg-{number}"))
@@ -175,34 +236,61 @@ def _message_block(patch: Patch, findings: dict[int, Finding]) -> str:
     return f'<h3>commit message</h3>\n<table class="diff">{"".join(rows)}</table>'
 
 
+# unidiff's line types that are diff lines ('' is a blank line between
+# hunks, and '' is in every string: a plain `in "+- "` let it through).
+_KINDS = {"+": "add", "-": "del", " ": "ctx"}
+
+
 def _file_block(patch: Patch, file: FileDiff, findings: dict[int, Finding]) -> str:
     prefix = f"p{patch.index}-{_anchor(file.path)}"
     rows = []
     placed: set[int] = set()
+    by_line: dict[int, list[int]] = {}
+    for number, finding in findings.items():
+        by_line.setdefault(finding.line, []).append(number)
     for hunk in file.patched:
         header = f"@@ -{hunk.source_start},{hunk.source_length} +{hunk.target_start},"
         header += f"{hunk.target_length} @@ {hunk.section_header}"
-        rows.append(f'<tr class="hunk"><td></td><td></td><td>{escape(header.rstrip())}</td></tr>')
+        rows.append(
+            f'<tr class="hunk"><td></td><td></td><td>{escape(_clean(header.rstrip()))}</td></tr>'
+        )
         for line in hunk:
-            if line.line_type not in "+- ":
+            kind = _KINDS.get(line.line_type)
+            if kind is None:
                 continue
-            kind = {"+": "add", "-": "del", " ": "ctx"}[line.line_type]
             new = line.target_line_no
             row_id = f"{prefix}-{'L' + str(line.source_line_no) if new is None else new}"
-            text = line.line_type + line.value.rstrip("\n")
+            text = line.line_type + _clean(line.value.rstrip("\n"))
             rows.append(_code_row(kind, line.source_line_no, new, text, row_id))
             if new is not None:
-                here = {n: f for n, f in findings.items() if f.line == new and n not in placed}
-                rows += [_finding_row(n, f) for n, f in here.items()]
+                here = [n for n in by_line.get(new, []) if n not in placed]
+                rows += [_finding_row(n, findings[n]) for n in here]
                 placed.update(here)
-    rest = {n: f for n, f in findings.items() if n not in placed}
-    for number, finding in rest.items():
-        rows.append(
-            _code_row("ctx", None, finding.line, " " + finding.source_line, f"{prefix}-{number}")
-        )
-        rows.append(_finding_row(number, finding, outside=True))
     name = file.path if file.old_path in (None, file.path) else f"{file.old_path} → {file.path}"
-    return f'<h3>{escape(name)}</h3>\n<table class="diff">{"".join(rows)}</table>'
+    html = f'<h3>{escape(name)}</h3>\n<table class="diff">{"".join(rows)}</table>'
+    rest = {n: f for n, f in findings.items() if n not in placed}
+    if rest:
+        # Apart from the diff, under a heading of their own: shown under
+        # the last hunk, they read as if they were about it.
+        outside = []
+        for number, finding in sorted(rest.items(), key=lambda item: item[1].line):
+            outside.append(
+                _code_row(
+                    "ctx", None, finding.line, " " + finding.source_line, f"{prefix}-{number}"
+                )
+            )
+            outside.append(_finding_row(number, finding, outside=True))
+        html += (
+            f'\n<h4 class="outside">{escape(file.path)}: outside the patch\'s hunks</h4>'
+            f'\n<table class="diff outside">{"".join(outside)}</table>'
+        )
+    return html
+
+
+def _clean(text: str) -> str:
+    # Diff text keeps undecodable bytes as surrogate escapes (git apply
+    # needs them); a page shows them as U+FFFD.
+    return printable_block(text)
 
 
 def _anchor(path: str) -> str:
@@ -232,10 +320,21 @@ def _finding_row(number: int, finding: Finding, outside: bool = False) -> str:
     return (
         f'<tr class="finding" id="f-{number}" data-rule="{escape(finding.rule)}"'
         f' data-line="{finding.line}"><td></td><td></td><td>'
-        f'<div class="note {label}"><span class="sev">{label}</span>{escape(finding.message)}'
+        f'<div class="note {label}"><span class="sev">{label}</span>{linked(finding.message)}'
         f'<span class="rule">{escape(finding.rule)}{where}, confidence '
-        f"{finding.confidence.value.lower()}</span>{doc}</div></td></tr>"
+        f"{finding.confidence.value.lower()}</span>{_lesson(finding.rule)}{doc}</div></td></tr>"
     )
+
+
+def _lesson(rule_id: str) -> str:
+    """The lesson's commit and lore thread, as links."""
+    found = lesson(rule_id)
+    parts = []
+    if found.commit:
+        parts.append(f"commit {linked(found.commit)}")
+    if found.link:
+        parts.append(f'<a href="{escape(found.link)}">the lore thread</a>')
+    return f'<div class="lesson">See {" and ".join(parts)}.</div>' if parts else ""
 
 
 def _loose_findings(findings: dict[int, Finding]) -> str:

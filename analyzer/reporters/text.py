@@ -29,17 +29,21 @@ def render(review: Review, out: TextIO) -> None:
     counts = {s: sum(1 for f in review.findings if f.severity is s) for s in Severity}
     if review.scanned_files:
         _render_rule_counts(console, review)
-        scope = f"{review.scanned_files} file{'s' if review.scanned_files != 1 else ''}"
+        scope = _count(review.scanned_files, "file")
     else:
         patches = len(review.reviewed_patches)
         scope = f"{patches} patch{'es' if patches != 1 else ''}"
     summary = Text(
-        f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, "
-        f"{counts[Severity.CHECK]} checks in {scope}"
+        f"{_count(counts[Severity.ERROR], 'error')}, {_count(counts[Severity.WARNING], 'warning')}"
+        f", {_count(counts[Severity.CHECK], 'check')} in {scope}"
     )
     if review.base_reason:
         summary.append(f" (base: {review.base_reason})", style="dim")
     console.print(summary)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _render_rule_counts(console: Console, review: Review) -> None:
