@@ -262,20 +262,21 @@ class Analysis:
             for state in combined[1:]:
                 single = self._join(single, state)
             return old if len(old) == 1 and _same(old[0], single) else [single]
+        weight = self._weights_of
         while len(combined) > WIDTH:
-            if self._weights_of is not None:
-                # A tracker with weights: the two states whose join loses
-                # least, old or new (a failure arriving at a label where
-                # successes fill the pool must not be merged into one).
-                i, j = _least_loss_pair(combined, self._weights_of)
-                combined[i] = self._join(combined[i], combined.pop(j))
-                continue
             # The newest state goes into the one whose join with it loses least.
             newest = combined.pop()
-            index = min(
-                range(len(combined)),
-                key=lambda i: _join_loss(combined[i], newest),
-            )
+            losses = [_join_loss(state, newest, weight) for state in combined]
+            index = min(range(len(combined)), key=losses.__getitem__)
+            if weight is not None and losses[index] >= _WEIGHTY:
+                # A tracker with weights, and the newest state differs from
+                # every other where it weighs: the two states whose join
+                # loses least, old or new (a failure arriving at a label
+                # where successes fill the pool must not become one of them).
+                combined.append(newest)
+                i, j = _least_loss_pair(combined, weight)
+                combined[i] = self._join(combined[i], combined.pop(j))
+                continue
             combined[index] = self._join(combined[index], newest)
         if len(combined) == len(old) and all(
             _same(a, b) for a, b in zip(combined, old, strict=True)
@@ -837,6 +838,11 @@ def _join_loss(a: State, b: State, weight: Callable[[str], int] | None = None) -
             if name not in differ and not values.isdisjoint(other_kinds):
                 loss += 4 * (weight(name) - 1)
     return loss
+
+
+# A join loss from which a tracker with weights looks for a better pair: a
+# difference in a place weighing 8 (4 * 8).
+_WEIGHTY = 32
 
 
 def _least_loss_pair(states: list[State], weight: Callable[[str], int]) -> tuple[int, int]:
