@@ -183,6 +183,9 @@ CLASS_RULES: dict[str, tuple[str, ...]] = {
     "null-deref": ("FAILED_RESULT_UNCHECKED",),
     "sleep-in-atomic": ("SLEEP_IN_ATOMIC",),
     "loop-no-yield": ("LOOP_NO_YIELD",),
+    "leak": ("RELEASED_ON_EVERY_PATH",),
+    "error-path": ("RELEASED_ON_EVERY_PATH",),
+    "use-after-put": ("USE_AFTER_PUT",),
 }
 
 

@@ -215,11 +215,16 @@ class FunctionFlow:
 
     # -- values ----------------------------------------------------------------------
 
-    def analysis(self, tracker: Tracker, key: object) -> Analysis:
-        """Run `tracker` (once per function and `key`)."""
+    def analysis(
+        self, tracker: Tracker, key: object, parameters: Mapping[str, Kinds] | None = None
+    ) -> Analysis:
+        """Run `tracker` (once per function and `key`); `parameters` are
+        places with a value (and its kinds) at the entry."""
         found = self._shared.analyses.get(key)
         if found is None:
-            found = self._shared.analyses[key] = Analysis(self.graph, tracker)
+            found = self._shared.analyses[key] = Analysis(
+                self.graph, tracker, dict(parameters) if parameters else None
+            )
         return found
 
     def nullness(self, sources: Mapping[str, Kinds], helpers_return: bool = False) -> Analysis:

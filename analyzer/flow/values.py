@@ -151,6 +151,26 @@ class Tracker:
     def scope_end(self, analysis: Analysis, state: State, node: Node) -> None:
         """A guard scope ends (`guard()`, `scoped_guard()`)."""
 
+    def assign(
+        self,
+        analysis: Analysis,
+        state: State,
+        assign: ev.Assign,
+        results: dict[int, frozenset[Value]],
+    ) -> None:
+        """An assignment is about to store (`x->f = p`): what the stored
+        value was is still in `state`."""
+
+    def constant_places(self, graph: Graph) -> frozenset[str]:
+        """Integer places worth following through the constants assigned to
+        them, beyond those the function compares with constants."""
+        return frozenset()
+
+    def weight(self, name: str) -> int:
+        """How much keeping paths apart on place `name` matters, when too
+        many path states reach a point and two must be merged."""
+        return 1
+
     def iterate(self, analysis: Analysis, state: State, names: tuple[Node, ...]) -> None:
         """An iterator macro steps: by default its bare names get values
         nobody tracks."""
@@ -169,7 +189,10 @@ class Analysis:
         self._events: dict[int, list[ev.Event]] = {}
         self.entry_states: dict[int, list[State]] = {}
         self.complete = True
-        self.compared = _compared_with_constants(graph)
+        self.compared = _compared_with_constants(graph) | tracker.constant_places(graph)
+        self._weights: dict[str, int] = {}
+        # Only a tracker with weights of its own pays for them in merges.
+        self._weights_of = self._weight if type(tracker).weight is not Tracker.weight else None
         initial = State()
         for name, kinds in (parameters or {}).items():
             value = f"param:{name}"
@@ -178,6 +201,12 @@ class Analysis:
         self._solve(initial)
 
     # -- the fixpoint -------------------------------------------------------------
+
+    def _weight(self, name: str) -> int:
+        found = self._weights.get(name)
+        if found is None:
+            found = self._weights[name] = self.tracker.weight(name)
+        return found
 
     def events(self, point: Point) -> list[ev.Event]:
         found = self._events.get(point.id)
@@ -233,10 +262,21 @@ class Analysis:
             for state in combined[1:]:
                 single = self._join(single, state)
             return old if len(old) == 1 and _same(old[0], single) else [single]
+        weight = self._weights_of
         while len(combined) > WIDTH:
             # The newest state goes into the one whose join with it loses least.
             newest = combined.pop()
-            index = min(range(len(combined)), key=lambda i: _join_loss(combined[i], newest))
+            losses = [_join_loss(state, newest, weight) for state in combined]
+            index = min(range(len(combined)), key=losses.__getitem__)
+            if weight is not None and losses[index] >= _WEIGHTY:
+                # A tracker with weights, and the newest state differs from
+                # every other where it weighs: the two states whose join
+                # loses least, old or new (a failure arriving at a label
+                # where successes fill the pool must not become one of them).
+                combined.append(newest)
+                i, j = _least_loss_pair(combined, weight)
+                combined[i] = self._join(combined[i], combined.pop(j))
+                continue
             combined[index] = self._join(combined[index], newest)
         if len(combined) == len(old) and all(
             _same(a, b) for a, b in zip(combined, old, strict=True)
@@ -286,6 +326,7 @@ class Analysis:
     def _assign(
         self, state: State, assign: ev.Assign, results: dict[int, frozenset[Value]]
     ) -> None:
+        self.tracker.assign(self, state, assign, results)
         name = ev.place(assign.target)
         if name is None:
             return
@@ -499,6 +540,14 @@ class Analysis:
                     name = ev.place(side, rename)
                     if constant is not None and name is not None:
                         return self._constant(state, name, constant, taken == (operator == "=="))
+            # `err < 0` taken, `ret >= 0` not taken: the value is not 0 there
+            # (on the other edge nothing is known).
+            if (
+                operator in ("<", ">", "<=", ">=")
+                and _is_null(right)
+                and taken == (operator in ("<", ">"))
+            ):
+                return self._truth(state, left, True, results, rename)
             return True
         if node.type == "call_expression":
             for argument, on_true, on_false in self.tracker.tests(node):
@@ -764,23 +813,48 @@ def _split_name(value: Value) -> Value:
     return text if text.endswith(SPLIT) else text + SPLIT
 
 
-def _join_loss(a: State, b: State) -> int:
+def _join_loss(a: State, b: State, weight: Callable[[str], int] | None = None) -> int:
     """What joining two path states forgets.  A value of other kinds on the
     other side widens (1); a place holding other values costs more (4);
     worst (16) is a value one side's place holds while the other side gave
     it other kinds: the join pairs that place with kinds it never had (the
-    split PMD with the unsplit one's kinds)."""
+    split PMD with the unsplit one's kinds).  A tracker's `weight` of a place
+    scales what a difference there costs, in its values or in their kinds."""
     # The symmetric differences of the item views run in C: most places
     # and values are alike.
     other_kinds = {value for value, _ in a.kinds.items() ^ b.kinds.items()}
     loss = len(other_kinds)
     empty: frozenset[Value] = frozenset()
-    for name in {name for name, _ in a.places.items() ^ b.places.items()}:
-        loss += 4
+    differ = {name for name, _ in a.places.items() ^ b.places.items()}
+    for name in differ:
+        loss += 4 if weight is None else 4 * weight(name)
         for value in a.places.get(name, empty) ^ b.places.get(name, empty):
             if value in other_kinds and value in a.kinds and value in b.kinds:
                 loss += 16
+    if weight is not None and other_kinds:
+        # The same values with other kinds (owned on one side, released on
+        # the other): as costly as other values where the place weighs more.
+        for name, values in a.places.items():
+            if name not in differ and not values.isdisjoint(other_kinds):
+                loss += 4 * (weight(name) - 1)
     return loss
+
+
+# A join loss from which a tracker with weights looks for a better pair: a
+# difference in a place weighing 8 (4 * 8).
+_WEIGHTY = 32
+
+
+def _least_loss_pair(states: list[State], weight: Callable[[str], int]) -> tuple[int, int]:
+    """The indices `i < j` of the two states whose join loses least."""
+    best = (0, 1)
+    least: int | None = None
+    for j in range(len(states) - 1, 0, -1):
+        for i in range(j):
+            loss = _join_loss(states[i], states[j], weight)
+            if least is None or loss < least:
+                best, least = (i, j), loss
+    return best
 
 
 def _compared_with_constants(graph: Graph) -> frozenset[str]:
