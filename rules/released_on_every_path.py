@@ -484,9 +484,7 @@ class ReleasedOnEveryPath(FunctionRule):
                 f"that call was to make the object (it is handed where to store it) and made "
                 f"none, or released its own; release only what the calls before it made"
             )
-            yield change.finding(
-                release, message, Confidence.MEDIUM, key=f"unmade:{'|'.join(key)}"
-            )
+            yield change.finding(release, message, Confidence.MEDIUM, key=f"unmade:{'|'.join(key)}")
 
     # -- a patch that drops the kobject_del() before kobject_put() ----------------------------
 
