@@ -310,6 +310,8 @@ def _parameters_worked_on(callee: FunctionFlow, depth: int) -> dict[int, frozens
     work = _work(callee, depth - 1)
     found: dict[int, frozenset[str]] = {}
     for item, kinds in _exposed(callee, analysis, work):
+        if _map_that_leaves(callee, analysis, item) and _leaves_with_nothing_done(callee, item):
+            continue  # its map fails on a PMD that is not a table, and it says "nothing here"
         root = item.pmd.lstrip("*").split("->")[0]
         if root in parameters:
             index = parameters.index(root)
@@ -453,6 +455,37 @@ def _about(guard: Node, pmd: str) -> bool:
         (place := ev.place(ev.strip(argument))) is not None and place.lstrip("*") == plain
         for argument in syntax.arguments(guard)
     )
+
+
+def _leaves_with_nothing_done(flow: FunctionFlow, item: Work) -> bool:
+    """Does the branch on the map's NULL answer 0 (`ret = 0; goto out;`,
+    `return 0;`): nothing to do here, as for an empty range?  Leaving with
+    an error (`-EAGAIN`) hands the huge PMD back to a caller that may retry
+    on it, and is not such an answer."""
+    mapped = set(ev.destinations(item.node))
+    for branch in flow.graph.points:
+        if branch.kind != "branch" or branch.node is None:
+            continue
+        if not any(
+            edge.taken is not None and ev.null_on(branch.node, edge.taken) in mapped
+            for edge in branch.succs
+        ):
+            continue
+        owner = syntax.condition_owner(branch.node)
+        taken = owner.child_by_field_name("consequence") if owner is not None else None
+        if taken is None:
+            continue
+        answers = [
+            node
+            for node in syntax.walk(taken)
+            if node.type in ("return_statement", "assignment_expression")
+        ]
+        values = [
+            ev.strip(node.named_children[-1]) if node.named_children else None for node in answers
+        ]
+        if values and all(v is None or syntax.text(v) == "0" for v in values):
+            return True
+    return False
 
 
 def _removed_guards(change: FunctionChange) -> list[Node]:
