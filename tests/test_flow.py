@@ -487,3 +487,48 @@ def test_places_are_spelled_one_way() -> None:
     arguments = syntax.arguments(call(flow, "use"))
     assert [ev.place(a) for a in arguments[:2]] == ["vmf->pte", "*pmd"]
     assert ev.address_of(arguments[2]) == "ptl"
+
+
+SNAPSHOT = """
+void f(struct vm_fault *vmf)
+{
+	%s
+	work(vmf->pte);
+}
+"""
+
+
+def same_vouched(source: str) -> bool:
+    flow = flows(source)["f"]
+
+    def vouches(node):
+        return argument_places(node) if syntax.call_name(node) == "pte_same" else []
+
+    analysis = flow.analysis(Vouching(flow, vouches, True), "test-same")
+    assert isinstance(analysis, Analysis)
+    return vouched(analysis, call(flow, "work"), "vmf->orig_pte")
+
+
+@pytest.mark.parametrize(
+    ("code", "made"),
+    [
+        # No entry at all: nothing to re-validate on the NULL side.
+        ("if (!vmf->pte || !pte_same(ptep_get(vmf->pte), vmf->orig_pte)) return;", True),
+        # A path a NULL pointer rules out is no path.
+        (
+            "vmf->pte = NULL; if (c) { vmf->pte = pte_offset_map(vmf->pmd, a);"
+            " if (!pte_same(ptep_get(vmf->pte), vmf->orig_pte)) return; }"
+            " if (vmf->pte) work(vmf->pte); return;",
+            True,
+        ),
+        # ...unless something handed the struct may have set it.
+        (
+            "vmf->pte = NULL; map(vmf); if (c) { if (!pte_same(ptep_get(vmf->pte),"
+            " vmf->orig_pte)) return; }",
+            False,
+        ),
+        ("if (c && !pte_same(ptep_get(vmf->pte), vmf->orig_pte)) return;", False),
+    ],
+)
+def test_a_null_entry_pointer_needs_no_revalidation(code: str, made: bool) -> None:
+    assert same_vouched(SNAPSHOT % code) is made

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 YES, NO = "vouched", "unvouched"
 _PREFIX = "vouched:"
+_NULL = "known-null:"
 
 
 class Vouching(Tracker):
@@ -59,23 +60,53 @@ class Vouching(Tracker):
         self.until_lock = until_lock
         self.proceeds = proceeds
         self._partners_found: dict[str, set[str]] | None = None
+        self._null_stored: str | None = None
 
     def default(self, name: str) -> Kinds | None:
-        return frozenset({NO}) if name.startswith(_PREFIX) else None
+        return frozenset({NO}) if name.startswith((_PREFIX, _NULL)) else None
 
     def killed_by_call(self, name: str) -> bool:
         return not name.startswith(_PREFIX)
 
+    def assign(
+        self,
+        analysis: Analysis,
+        state: State,
+        assign: ev.Assign,
+        results: dict[int, frozenset[Value]],
+    ) -> None:
+        # `vmf->pte = NULL;`: known NULL until stored to again (see forgot()).
+        value = ev.strip(assign.value) if assign.value is not None else None
+        null = assign.operator == "=" and value is not None and syntax.text(value) == "NULL"
+        self._null_stored = ev.place(assign.target) if null else None
+
     def call(
         self, analysis: Analysis, state: State, call: ev.Call, results: dict[int, frozenset[Value]]
     ) -> None:
+        # A callee handed the struct may set the pointer.
+        handed = [syntax.text(ev.strip(argument)) for argument in call.arguments]
+        for known in [p for p in state.places if p.startswith(_NULL)]:
+            place = known[len(_NULL) :]
+            if any(
+                place.startswith(argument + "->")
+                or argument == "&" + place
+                or (argument.startswith("&") and place.startswith(argument[1:] + "."))
+                for argument in handed
+            ):
+                del state.places[known]
         spec = LOCK_CALLS.get(call.name or "")
         if self.until_lock and spec is not None and not spec.release and spec.lock_class == "spin":
             for tracked in [p for p in state.places if p.startswith(_PREFIX)]:
                 del state.places[tracked]
             return
 
-    def taken(self, analysis: Analysis, state: State, condition: Node, taken: bool) -> None:
+    def taken(self, analysis: Analysis, state: State, condition: Node, taken: bool) -> bool | None:
+        # A pointer known NULL on this path cannot pass a test for non-NULL:
+        # that edge is not a path (`vmf->pte = NULL; ... if (vmf->pte) goto warn;`).
+        present = ev.null_on(condition, not taken)
+        known = state.places.get(_NULL + present) if present is not None else None
+        if known and state.kinds_of_values(known) == frozenset({YES}):
+            return False
         # Where the pointer to an entry is NULL there is no entry to check:
         # `if (!pte || !pte_same(ptep_get(pte), orig)) goto out;` checks
         # every entry there is.
@@ -115,6 +146,13 @@ class Vouching(Tracker):
 
     def forgot(self, analysis: Analysis, state: State, name: str) -> None:
         state.places.pop(_PREFIX + name, None)
+        for known in [p for p in state.places if p.startswith(_NULL)]:
+            place = known[len(_NULL) :]
+            if place == name or place.startswith((name + "->", name + ".")):
+                del state.places[known]
+        if name == self._null_stored:
+            analysis.bind(state, _NULL + name, f"null:{name}", frozenset({YES}))
+            self._null_stored = None
 
 
 def vouched(analysis: Analysis, node: Node, name: str) -> bool:

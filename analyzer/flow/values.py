@@ -129,8 +129,10 @@ class Tracker:
         """Does `call` only read what it is handed the address of?"""
         return False
 
-    def taken(self, analysis: Analysis, state: State, condition: Node, taken: bool) -> None:
-        """A branch on `condition` goes along its `taken` edge."""
+    def taken(self, analysis: Analysis, state: State, condition: Node, taken: bool) -> bool | None:
+        """A branch on `condition` goes along its `taken` edge (False: it
+        cannot, on this path)."""
+        return None
 
     def forgot(self, analysis: Analysis, state: State, name: str) -> None:
         """Place `name` has just been given a new value (facts about the old
@@ -471,7 +473,8 @@ class Analysis:
         state = state.copy()
         if not self._refine_condition(state, point.node, edge.taken, results):
             return None
-        self.tracker.taken(self, state, point.node, edge.taken)
+        if self.tracker.taken(self, state, point.node, edge.taken) is False:
+            return None
         return state
 
     def _constant(self, state: State, name: str, constant: str, equal: bool) -> bool:
