@@ -12,6 +12,9 @@ stops it at the deadline (in the main thread; elsewhere it runs to its end).
 The budget is the process's CPU time, not the wall clock: a review is the
 same review on an idle machine and on a CI runner shared with other jobs
 (a wall-clock budget cut patches short only when the machine was busy).
+The wall clock still has a ceiling, WALL_FACTOR times the budget, so that
+git's own work (not this process's CPU) and a starved machine cannot make
+a patch take unboundedly long.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ from types import FrameType
 # "Limits"), small enough that a series of a few bad patches still ends.
 DEFAULT_SECONDS = 10.0
 
-_deadline: ContextVar[float | None] = ContextVar("mmreview_deadline", default=None)
+# The wall-clock ceiling, as a multiple of the CPU budget.
+WALL_FACTOR = 1.5
+
+_deadline: ContextVar[tuple[float, float] | None] = ContextVar("mmreview_deadline", default=None)
 
 
 def clock() -> float:
@@ -45,7 +51,9 @@ class BudgetExceeded(BaseException):
 @contextmanager
 def patch_budget(seconds: float | None) -> Iterator[None]:
     """Bound what runs inside to `seconds` (None: no bound)."""
-    token = _deadline.set(None if seconds is None else clock() + seconds)
+    token = _deadline.set(
+        None if seconds is None else (clock() + seconds, time.monotonic() + seconds * WALL_FACTOR)
+    )
     try:
         yield
     finally:
@@ -54,7 +62,7 @@ def patch_budget(seconds: float | None) -> Iterator[None]:
 
 def expired() -> bool:
     deadline = _deadline.get()
-    return deadline is not None and clock() > deadline
+    return deadline is not None and (clock() > deadline[0] or time.monotonic() > deadline[1])
 
 
 _checks = 0
@@ -84,17 +92,23 @@ def interruptible() -> Iterator[None]:
     if deadline is None or threading.current_thread() is not threading.main_thread():
         yield
         return
-    remaining = deadline - clock()
-    if remaining <= 0:
+    cpu_left = deadline[0] - clock()
+    wall_left = deadline[1] - time.monotonic()
+    if cpu_left <= 0 or wall_left <= 0:
         raise BudgetExceeded
-    # ITIMER_PROF counts the process's CPU time, as clock() does.
-    previous = signal.signal(signal.SIGPROF, _stop)
-    signal.setitimer(signal.ITIMER_PROF, remaining)
+    # ITIMER_PROF counts the process's CPU time, as clock() does;
+    # ITIMER_REAL the wall-clock ceiling.
+    previous_prof = signal.signal(signal.SIGPROF, _stop)
+    previous_alarm = signal.signal(signal.SIGALRM, _stop)
+    signal.setitimer(signal.ITIMER_PROF, cpu_left)
+    signal.setitimer(signal.ITIMER_REAL, wall_left)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
-        signal.signal(signal.SIGPROF, previous)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGPROF, previous_prof)
+        signal.signal(signal.SIGALRM, previous_alarm)
 
 
 # Where the timer may raise: the rules' and the analyzer's own code.  Not in
@@ -104,8 +118,10 @@ _OURS = ("analyzer.", "rules.")
 _RETRY_SECONDS = 0.01
 
 
-def _stop(_signum: int, frame: FrameType | None) -> None:
+def _stop(signum: int, frame: FrameType | None) -> None:
     module = frame.f_globals.get("__name__", "") if frame is not None else ""
     if module.startswith(_OURS) and module != __name__:
         raise BudgetExceeded
-    signal.setitimer(signal.ITIMER_PROF, _RETRY_SECONDS)  # in someone else's code: soon again
+    # In someone else's code: soon again, on the timer that fired.
+    timer = signal.ITIMER_REAL if signum == signal.SIGALRM else signal.ITIMER_PROF
+    signal.setitimer(timer, _RETRY_SECONDS)
