@@ -416,6 +416,9 @@ def _parse_text(parser: Parser, text: bytes) -> Tree:
             progress_callback=budget.cancel_parse,
         )
     except ValueError:
+        # A halted parse resumes on the parser's next call unless reset:
+        # the next file would be parsed as the rest of this one.
+        parser.reset()
         if budget.expired():
             raise budget.BudgetExceeded from None
         raise

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from analyzer import parsing
+from analyzer import budget, parsing
 from analyzer.bot.config import load as load_bot_config
 from analyzer.bot.delivery import plan
 from analyzer.bot.reviewer import Mail, Reviewer
@@ -707,3 +707,12 @@ def fake_linux_source_deb(root: Path) -> Path:
     deb = root / "linux-source-6.12_6.12.0-0test_all.deb"
     subprocess.run(["dpkg-deb", "--build", str(package), str(deb)], check=True, capture_output=True)
     return deb
+
+
+def test_a_cancelled_parse_does_not_leak_into_the_next() -> None:
+    """tree-sitter resumes a halted parse on the parser's next call unless
+    it is reset: the next file would be read as the rest of the last."""
+    source = "".join(f"static int g{n}(void)\n{{\n\treturn {n};\n}}\n\n" for n in range(200))
+    with pytest.raises(budget.BudgetExceeded), budget.patch_budget(0.0):
+        parsing.parse(Image.of(("/* cancelled */\n" + source).encode()))
+    assert len(parsing.parse(Image.of(source.encode())).functions) == 200
