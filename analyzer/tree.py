@@ -527,9 +527,9 @@ class KernelTree:
 
     def _git_apply(self, env: dict[str, str], diff: FileDiff, *more: FileDiff) -> str | None:
         patch_file = os.path.join(env["MMREVIEW_SCRATCH"], "one.patch")
-        with open(patch_file, "w", encoding="utf-8", errors="surrogateescape") as handle:
+        with open(patch_file, "wb") as handle:
             for each in (diff, *more):
-                handle.write(str(each.patched))
+                handle.write(_patch_bytes(str(each.patched)))
         done = self._run("apply", "--cached", "--whitespace=nowarn", patch_file, env=env)
         if done.returncode == 0:
             return None
@@ -721,6 +721,17 @@ def _series_paths(series: Series) -> list[str]:
             if p
         }
     )
+
+
+def _patch_bytes(text: str) -> bytes:
+    """A diff's text as the bytes it was read from (undecodable bytes come
+    back through surrogateescape); a surrogate that is no escaped byte (a
+    mail decoded in a wrong charset) becomes U+FFFD, and git says whether
+    the hunk still applies."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
 
 
 def _apply_problem(stderr: str, diff: FileDiff) -> str:

@@ -716,3 +716,12 @@ def test_a_cancelled_parse_does_not_leak_into_the_next() -> None:
     with pytest.raises(budget.BudgetExceeded), budget.patch_budget(0.0):
         parsing.parse(Image.of(("/* cancelled */\n" + source).encode()))
     assert len(parsing.parse(Image.of(source.encode())).functions) == 200
+
+
+def test_a_diff_decoded_in_a_wrong_charset_still_goes_to_git() -> None:
+    """Escaped bytes go back as they were read; a surrogate no byte escapes
+    to (a mail decoded as the wrong charset) is replaced, not a crash."""
+    from analyzer.tree import _patch_bytes
+
+    assert _patch_bytes("+\tx = 1;\udc80\n") == b"+\tx = 1;\x80\n"
+    assert _patch_bytes("+\tx = 1;\udb7e\n") == "+\tx = 1;\ufffd\n".encode()
