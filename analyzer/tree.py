@@ -726,7 +726,7 @@ def _series_paths(series: Series) -> list[str]:
 def _patch_bytes(text: str) -> bytes:
     """A diff's text as the bytes it was read from (undecodable bytes come
     back through surrogateescape); a surrogate that is no escaped byte (a
-    mail decoded in a wrong charset) becomes U+FFFD, and git says whether
+    mail decoded in a wrong charset) becomes "?", and git says whether
     the hunk still applies."""
     try:
         return text.encode("utf-8", "surrogateescape")
