@@ -33,6 +33,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -451,7 +452,15 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(rows)
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # Ctrl-C or a plain `kill` ends the run with the table so far; a shell
+    # starts a background job with SIGINT ignored, so both are set here.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", type=Path, help="kernel tree (default: corpus/fetch-kernel)")
     parser.add_argument("-n", type=int, default=10000, help="cases (default 10000)")
