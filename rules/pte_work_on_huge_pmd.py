@@ -420,9 +420,8 @@ def _null_leaves(flow: FunctionFlow, item: Work) -> bool:
     """Is the map's result tested for NULL, and does the NULL side never
     come round to the map again without testing or splitting a PMD on the
     way (`goto again` back to the huge-PMD checks is a fresh look)?"""
-    mapped = set(ev.destinations(item.node))
     point = flow.point(item.node)
-    if not mapped or point is None:
+    if point is None:
         return False
 
     def rechecks(candidate: Point) -> bool:
@@ -435,17 +434,10 @@ def _null_leaves(flow: FunctionFlow, item: Work) -> bool:
             )
         )
 
-    tested = False
-    for branch in flow.graph.points:
-        if branch.kind != "branch" or branch.node is None:
-            continue
-        for edge in branch.succs:
-            if edge.taken is None or ev.null_on(branch.node, edge.taken) not in mapped:
-                continue
-            if flow.some_path_avoids(edge.target, point, avoiding=rechecks):
-                return False
-            tested = True
-    return tested
+    tests = flow.null_tests(item.node)
+    return bool(tests) and not any(
+        flow.some_path_avoids(edge.target, point, avoiding=rechecks) for edge in tests
+    )
 
 
 def _about(guard: Node, pmd: str) -> bool:
@@ -462,16 +454,9 @@ def _leaves_with_nothing_done(flow: FunctionFlow, item: Work) -> bool:
     `return 0;`): nothing to do here, as for an empty range?  Leaving with
     an error (`-EAGAIN`) hands the huge PMD back to a caller that may retry
     on it, and is not such an answer."""
-    mapped = set(ev.destinations(item.node))
-    for branch in flow.graph.points:
-        if branch.kind != "branch" or branch.node is None:
-            continue
-        if not any(
-            edge.taken is not None and ev.null_on(branch.node, edge.taken) in mapped
-            for edge in branch.succs
-        ):
-            continue
-        owner = syntax.condition_owner(branch.node)
+    for edge in flow.null_tests(item.node):
+        assert edge.source.node is not None
+        owner = syntax.condition_owner(edge.source.node)
         taken = owner.child_by_field_name("consequence") if owner is not None else None
         if taken is None:
             continue

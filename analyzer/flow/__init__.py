@@ -283,15 +283,21 @@ class FunctionFlow:
         """Does the function test a PTE map's result for NULL?  Then it is
         written for maps that fail, whatever the tree's version says (a
         series may bring the new map and its callers together)."""
-        mapped = {d for call in self.calls(MAPS) for d in ev.destinations(call)}
-        if not mapped:
-            return False
-        return any(
-            ev.null_on(point.node, taken) in mapped
+        return any(self.null_tests(call) for call in self.calls(MAPS))
+
+    def null_tests(self, call: Node) -> list[cfg.Edge]:
+        """The branch edges along which the result `call` stored is found
+        NULL (`p = f(); if (!p) ...`)."""
+        stored = set(ev.destinations(call))
+        if not stored:
+            return []
+        return [
+            edge
             for point in self.graph.points
             if point.kind == cfg.BRANCH and point.node is not None
-            for taken in (True, False)
-        )
+            for edge in point.succs
+            if edge.taken is not None and ev.null_on(point.node, edge.taken) in stored
+        ]
 
     def _handed_entries(self) -> dict[str, Kinds]:
         """What the entries behind this static function's pointer parameters

@@ -120,6 +120,13 @@ def _top_level_items(node: Node) -> list[Node]:
         node = node.named_children[0]
     if node.type == "call_expression":
         return list(syntax.arguments(node))
+    return comma_items(node)
+
+
+def comma_items(node: Node) -> list[Node]:
+    """The expressions of `a, b, c` (parentheses around it dropped)."""
+    while node.type == "parenthesized_expression" and node.named_children:
+        node = node.named_children[0]
     items: list[Node] = []
     while node.type == "comma_expression":
         left = node.child_by_field_name("left")

@@ -315,17 +315,4 @@ def _header_items(loop: Loop) -> list[Node]:
         return []
     if header.type == "argument_list":
         return [c for c in header.named_children if c.type != "comment"]
-    node = header
-    while node.type == "parenthesized_expression" and node.named_children:
-        node = node.named_children[0]
-    items: list[Node] = []
-    while node.type == "comma_expression":
-        left = node.child_by_field_name("left")
-        if left is not None:
-            items.append(left)
-        right = node.child_by_field_name("right")
-        if right is None:
-            break
-        node = right
-    items.append(node)
-    return items
+    return ev.comma_items(header)

@@ -21,6 +21,7 @@ from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.flow import events as ev
+from analyzer.flow import vocabulary
 from analyzer.flow.nullness import MAY_EITHER, MAY_ERR, MAY_FAIL, Nullness
 from analyzer.flow.sleeping import ALLOCATORS, DIRECT_RECLAIM, gfp_value
 from analyzer.flow.values import Analysis, Kinds, State, Value
@@ -57,14 +58,7 @@ NULL_ON_FAILURE = frozenset(
         "alloc_workqueue",
         # allocators
         *ALLOCATORS,
-        "vmalloc",
-        "vzalloc",
-        "vmalloc_node",
-        "vzalloc_node",
-        "vmalloc_user",
-        "vmalloc_32",
-        "vmap",
-        "vm_map_ram",
+        *vocabulary.VMALLOCS,
         "kmem_cache_create",
         "mempool_create",
         "alloc_percpu",

@@ -242,14 +242,7 @@ SLEEPING_CALLS = frozenset(
         "cond_resched",
         "cond_resched_tasks_rcu_qs",
         # allocations that always may sleep
-        "vmalloc",
-        "vzalloc",
-        "vmalloc_node",
-        "vzalloc_node",
-        "vmalloc_user",
-        "vmalloc_32",
-        "vmap",
-        "vm_map_ram",
+        *vocabulary.VMALLOCS,
         "kvfree_rcu_mightsleep",
         # user memory
         "copy_from_user",

@@ -238,3 +238,18 @@ GUARD_CLASSES: dict[str, str] = {
 ATOMIC_CLASSES = frozenset({"spin", "rcu", "preempt", "irq", "pagefault"})
 # Lock classes under which sleeping is a bug.
 NO_SLEEP_CLASSES = ATOMIC_CLASSES - {"pagefault"}
+
+
+# vmalloc and its kin: they return NULL on failure and may always sleep.
+VMALLOCS = frozenset(
+    {
+        "vmalloc",
+        "vzalloc",
+        "vmalloc_node",
+        "vzalloc_node",
+        "vmalloc_user",
+        "vmalloc_32",
+        "vmap",
+        "vm_map_ram",
+    }
+)
