@@ -598,7 +598,9 @@ def test_real_big_patches_pass_the_limits_and_memory_stays_bounded(
 # -- the tree for the tests ----------------------------------------------------------
 
 
-def test_fetch_kernel_skips_where_apt_cannot_work(tmp_path: Path) -> None:
+def test_fetch_kernel_skips_where_apt_cannot_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Every tool fetch-kernel needs except apt-get.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -645,7 +647,9 @@ def test_fetch_kernel_skips_where_apt_cannot_work(tmp_path: Path) -> None:
         " apt-get is not available (set MMREVIEW_KERNEL_DEB to a .deb)"
     )
     assert log.read_text() == stderr  # relayed as it came
-    environ.pop("CI", None)
+    # Off CI the missing apt-get is a skip; kernel_tree_or_skip reads CI from
+    # this process's environment, not the child's.
+    monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="cannot be had here: fetch-kernel: could not"):
         kernel_tree_or_skip(code, "", stderr)
     with pytest.raises(pytest.fail.Exception, match="corpus/fetch-kernel failed"):
