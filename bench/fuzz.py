@@ -126,6 +126,7 @@ def make_seeds(tree: Path, rng: random.Random, count: int = 40) -> dict[str, lis
         for number in range(count):
             length = 1 if number % 3 else rng.randint(2, 4)
             parent = head
+            made = 0
             for step in range(length):
                 path = rng.choice(mm_files)
                 if path not in bodies:
@@ -139,9 +140,10 @@ def make_seeds(tree: Path, rng: random.Random, count: int = 40) -> dict[str, lis
                 subject = f"mm/{Path(path).stem}: fuzz seed {number}.{step}"
                 message = f"{subject}\n\nA change to fuzz from.\n\n{SIGNED_OFF}\n"
                 parent = scratch.commit(parent, {path: edited}, message)
-            if parent == head:
+                made += 1
+            if not made:
                 continue
-            if length == 1:
+            if made == 1:
                 patch = scratch.format_patch(parent, 1, *([f"--base={head}"] if number % 2 else []))
                 seeds["patch"].append(patch)
                 seeds["diff"].append(scratch.git("diff", f"{parent}~1", parent))
@@ -149,7 +151,7 @@ def make_seeds(tree: Path, rng: random.Random, count: int = 40) -> dict[str, lis
             else:
                 seeds["series"].append(
                     scratch.format_patch(
-                        parent, length, "--cover-letter", "--thread", f"--base={head}", "-v2"
+                        parent, made, "--cover-letter", "--thread", f"--base={head}", "-v2"
                     )
                 )
     return seeds
