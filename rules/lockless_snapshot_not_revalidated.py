@@ -78,7 +78,7 @@ from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow import events as ev
 from analyzer.flow.cfg import Point
-from analyzer.flow.entries import reads_entry
+from analyzer.flow.entries import read_place, reads_entry
 from analyzer.flow.guards import argument_places, checks_by, lost_checks
 from analyzer.flow.vocabulary import LOCK_CALLS
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
@@ -198,11 +198,7 @@ def _compared(flow: FunctionFlow, check: Node) -> set[str]:
         values = [ev.strip(s.value) for s in stores if s.value is not None]
         if not values or len(values) != len(stores) or not all(map(reads_entry, values)):
             continue
-        for value in values:
-            if value.type == "call_expression":
-                found.update(argument_places(value))
-            elif (entry := ev.place(value)) is not None:
-                found.add(entry)
+        found.update(entry for value in values if (entry := read_place(value)) is not None)
     return found
 
 

@@ -450,25 +450,14 @@ def _about(guard: Node, pmd: str) -> bool:
 
 
 def _leaves_with_nothing_done(flow: FunctionFlow, item: Work) -> bool:
-    """Does the branch on the map's NULL answer 0 (`ret = 0; goto out;`,
-    `return 0;`): nothing to do here, as for an empty range?  Leaving with
-    an error (`-EAGAIN`) hands the huge PMD back to a caller that may retry
-    on it, and is not such an answer."""
+    """Does the map's NULL make the function answer 0 on every path
+    (`return 0;`, `ret = 0; goto out;`, a `break` out of the walk to its
+    `return 0;`): nothing to do here, as for an empty range?  Leaving with an
+    error (`-EAGAIN`) hands the huge PMD back to a caller that may retry on
+    it, and is not such an answer."""
     for edge in flow.null_tests(item.node):
-        assert edge.source.node is not None
-        owner = syntax.condition_owner(edge.source.node)
-        taken = owner.child_by_field_name("consequence") if owner is not None else None
-        if taken is None:
-            continue
-        answers = [
-            node
-            for node in syntax.walk(taken)
-            if node.type in ("return_statement", "assignment_expression")
-        ]
-        values = [
-            ev.strip(node.named_children[-1]) if node.named_children else None for node in answers
-        ]
-        if values and all(v is None or syntax.text(v) == "0" for v in values):
+        answers = flow.answers_after(edge)
+        if answers and answers <= {"0", ""}:
             return True
     return False
 

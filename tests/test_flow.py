@@ -532,3 +532,73 @@ def same_vouched(source: str) -> bool:
 )
 def test_a_null_entry_pointer_needs_no_revalidation(code: str, made: bool) -> None:
     assert same_vouched(SNAPSHOT % code) is made
+
+
+ANSWERS = """
+int walk(pmd_t *pmd, unsigned long addr, unsigned long end)
+{
+	pte_t *pte = NULL;
+
+	do {
+		if (!pte) {
+			pte = pte_offset_map(pmd, addr);
+			if (!pte)
+				break;
+		}
+		if (is_swap_pte(ptep_get(pte)))
+			return -ENOMEM;
+	} while (pte++, addr += PAGE_SIZE, addr != end);
+	if (pte)
+		pte_unmap(pte);
+	return 0;
+}
+
+int settle(pmd_t *pmd, unsigned long addr, int retry)
+{
+	int ret;
+	pte_t *pte = pte_offset_map(pmd, addr);
+
+	if (!pte) {
+		ret = retry ? -EAGAIN : 0;
+		goto out;
+	}
+	ret = 0;
+	pte_unmap(pte);
+out:
+	return ret;
+}
+
+void quiet(pmd_t *pmd, unsigned long addr)
+{
+	pte_t *pte = pte_offset_map(pmd, addr);
+
+	if (!pte) {
+		count_vm_event(THP_SPLIT_PMD);
+		if (addr)
+			return;
+	}
+	do_things(pte);
+}
+"""
+
+
+def test_answers_after_follows_the_paths_out_of_a_branch() -> None:
+    found = flows(ANSWERS)
+    walk, settle, quiet = found["walk"], found["settle"], found["quiet"]
+    # Three tests see the map's NULL.  The loop head's `if (!pte)`, on a
+    # later round, maps again and may meet the `return -ENOMEM;`; the
+    # `break` leaves the loop for the one `return 0;` after it, past
+    # `if (pte)`.
+    assert [walk.answers_after(e) for e in walk.null_tests(call(walk, "pte_offset_map"))] == [
+        frozenset({"-ENOMEM", "0"}),
+        frozenset({"0"}),
+        frozenset({"0"}),
+    ]
+    # Set to what is not one constant on the way: unknown.
+    assert [settle.answers_after(e) for e in settle.null_tests(call(settle, "pte_offset_map"))] == [
+        None
+    ]
+    # A void function: `return;`, or on to the rest of the body and its end.
+    assert [quiet.answers_after(e) for e in quiet.null_tests(call(quiet, "pte_offset_map"))] == [
+        frozenset({""})
+    ]

@@ -93,7 +93,7 @@ from analyzer.flow.locks import (
 )
 from analyzer.flow.nullness import Nullness
 from analyzer.flow.summaries import Summaries
-from analyzer.flow.values import NULL, Analysis, Kinds, Tracker, constant_truth
+from analyzer.flow.values import NULL, Analysis, Kinds, Tracker, constant_text, constant_truth
 from analyzer.parsing import Function, ParsedFile
 from analyzer.rule import ReviewContext
 
@@ -419,6 +419,63 @@ class FunctionFlow:
             and value.type == "identifier"
         }
         return names.pop() if len(names) == 1 else None
+
+    def answers_after(self, edge: cfg.Edge) -> frozenset[str] | None:
+        """What the function returns on the paths that leave by `edge`: the
+        constants it returns (`0`, `-EAGAIN`; "" for `return;` or the end of
+        the body), through a variable when every path sets it to one on the
+        way (`ret = 0; goto out;`); None when a path returns anything else."""
+        start = edge.target
+        region = paths.reachable_from(self.graph, [start])
+        answers: set[str] = set()
+        for point_id in region:
+            point = self.graph.points[point_id]
+            if point is self.graph.exit and any(
+                e.source.kind != cfg.RETURN and e.source.id in region for e in point.preds
+            ):
+                answers.add("")
+            if point.kind != cfg.RETURN or point.node is None:
+                continue
+            value = next((c for c in point.node.named_children if c.type != "comment"), None)
+            if value is None:
+                answers.add("")
+                continue
+            constant = constant_text(value)
+            if constant is None and ev.strip(value).type == "identifier":
+                set_to = self._set_on_the_way(start, point, syntax.text(ev.strip(value)), region)
+                if set_to is not None:
+                    answers |= set_to
+                    continue
+            if constant is None:
+                return None
+            answers.add(constant)
+        return frozenset(answers)
+
+    def _set_on_the_way(
+        self, start: cfg.Point, end: cfg.Point, name: str, region: set[int]
+    ) -> frozenset[str] | None:
+        """The constants `name` is set to between `start` and `end`, when
+        every path between them sets it and only to constants."""
+        stores = {
+            point.id: store
+            for store in self.assignments(name)
+            if (point := self.point(store.node)) is not None and point.id in region
+        }
+        constants = {
+            constant_text(store.value)
+            if store.value is not None and store.operator == "="
+            else None
+            for store in stores.values()
+        }
+
+        def passes_one(point: cfg.Point) -> bool:
+            return point.id in stores
+
+        if not stores or None in constants:
+            return None
+        if start.id not in stores and self.some_path_avoids(start, end, passes_one):
+            return None
+        return frozenset(c for c in constants if c is not None)
 
     def locks_at(self, node: Node, classes: frozenset[str] | None = None) -> dict[str, Kinds]:
         """Locks that may be held just before `node` runs, with their kinds

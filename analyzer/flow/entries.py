@@ -195,6 +195,19 @@ def reads_entry(expression: Node) -> bool:
     )
 
 
+def read_place(expression: Node) -> str | None:
+    """The entry an entry read reads: `*pte` for `ptep_get(pte)`, `*pte`
+    and `READ_ONCE(*pte)`."""
+    expression = ev.strip(expression)
+    if not reads_entry(expression):
+        return None
+    if expression.type == "call_expression":
+        arguments = syntax.arguments(expression)
+        name = ev.place(arguments[0]) if arguments else None
+        return None if name is None else name if name.startswith("*") else f"*{name}"
+    return ev.place(expression)
+
+
 LOCKLESS_READS = frozenset({"pmdp_get_lockless", "ptep_get_lockless", "pmd_read_atomic"})
 # Writes that leave the entry as these kinds: pointer argument, kinds.
 WRITES: dict[str, tuple[int, Kinds]] = {

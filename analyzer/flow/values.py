@@ -340,7 +340,7 @@ class Analysis:
             if values:
                 state.places[name] = values
             elif name in self.compared and assign.value is not None:
-                constant = _constant_text(assign.value)
+                constant = constant_text(assign.value)
                 if constant is not None:
                     self.bind(
                         state, name, f"const:{assign.node.id}", frozenset({CONSTANT + constant})
@@ -464,7 +464,7 @@ class Analysis:
                 return state
             state = state.copy()
             if edge.case is not None:
-                constant = _constant_text(edge.case)
+                constant = constant_text(edge.case)
                 if constant is not None and not self._constant(state, name, constant, True):
                     return None
             return state
@@ -539,7 +539,7 @@ class Analysis:
                 if _is_null(left):
                     return self._truth(state, right, taken != (operator == "=="), results, rename)
                 for side, other in ((left, right), (right, left)):
-                    constant = _constant_text(other)
+                    constant = constant_text(other)
                     name = ev.place(side, rename)
                     if constant is not None and name is not None:
                         return self._constant(state, name, constant, taken == (operator == "=="))
@@ -890,7 +890,7 @@ def _compared_with_constants(graph: Graph) -> frozenset[str]:
             continue
         left, right = node.child_by_field_name("left"), node.child_by_field_name("right")
         for side, other in ((left, right), (right, left)):
-            if side is not None and other is not None and _constant_text(other) is not None:
+            if side is not None and other is not None and constant_text(other) is not None:
                 name = ev.place(side)
                 if name is not None:
                     found.add(name)
@@ -900,7 +900,7 @@ def _compared_with_constants(graph: Graph) -> frozenset[str]:
 _CONSTANT_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
-def _constant_text(node: Node) -> str | None:
+def constant_text(node: Node) -> str | None:
     """`0`, `-1`, `true`, `SCAN_SUCCEED`, `-EAGAIN`, `VM_FAULT_OOM`: a
     constant spelled one way; None for anything else (NULL is no constant
     here: pointers have their own kinds)."""
@@ -916,7 +916,7 @@ def _constant_text(node: Node) -> str | None:
     if node.type == "identifier" and _CONSTANT_NAME.fullmatch(syntax.text(node)):
         return None if syntax.text(node) == "NULL" else syntax.text(node)
     if node.type == "unary_expression" and syntax.text(node.child_by_field_name("operator")) == "-":
-        inner = _constant_text(node.child_by_field_name("argument"))
+        inner = constant_text(node.child_by_field_name("argument"))
         return f"-{inner}" if inner is not None else None
     return None
 
@@ -924,7 +924,7 @@ def _constant_text(node: Node) -> str | None:
 def literal_truth(node: Node | None) -> bool | None:
     """True or False for a literal (`1`, `false`, `0x0`), None for anything
     else (a named constant's value is not known here)."""
-    constant = _constant_text(node) if node is not None else None
+    constant = constant_text(node) if node is not None else None
     return _truth(constant) if constant is not None else None
 
 
