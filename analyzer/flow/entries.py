@@ -58,6 +58,10 @@ PMD_PRESENT = frozenset({TABLE, HUGE, DEVMAP})
 NON_PRESENT = frozenset({NONE, MIGRATION, SWAP, DEVICE, MARKER})
 SWAP_LIKE = frozenset({MIGRATION, SWAP, DEVICE, MARKER})
 PMD_LEAF = frozenset({HUGE, DEVMAP})
+# What a hugetlb entry can be: hugetlb pages are never swapped out nor
+# device-private, so its only swap-type entries are migration and hwpoison
+# entries (SWAP here), and markers.
+HUGETLB = frozenset({NONE, PRESENT, MIGRATION, SWAP, MARKER})
 NOT_TABLE = ENTRY - {TABLE}
 
 
@@ -88,8 +92,10 @@ VALUE_TESTS: dict[str, tuple[Kinds, Kinds]] = {
     "pte_present": _test({PRESENT} | PMD_PRESENT),
     "is_swap_pte": _test({MIGRATION, SWAP, DEVICE, MARKER}),
     "is_pte_marker": _test({MARKER}),
-    "is_hugetlb_entry_migration": _test({MIGRATION}, ENTRY),
-    "is_hugetlb_entry_hwpoisoned": _test({SWAP}, ENTRY),
+    "is_hugetlb_entry_migration": _test({MIGRATION}),
+    # Asked of hugetlb entries, whose only other swap-type entries are
+    # migration entries and markers (HUGETLB): false means not SWAP.
+    "is_hugetlb_entry_hwpoisoned": _test({SWAP}),
     "pte_marker_entry_uffd_wp": _test({MARKER}, ENTRY),
     "is_uffd_pte_marker": _test({MARKER}, ENTRY),
     "pte_is_uffd_marker": _test({MARKER}, ENTRY),
@@ -334,9 +340,16 @@ class Entries(Tracker):
                 analysis.bind(state, entry, call.node.id, ENTRY)
                 results[call.node.id] = frozenset({call.node.id})
             elif entry is not None and name == "huge_ptep_get" and entry not in state.places:
-                # A hugetlb entry is never a device-private one.
-                analysis.bind(state, entry, call.node.id, ENTRY - {DEVICE})
+                analysis.bind(state, entry, call.node.id, HUGETLB)
                 results[call.node.id] = frozenset({call.node.id})
+            elif entry is not None and name == "huge_ptep_get":
+                # What the pointer held, read as the hugetlb entry it is.
+                held = analysis.held_values(state, entry, call.node)
+                for value in held:
+                    narrowed = state.kinds.get(value, ENTRY) & HUGETLB
+                    if narrowed:
+                        state.kinds[value] = narrowed
+                results[call.node.id] = held
             elif entry is not None:
                 results[call.node.id] = analysis.held_values(state, entry, call.node)
             else:
