@@ -91,7 +91,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from tree_sitter import Node
 
@@ -109,6 +109,10 @@ XA_READERS = frozenset(
 )
 # The xarray's lock: `spin:xas` for xas_lock_irq(&xas), `spin:mapping->i_pages`.
 XA_LOCK = re.compile(r"spin:.*\b(?:xas|i_pages|xa)\b")
+# A function none of whose words these match makes no re-validation (it
+# tests no uffd mode, stores no retry entry, walks no VMAs, reads no xarray):
+# a helper is read through only when its text has one.
+GUARD_WORDS = re.compile(r"\b(?:userfaultfd_\w+|xas?_\w+|vma_interval_tree_foreach)\b")
 LOOPS = ("for_statement", "while_statement", "do_statement")
 # How far a call the patch adds is followed for a missing-mode check still
 # made: handle_pte_fault() -> do_pte_missing() -> do_anonymous_page() is two.
@@ -239,17 +243,21 @@ def _guards(
             helper = reading.summaries.located(name)
             if helper is None or helper[0].body is None:
                 continue
-            helper_flow = FunctionFlow(*helper[:2], reading.context, helper[2])
-            counts = {
-                kind: len(sites)
-                for kind, sites in _own_guards(helper_flow, _xa_held(flow, call)).items()
-            }
+            counts: dict[str, int] = {}
+            if GUARD_WORDS.search(syntax.text(helper[0].body)):
+                helper_flow = FunctionFlow(*helper[:2], reading.context, helper[2])
+                counts = {
+                    kind: len(sites)
+                    for kind, sites in _own_guards(
+                        helper_flow, lambda call=call: _xa_held(flow, call)
+                    ).items()
+                }
             if change is not None and change.is_added(call):
                 counts["missing"] = max(
                     counts.get("missing", 0), _missing_made(reading, name, ADDED_CALL_DEPTH)
                 )
-            if _range_walk_locked(flow, call):
-                counts["missing-locked"] = counts.get("missing", 0)
+            if counts.get("missing") and _range_walk_locked(flow, call):
+                counts["missing-locked"] = counts["missing"]
             for kind, count in counts.items():
                 made[kind] = max(made.get(kind, 0), count)
         for kind, count in made.items():
@@ -276,9 +284,10 @@ def _missing_made(
     return made
 
 
-def _own_guards(flow: FunctionFlow, xa_held: bool = False) -> Guards:
-    """The re-validations the function makes itself; `xa_held`: its caller
-    holds the xarray lock when calling it."""
+def _own_guards(flow: FunctionFlow, xa_held: Callable[[], bool] = lambda: False) -> Guards:
+    """The re-validations the function makes itself; `xa_held()`: does its
+    caller hold the xarray lock when calling it (asked only of a function
+    that counts holes)?"""
     guards: Guards = defaultdict(list)
     for call in flow.calls(MISSING_OR_WIDER):
         guards["missing"].append(call)
@@ -311,7 +320,7 @@ def _own_guards(flow: FunctionFlow, xa_held: bool = False) -> Guards:
         # A re-count is made under the lock held at the comparison: the
         # scan's own counts were taken under earlier, dropped instances of it.
         if any(
-            xa_held
+            xa_held()
             or any(
                 flow.takings_held(increment, XA_LOCK) & flow.takings_held(condition, XA_LOCK)
                 for increment in counters[name]
@@ -343,7 +352,7 @@ def _range_walk_locked(flow: FunctionFlow, node: Node) -> bool:
     return walk is not None and flow.holds(walk, "i_mmap")
 
 
-def _hole_counters(flow: FunctionFlow, xa_held: bool) -> dict[str, list[Node]]:
+def _hole_counters(flow: FunctionFlow, xa_held: Callable[[], bool]) -> dict[str, list[Node]]:
     """Locals incremented, under the xarray lock, in a loop that reads the
     xarray (the scan's own limits, counted under RCU, are not re-counts)."""
     counters: dict[str, list[Node]] = defaultdict(list)
@@ -353,7 +362,7 @@ def _hole_counters(flow: FunctionFlow, xa_held: bool) -> dict[str, list[Node]]:
         loop = syntax.enclosing(store.node, *LOOPS)
         if loop is None or not _reads_xarray(flow, loop):
             continue
-        if xa_held or _xa_held(flow, store.node):
+        if xa_held() or _xa_held(flow, store.node):
             counters[syntax.text(store.target)].append(store.node)
     return counters
 

@@ -305,13 +305,16 @@ class FunctionFlow:
         known)."""
         if not syntax.text(self.function.node).startswith("static"):
             return {}
-        sites = self.callers()
+        pointers = [
+            (index, parameter)
+            for index, parameter in enumerate(self.parameters())
+            if parameter and self._shared.scope.of_name(parameter) in ENTRY_POINTERS
+        ]
+        sites = self.callers() if pointers else None
         if sites is None or len(sites) > 8:
             return {}
         handed: dict[str, Kinds] = {}
-        for index, parameter in enumerate(self.parameters()):
-            if not parameter or self._shared.scope.of_name(parameter) not in ENTRY_POINTERS:
-                continue
+        for index, parameter in pointers:
             kinds: set[str] = set()
             for caller, call in sites:
                 arguments = syntax.arguments(call)
@@ -379,14 +382,21 @@ class FunctionFlow:
         if file is None:
             return None
         name = function.name
+        offsets = [
+            m.start()
+            for m in re.finditer(rb"\b" + re.escape(name.encode()) + rb"\b", file.image.text)
+        ]
+        if len(offsets) < 2:
+            return None
         sites = [
             (FunctionFlow(caller, file, self.context, self.path), call)
             for caller in file.functions
-            if caller.name != name and caller.body is not None
+            if caller.name != name
+            and caller.body is not None
+            and any(caller.node.start_byte <= at < caller.node.end_byte for at in offsets)
             for call in syntax.calls(caller.body, name)
         ]
-        mentions = len(re.findall(rb"\b" + re.escape(name.encode()) + rb"\b", file.image.text))
-        if not sites or mentions != len(sites) + 1:
+        if not sites or len(offsets) != len(sites) + 1:
             return None
         return sites
 
