@@ -24,6 +24,7 @@ from weakref import WeakKeyDictionary
 from tree_sitter import Node
 
 from analyzer import cache, syntax
+from analyzer.headers import DEFINITIONS
 from analyzer.images import Image
 from analyzer.parsing import ParsedFile, parse
 from analyzer.rule import Confidence, ReviewContext
@@ -163,6 +164,10 @@ _CACHE_NAMESPACE = "declarations-" + _code_digest()
 
 
 def _declared(parsed: ParsedFile) -> _Declared:
+    if DEFINITIONS in parsed.memo:
+        # One definition read out of a header: what the header declares is
+        # in the header's whole text.
+        return _header_declarations(parsed.image.text)
     blob = parsed.image.blob_id
     if blob not in _by_blob:
         if len(_by_blob) > 64:

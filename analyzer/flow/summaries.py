@@ -30,8 +30,8 @@ from analyzer.flow import cfg
 from analyzer.flow import events as ev
 from analyzer.flow.nullness import Nullness, risky_uses
 from analyzer.flow.values import ERR, NULL, PTR, Analysis, Kinds
-from analyzer.images import Image
-from analyzer.parsing import Function, ParsedFile, parse
+from analyzer.headers import DEFINITIONS, HeaderDefinitions, definitions
+from analyzer.parsing import Function, ParsedFile
 from analyzer.rule import ReviewContext
 
 if TYPE_CHECKING:
@@ -47,8 +47,6 @@ KNOWN_DEREFERENCES = re.compile(
     r"clear_(?:not_present_)?full_ptes"
 )
 _INCLUDE_RE = re.compile(rb'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
-# A function definition's head: `name(...)` followed by `{`.
-_DEFINITION_RE = re.compile(rb"\b(\w+)\s*\([^;{}]*\)\s*\{")
 
 
 class Summary:
@@ -159,16 +157,20 @@ class Summaries:
         found = None
         if self.file is not None:
             function = _functions_of(self.file).get(name)
+            # A definition read out of a header alone: its siblings are
+            # read out of the same header.
+            own = self.file.memo.get(DEFINITIONS)
+            sibling = own.function(name) if isinstance(own, HeaderDefinitions) else None
             if function is not None:
                 found = (function, self.file, self.path)
+            elif sibling is not None:
+                found = (sibling[0], sibling[1], self.path)
             elif self.context.has_tree:
                 for path, text in self._included_texts():
-                    if name in _defined_in(text):
-                        parsed = parse(Image.of(text))
-                        function = _functions_of(parsed).get(name)
-                        if function is not None:
-                            found = (function, parsed, path)
-                            break
+                    header = definitions(text)
+                    if header.defines(name) and (hit := header.function(name)) is not None:
+                        found = (hit[0], hit[1], path)
+                        break
         self._located[name] = found
         return found
 
@@ -261,7 +263,6 @@ class Summaries:
         return value
 
 
-_definitions: dict[bytes, frozenset[str]] = {}
 _calls: dict[tuple[str, int], frozenset[str]] = {}
 
 
@@ -274,18 +275,6 @@ def _functions_of(file: ParsedFile) -> dict[str, Function]:
         for function in file.functions:
             found.setdefault(function.name, function)
         file.memo["functions by name"] = found
-    return found
-
-
-def _defined_in(text: bytes) -> frozenset[str]:
-    """Names a header seems to define (a cheap look before parsing it)."""
-    found = _definitions.get(text)
-    if found is None:
-        if len(_definitions) > 512:
-            _definitions.clear()
-        found = _definitions[text] = frozenset(
-            m.decode("ascii", "replace") for m in _DEFINITION_RE.findall(text)
-        )
     return found
 
 

@@ -1,0 +1,180 @@
+"""Function definitions read out of a header one at a time.
+
+A callee's summary needs one inline function of include/linux/mm.h, not the
+4,000 lines around it, and a cold review pays for every header it parses
+whole (mm.h alone costs more than the rest of a small patch's review).  So
+the definition's bytes are found with a regex and brace matching, sanitized
+and parsed alone, through tree-sitter's included ranges: rows and byte
+offsets in the tree are the header's own.  Where that does not give one
+clean definition (a head the line walk misses, `#ifdef` branches inside),
+the header is parsed whole, as before.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+
+from tree_sitter import Parser, Point, Range
+
+from analyzer.images import Image
+from analyzer.parsing import (
+    C_LANGUAGE,
+    Function,
+    ParsedFile,
+    function_name,
+    parse,
+    sanitize,
+)
+from analyzer.rule import Confidence
+
+# A function definition's head: `name(...)` followed by `{`.
+_DEFINITION_RE = re.compile(rb"\b(\w+)\s*\([^;{}]*\)\s*\{")
+_FUNCTION_END_RE = re.compile(rb"^}", re.MULTILINE)
+# A line that ends the item before a definition's head.
+_ENDS_ITEM = (b";", b"}", b"*/", b"{", b"\\", b":", b",")
+_HEAD_LINES = 4
+# Which parse a definition came from, in ParsedFile.memo.
+DEFINITIONS = "header definitions"
+
+
+class HeaderDefinitions:
+    """The definitions of one header's text, parsed on demand."""
+
+    def __init__(self, image: Image) -> None:
+        self.image = image
+        self._heads: dict[str, list[int]] | None = None
+        self._found: dict[str, tuple[Function, ParsedFile] | None] = {}
+
+    def defines(self, name: str) -> bool:
+        """Does the header seem to define `name` (a look before any parse)?"""
+        return name in self._by_name()
+
+    def _by_name(self) -> dict[str, list[int]]:
+        if self._heads is None:
+            heads: dict[str, list[int]] = {}
+            text, at = self.image.text, 0
+            # Overlapping: a match from a word in a comment can run on to
+            # the next definition's brace and hide its name.
+            while (match := _DEFINITION_RE.search(text, at)) is not None:
+                at = match.end(1)
+                # Definitions start in column 0 (`if (unlikely(x)) {` in a
+                # body is indented), and not in a macro.
+                line = text.rfind(b"\n", 0, match.start(1)) + 1
+                if text[line : line + 1] in (b" ", b"\t", b"#"):
+                    continue
+                heads.setdefault(match.group(1).decode("ascii", "replace"), []).append(
+                    match.start(1)
+                )
+            self._heads = heads
+        return self._heads
+
+    def function(self, name: str) -> tuple[Function, ParsedFile] | None:
+        """The first definition of `name`, and the parse holding it."""
+        if name in self._found:
+            return self._found[name]
+        found = None
+        heads = self._by_name().get(name)
+        if heads:
+            found = self._alone(name, heads[0])
+            if found is None:
+                whole = parse(self.image)
+                function = next((f for f in whole.functions if f.name == name), None)
+                found = (function, whole) if function is not None else None
+        self._found[name] = found
+        return found
+
+    def _alone(self, name: str, at: int) -> tuple[Function, ParsedFile] | None:
+        text = self.image.text
+        start = _head_start(text, at)
+        brace = _DEFINITION_RE.match(text, at)
+        if brace is None:
+            return None
+        end = _body_end(text, brace.end() - 1)
+        if end is None:
+            return None
+        source = text[:start] + sanitize(text[start:end]) + text[end:]
+        span = Range(_point(text, start), _point(text, end), start, end)
+        tree = Parser(C_LANGUAGE, included_ranges=[span]).parse(source)
+        root = tree.root_node
+        nodes = [c for c in root.children if c.type == "function_definition"]
+        if root.has_error or len(nodes) != 1 or function_name(nodes[0]) != name:
+            return None
+        confidence = Confidence.LOW if self.image.partial else Confidence.HIGH
+        function = Function(name, nodes[0], self.image, confidence)
+        parsed = ParsedFile(image=self.image, tree=tree, functions=[function])
+        parsed.memo[DEFINITIONS] = self
+        return function, parsed
+
+
+def _head_start(text: bytes, at: int) -> int:
+    """Where the definition whose name is at `at` begins: its line, and the
+    lines above it that carry its return type and qualifiers."""
+    start = text.rfind(b"\n", 0, at) + 1
+    for _ in range(_HEAD_LINES):
+        if start == 0:
+            break
+        above = text.rfind(b"\n", 0, start - 1) + 1
+        line = text[above : start - 1].strip()
+        if not line or line.startswith((b"#", b"//", b"*", b"/*")) or line.endswith(_ENDS_ITEM):
+            break
+        start = above
+    return start
+
+
+def _body_end(text: bytes, brace: int) -> int | None:
+    """Just past the `}` closing the body opened at `brace`: the matching
+    brace (comments, strings and characters skipped), or the first `}` in
+    column 0 when that comes first (braces unbalanced by `#ifdef` branches)."""
+    column_zero = _FUNCTION_END_RE.search(text, brace)
+    limit = column_zero.end() if column_zero is not None else len(text)
+    depth = 0
+    index = brace
+    while index < limit:
+        byte = text[index]
+        if byte == 0x7B:  # {
+            depth += 1
+        elif byte == 0x7D:  # }
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        elif byte == 0x2F and text[index + 1 : index + 2] == b"*":  # /* ... */
+            close = text.find(b"*/", index + 2)
+            index = len(text) if close < 0 else close + 1
+        elif byte == 0x2F and text[index + 1 : index + 2] == b"/":  # // ...
+            close = text.find(b"\n", index)
+            index = len(text) if close < 0 else close
+        elif byte in (0x22, 0x27):  # "..." or '...'
+            index = _literal_end(text, index)
+        index += 1
+    return column_zero.end() if column_zero is not None else None
+
+
+def _literal_end(text: bytes, opening: int) -> int:
+    quote = text[opening]
+    index = opening + 1
+    while index < len(text) and text[index] not in (quote, 0x0A):
+        index += 2 if text[index] == 0x5C else 1  # a backslash escapes the next byte
+    return index
+
+
+def _point(text: bytes, offset: int) -> Point:
+    row = text.count(b"\n", 0, offset)
+    return Point(row, offset - (text.rfind(b"\n", 0, offset) + 1))
+
+
+# By content (bytes hash once and keep it: a lookup per callee is cheap).
+_by_text: OrderedDict[bytes, HeaderDefinitions] = OrderedDict()
+_KEPT_HEADERS = 64
+
+
+def definitions(text: bytes) -> HeaderDefinitions:
+    """The definitions of a header's text, one object per content."""
+    found = _by_text.get(text)
+    if found is None:
+        found = _by_text[text] = HeaderDefinitions(Image.of(text))
+        while len(_by_text) > _KEPT_HEADERS:
+            _by_text.popitem(last=False)
+    else:
+        _by_text.move_to_end(text)
+    return found

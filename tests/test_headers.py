@@ -1,0 +1,99 @@
+"""Definitions read out of a header alone are the ones a whole parse finds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from analyzer import syntax
+from analyzer.headers import DEFINITIONS, HeaderDefinitions
+from analyzer.images import Image
+from analyzer.parsing import parse
+
+HEADER = b"""/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef _DEMO_H
+#define _DEMO_H
+
+struct demo { int a; };
+
+static inline int demo_one(int x) { return x + 1; }
+
+static __always_inline unsigned long
+demo_two(struct demo *d,
+		unsigned long mask)
+{
+	/* a brace in a comment: { */
+	const char *s = "}";
+	char c = '{';
+
+	if (d->a) {
+		return demo_one(d->a) & mask;
+	}
+	return s[0] + c;
+}
+
+static inline bool demo_split(int x)
+{
+#ifdef CONFIG_DEMO
+	if (x) {
+#else
+	if (!x) {
+#endif
+		return true;
+	}
+	return false;
+}
+
+#define demo_macro(x) { (x) }
+
+#endif
+"""
+
+
+def whole(name: str) -> str:
+    function = next(f for f in parse(Image.of(HEADER)).functions if f.name == name)
+    return syntax.text(function.node)
+
+
+@pytest.mark.parametrize("name", ["demo_one", "demo_two", "demo_split"])
+def test_a_definition_alone_is_the_whole_parse_one(name: str) -> None:
+    found = HeaderDefinitions(Image.of(HEADER)).function(name)
+    assert found is not None
+    function, _ = found
+    assert syntax.text(function.node) == whole(name)
+    # Rows are the header's own: a finding or a message can cite them.
+    row = HEADER[: HEADER.index(name.encode() + b"(")].count(b"\n")
+    declarator = function.node.child_by_field_name("declarator")
+    assert declarator is not None and declarator.start_point.row == row
+    assert function.image.blob_id == Image.of(HEADER).blob_id
+
+
+def test_only_a_clean_definition_is_read_alone() -> None:
+    definitions = HeaderDefinitions(Image.of(HEADER))
+    _, alone = definitions.function("demo_two") or (None, None)
+    assert alone is not None and DEFINITIONS in alone.memo  # parsed alone
+    # Braces unbalanced by #ifdef branches: the header is parsed whole.
+    _, split = definitions.function("demo_split") or (None, None)
+    assert split is not None and DEFINITIONS not in split.memo
+    assert definitions.function("demo_macro") is None
+    assert definitions.function("demo_absent") is None
+
+
+def test_every_definition_of_a_real_header(kernel_tree: Path) -> None:
+    """Every function of the real include/linux/mm.h, read alone or whole,
+    is the function a parse of the whole header finds."""
+    text = (kernel_tree / "include/linux/mm.h").read_bytes()
+    definitions = HeaderDefinitions(Image.of(text))
+    first = {}
+    for function in parse(Image.of(text)).functions:
+        first.setdefault(function.name, syntax.text(function.node))
+    alone = 0
+    for name, body in first.items():
+        if not definitions.defines(name):
+            continue
+        found = definitions.function(name)
+        assert found is not None, name
+        assert syntax.text(found[0].node) == body, name
+        alone += DEFINITIONS in found[1].memo
+    assert alone > 0.9 * len(first)
