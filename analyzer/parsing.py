@@ -356,12 +356,14 @@ def _parser() -> Parser:
     return Parser(C_LANGUAGE)
 
 
-# A parsed file holds about 22 times its text in trees and nodes (measured
-# on mm/*.c): 4 MiB of cached text is under 100 MiB, and holds a series'
-# working set (a patch's post-image is the next patch's pre-image) many
-# times over.  Bounded by bytes, not by a count of trees: a count of small
-# files is nothing, the same count of big ones is gigabytes.
-CACHE_BYTES = 4 << 20
+# A parsed file holds about 26 times its text in trees and nodes (measured
+# on mm/memory.c): 1.5 MiB of cached text is about 40 MiB, and holds a
+# series' working set (a patch's post-image is the next patch's pre-image).
+# Bounded by bytes, not by a count of trees: a count of small files is
+# nothing, the same count of big ones is gigabytes.  An evicted file's
+# functions lose what was derived from them (their flow graphs, whose nodes
+# would keep the tree alive).
+CACHE_BYTES = 3 << 19
 # Larger files are not parsed: no hand-written C file of Linux 6.12 comes
 # near (the largest .c is 1.8 MB); generated register headers (up to 24 MB)
 # do, and their trees would take half a gigabyte.
@@ -390,6 +392,8 @@ def parse(image: Image) -> ParsedFile:
         while _cached_bytes > CACHE_BYTES:
             _, evicted = _cache.popitem(last=False)
             _cached_bytes -= len(evicted.image.text)
+            for function in evicted.functions:
+                function.memo.clear()
     return parsed
 
 

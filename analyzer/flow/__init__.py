@@ -72,6 +72,7 @@ questions, the way a smatch check or a Coccinelle rule reads:
 from __future__ import annotations
 
 import re
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from functools import cached_property
@@ -123,7 +124,6 @@ class _Shared:
     def __init__(self, function: Function) -> None:
         assert function.body is not None
         self.graph = cfg.build(function.body, function.image.text)
-        self.analyses: dict[object, Analysis] = {}
         self._dominators: dict[int, int] | None = None
         self._scope: TypeScope | None = None
         self._function = function
@@ -141,11 +141,12 @@ class _Shared:
         return self._dominators
 
 
-# Functions whose graph and analyses are kept, oldest first.  Bounded by
-# count: the path states of a few hundred big functions (a 2,000-line patch
-# of mm/memory.c, with callers and callees) took most of a gigabyte.
-_kept: OrderedDict[int, Function] = OrderedDict()
-_KEPT_FUNCTIONS = 96
+# Functions whose graph is kept, oldest first.  Bounded by count: the graphs
+# of a few hundred big functions (a 2,000-line patch of mm/memory.c, with
+# callers and callees) took most of a gigabyte.  Weak: a function whose
+# parse the cache evicted goes, and its tree with it.
+_kept: OrderedDict[int, weakref.ref[Function]] = OrderedDict()
+_KEPT_FUNCTIONS = 48
 
 
 def _shared_of(function: Function) -> _Shared:
@@ -156,10 +157,11 @@ def _shared_of(function: Function) -> _Shared:
     found = function.memo.get("flow")
     if found is None:
         found = function.memo["flow"] = _Shared(function)
-        _kept[id(function)] = function
+        _kept[id(function)] = weakref.ref(function)
         while len(_kept) > _KEPT_FUNCTIONS:
             _, oldest = _kept.popitem(last=False)
-            oldest.memo.pop("flow", None)
+            if (alive := oldest()) is not None:
+                alive.memo.pop("flow", None)
     elif id(function) in _kept:
         _kept.move_to_end(id(function))
     return found  # type: ignore[return-value]
@@ -176,6 +178,7 @@ class FunctionFlow:
         self.context = context
         self.path = path
         self._shared = _shared_of(function)
+        self._analyses = _analyses_of(context, function)
 
     # -- the graph -----------------------------------------------------------------
 
@@ -220,9 +223,9 @@ class FunctionFlow:
     ) -> Analysis:
         """Run `tracker` (once per function and `key`); `parameters` are
         places with a value (and its kinds) at the entry."""
-        found = self._shared.analyses.get(key)
+        found = self._analyses.get(key)
         if found is None:
-            found = self._shared.analyses[key] = Analysis(
+            found = self._analyses[key] = Analysis(
                 self.graph, tracker, dict(parameters) if parameters else None
             )
         return found
@@ -233,11 +236,11 @@ class FunctionFlow:
         !vmf->pte;`) test it here too; with `helpers_return`, what helpers
         of the tree return (NULL, an error pointer) is tracked as well."""
         key = ("nullness", tuple(sorted(sources.items())), helpers_return)
-        found = self._shared.analyses.get(key)
+        found = self._analyses.get(key)
         if found is None:
             returns = self._summary_returns if helpers_return else None
             tracker = Nullness(dict(sources), returns, self._summary_predicate)
-            found = self._shared.analyses[key] = Analysis(self.graph, tracker)
+            found = self._analyses[key] = Analysis(self.graph, tracker)
         return found
 
     def dereferences(self, accessors: re.Pattern[str]) -> Callable[[str, int], tuple[str, ...]]:
@@ -271,12 +274,12 @@ class FunctionFlow:
         what its callers hand it (`if (pmd_none(*pmd)) helper(pmd);`)."""
         maps_fail = self.version is None or self.version >= (6, 5) or self._tests_maps()
         key = ("entries", maps_fail, callers)
-        found = self._shared.analyses.get(key)
+        found = self._analyses.get(key)
         if found is None:
             tracker = Entries(maps_fail, self.maps_and_may_fail, self._summary_predicate)
             tracker.entry_pointer = self._entry_pointer
             handed = self._handed_entries() if callers else {}
-            found = self._shared.analyses[key] = Analysis(self.graph, tracker, handed)
+            found = self._analyses[key] = Analysis(self.graph, tracker, handed)
         return found
 
     def _tests_maps(self) -> bool:
@@ -351,13 +354,13 @@ class FunctionFlow:
     def locks(self) -> Analysis:
         """Which locks are held; helpers of the tree that take or drop a lock
         they are handed count where they are called."""
-        found = self._shared.analyses.get("locks")
+        found = self._analyses.get("locks")
         if found is None:
             # The atomic locks a function says its caller holds are held
             # on entry (`__must_hold()`, `lockdep_assert_held()`).
             entry = held_on_entry(self.function, self.type_of, vocabulary.NO_SLEEP_CLASSES)
             tracker = Locks(self._lock_effects)
-            found = self._shared.analyses["locks"] = Analysis(self.graph, tracker, entry)
+            found = self._analyses["locks"] = Analysis(self.graph, tracker, entry)
         return found
 
     def _lock_effects(self, name: str) -> tuple[LockEffect, ...]:
@@ -575,6 +578,18 @@ class FunctionFlow:
                     continue
                 stack.extend(node.named_children)
         return sorted(uses.values(), key=lambda node: node.start_byte)
+
+
+def _analyses_of(context: ReviewContext, function: Function) -> dict[object, Analysis]:
+    # The analyses of a function ask the review context (callee summaries,
+    # the tree's version) and their trackers hold flows of it: they live with
+    # the context, one patch, never across patches in a kept graph, which
+    # kept every patch's summaries alive.
+    per_function = context.memo.setdefault("analyses", {})
+    found = per_function.get(id(function))
+    if found is None or found[0] is not function:
+        found = per_function[id(function)] = (function, {})
+    return found[1]
 
 
 def _summaries_for(context: ReviewContext, file: ParsedFile | None, path: str) -> Summaries:
