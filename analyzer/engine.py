@@ -11,6 +11,7 @@ dropped, unless --all was asked for.
 from __future__ import annotations
 
 import bisect
+import gc
 import os
 import sys
 import traceback
@@ -79,7 +80,12 @@ def review(
         return result
     images_of = iter(_images(series, tree, base, result))
     try:
-        for patch in patches:
+        for number, patch in enumerate(patches):
+            if number:
+                # A patch's review context, its summaries and flows are
+                # cycles: freed now, not whenever the collector gets to
+                # them (a 64-patch series peaked 20 MiB higher).
+                gc.collect()
             # Reading the patch's diff spent some of its budget already.
             left = None if patch_seconds is None else max(patch_seconds - patch.read_seconds, 0.0)
             with budget.patch_budget(left):

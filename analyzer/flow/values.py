@@ -265,10 +265,15 @@ class Analysis:
                 single = self._join(single, state)
             return old if len(old) == 1 and _same(old[0], single) else [single]
         weight = self._weights_of
+        # Losses of pairs already weighed in this merge, by the states' ids (a
+        # join makes a new state; the ones it replaced are kept in `retired`
+        # so that no id is reused while `weighed` holds it).
+        weighed: dict[tuple[int, int], int] = {}
+        retired: list[State] = []
         while len(combined) > WIDTH:
             # The newest state goes into the one whose join with it loses least.
             newest = combined.pop()
-            losses = [_join_loss(state, newest, weight) for state in combined]
+            losses = [_weighed_loss(state, newest, weight, weighed) for state in combined]
             index = min(range(len(combined)), key=losses.__getitem__)
             if weight is not None and losses[index] >= _WEIGHTY:
                 # A tracker with weights, and the newest state differs from
@@ -276,9 +281,11 @@ class Analysis:
                 # loses least, old or new (a failure arriving at a label
                 # where successes fill the pool must not become one of them).
                 combined.append(newest)
-                i, j = _least_loss_pair(combined, weight)
+                i, j = _least_loss_pair(combined, weight, weighed)
+                retired += (combined[i], combined[j])
                 combined[i] = self._join(combined[i], combined.pop(j))
                 continue
+            retired += (combined[index], newest)
             combined[index] = self._join(combined[index], newest)
         if len(combined) == len(old) and all(
             _same(a, b) for a, b in zip(combined, old, strict=True)
@@ -843,18 +850,31 @@ def _join_loss(a: State, b: State, weight: Callable[[str], int] | None = None) -
     return loss
 
 
+def _weighed_loss(
+    a: State, b: State, weight: Callable[[str], int] | None, weighed: dict[tuple[int, int], int]
+) -> int:
+    pair = (id(a), id(b))
+    loss = weighed.get(pair)
+    if loss is None:
+        loss = weighed[pair] = _join_loss(a, b, weight)
+    return loss
+
+
 # A join loss from which a tracker with weights looks for a better pair: a
 # difference in a place weighing 8 (4 * 8).
 _WEIGHTY = 32
 
 
-def _least_loss_pair(states: list[State], weight: Callable[[str], int]) -> tuple[int, int]:
-    """The indices `i < j` of the two states whose join loses least."""
+def _least_loss_pair(
+    states: list[State], weight: Callable[[str], int], weighed: dict[tuple[int, int], int]
+) -> tuple[int, int]:
+    """The indices `i < j` of the two states whose join loses least
+    (`weighed`: losses known by the states' ids, kept while they live)."""
     best = (0, 1)
     least: int | None = None
     for j in range(len(states) - 1, 0, -1):
         for i in range(j):
-            loss = _join_loss(states[i], states[j], weight)
+            loss = _weighed_loss(states[i], states[j], weight, weighed)
             if least is None or loss < least:
                 best, least = (i, j), loss
     return best
