@@ -28,12 +28,19 @@ from analyzer.parsing import (
 )
 from analyzer.rule import Confidence
 
-# A function definition's head: `name(...)` followed by `{`.
-_DEFINITION_RE = re.compile(rb"\b(\w+)\s*\([^;{}]*\)\s*\{")
+# A function definition's head: `name(...)` followed by `{` (a parameter
+# list is short: bounded, so that garbage costs linear time).
+_DEFINITION_RE = re.compile(rb"\b(\w+)\s*\([^;{}]{0,512}\)\s*\{")
+# A header this big is generated, not a helper's home: not indexed.
+MAX_INDEXED_BYTES = 1 << 20
 _FUNCTION_END_RE = re.compile(rb"^}", re.MULTILINE)
 # A line that ends the item before a definition's head.
 _ENDS_ITEM = (b";", b"}", b"*/", b"{", b"\\", b":", b",")
 _HEAD_LINES = 4
+# What a brace scan looks at; and how far (mm.h's longest definition is
+# under 4 KiB).
+_BODY_BYTES = re.compile(rb"[{}\"'/]")
+MAX_DEFINITION_BYTES = 64 << 10
 # Which parse a definition came from, in ParsedFile.memo.
 DEFINITIONS = "header definitions"
 
@@ -54,6 +61,8 @@ class HeaderDefinitions:
         if self._heads is None:
             heads: dict[str, list[int]] = {}
             text, at = self.image.text, 0
+            if len(text) > MAX_INDEXED_BYTES:
+                at = len(text)
             # Overlapping: a match from a word in a comment can run on to
             # the next definition's brace and hide its name.
             while (match := _DEFINITION_RE.search(text, at)) is not None:
@@ -125,12 +134,15 @@ def _head_start(text: bytes, at: int) -> int:
 def _body_end(text: bytes, brace: int) -> int | None:
     """Just past the `}` closing the body opened at `brace`: the matching
     brace (comments, strings and characters skipped), or the first `}` in
-    column 0 when that comes first (braces unbalanced by `#ifdef` branches)."""
-    column_zero = _FUNCTION_END_RE.search(text, brace)
-    limit = column_zero.end() if column_zero is not None else len(text)
+    column 0 when that comes first (braces unbalanced by `#ifdef` branches).
+    None past MAX_DEFINITION_BYTES: such text is parsed whole, under the
+    patch's time budget (a patch may bring a header of garbage)."""
+    column_zero = _FUNCTION_END_RE.search(text, brace, brace + MAX_DEFINITION_BYTES)
+    limit = column_zero.end() if column_zero is not None else brace + MAX_DEFINITION_BYTES
     depth = 0
     index = brace
-    while index < limit:
+    while (found := _BODY_BYTES.search(text, index, limit)) is not None:
+        index = found.start()
         byte = text[index]
         if byte == 0x7B:  # {
             depth += 1
@@ -138,22 +150,22 @@ def _body_end(text: bytes, brace: int) -> int | None:
             depth -= 1
             if depth == 0:
                 return index + 1
-        elif byte == 0x2F and text[index + 1 : index + 2] == b"*":  # /* ... */
-            close = text.find(b"*/", index + 2)
-            index = len(text) if close < 0 else close + 1
-        elif byte == 0x2F and text[index + 1 : index + 2] == b"/":  # // ...
-            close = text.find(b"\n", index)
-            index = len(text) if close < 0 else close
+        elif text[index + 1 : index + 2] == b"*":  # /* ... */
+            close = text.find(b"*/", index + 2, limit)
+            index = limit if close < 0 else close + 1
+        elif text[index + 1 : index + 2] == b"/":  # // ...
+            close = text.find(b"\n", index, limit)
+            index = limit if close < 0 else close
         elif byte in (0x22, 0x27):  # "..." or '...'
-            index = _literal_end(text, index)
+            index = _literal_end(text, index, limit)
         index += 1
     return column_zero.end() if column_zero is not None else None
 
 
-def _literal_end(text: bytes, opening: int) -> int:
+def _literal_end(text: bytes, opening: int, limit: int) -> int:
     quote = text[opening]
     index = opening + 1
-    while index < len(text) and text[index] not in (quote, 0x0A):
+    while index < limit and text[index] not in (quote, 0x0A):
         index += 2 if text[index] == 0x5C else 1  # a backslash escapes the next byte
     return index
 
