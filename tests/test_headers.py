@@ -97,3 +97,16 @@ def test_every_definition_of_a_real_header(kernel_tree: Path) -> None:
         assert syntax.text(found[0].node) == body, name
         alone += DEFINITIONS in found[1].memo
     assert alone > 0.9 * len(first)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"x(" * 50_000, b"f(int a)\n{" * 5_000, b"static int f(void)\n{\n" + b"{" * 70_000],
+)
+def test_a_garbage_header_defines_nothing_it_cannot_show(garbage: bytes) -> None:
+    """A patch can make a header anything: no definition is made up, and
+    an unclosed body is not read past MAX_DEFINITION_BYTES."""
+    definitions = HeaderDefinitions(Image.of(garbage))
+    assert not definitions.defines("x")
+    found = definitions.function("f")
+    assert found is None or DEFINITIONS not in found[1].memo
