@@ -224,6 +224,10 @@ class Analysis:
         queued = {self.graph.entry.id}
         visits: dict[int, int] = {}
         points = {p.id: p for p in order}
+        # The path states each point has passed on already, by identity (held,
+        # so that no id is reused): a point visited again passes on only the
+        # states that are new there.
+        passed: dict[int, dict[int, State]] = {}
         while queue:
             _, point_id = heapq.heappop(queue)
             queued.discard(point_id)
@@ -233,7 +237,11 @@ class Analysis:
                 return
             point = points[point_id]
             arriving: dict[int, list[State]] = {}
+            done = passed.setdefault(point_id, {})
             for state in self.entry_states[point_id]:
+                if id(state) in done:
+                    continue
+                done[id(state)] = state
                 out, results = self.transfer(point, state)
                 for edge in point.succs:
                     refined = self.refine(edge, out, results)
