@@ -74,18 +74,8 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow import events as ev
-from analyzer.flow.entries import (
-    DEVICE,
-    LEVELS,
-    MIGRATION,
-    NONE,
-    POINTER_TESTS,
-    READS,
-    VALUE_TESTS,
-    truth_kinds,
-)
+from analyzer.flow.entries import DEVICE, LEVELS, MIGRATION, truth_kinds
 from analyzer.flow.values import literal_truth
-from analyzer.flow.vocabulary import LOCK_CALLS
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # Kernel page tables: no migration or swap entries, the two tests agree.
@@ -309,32 +299,13 @@ def _only_hands_to_rechecking(flow: FunctionFlow, call: Node) -> bool:
         and pointer in (arguments := [ev.place(ev.strip(a)) for a in syntax.arguments(inner)])
     ]
     return bool(handed) and all(
-        index in (flow.summaries.fact(name, "writes-only-empty", _writes_only_empty) or ())
+        index in (flow.summaries.fact(name, "writes-only-empty", _written_only_empty) or ())
         for name, index in handed
     )
 
 
-def _writes_only_empty(callee: FunctionFlow, depth: int) -> frozenset[int]:
-    """Parameters whose entry the function hands on (writes) only where it
-    is known empty on every path: reads, tests and locks aside."""
-    analysis = callee.entries(callers=False)
-    if not analysis.complete:
-        return frozenset()
-    found = set()
-    for index, name in enumerate(callee.parameters()):
-        uses = [
-            inner
-            for inner in callee.calls()
-            if (called := syntax.call_name(inner))
-            and called not in LOCK_CALLS
-            and called not in READS
-            and called not in VALUE_TESTS
-            and called not in POINTER_TESTS
-            and name in [ev.place(ev.strip(a)) for a in syntax.arguments(inner)]
-        ]
-        if uses and all(analysis.place_kinds_at(u, f"*{name}") == {NONE} for u in uses):
-            found.add(index)
-    return frozenset(found)
+def _written_only_empty(callee: FunctionFlow, _depth: int) -> frozenset[int]:
+    return callee.entries_written_only_empty()
 
 
 def _squeezed(node: Node | None) -> str:

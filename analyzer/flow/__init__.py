@@ -83,7 +83,17 @@ from analyzer import syntax
 from analyzer.declarations import Declarations, TypeScope, kernel_version
 from analyzer.flow import cfg, paths, vocabulary
 from analyzer.flow import events as ev
-from analyzer.flow.entries import ENTRY_POINTERS, MAPS, Entries, EntryRead, entry_reads
+from analyzer.flow.entries import (
+    ENTRY_POINTERS,
+    MAPS,
+    NONE,
+    POINTER_TESTS,
+    READS,
+    VALUE_TESTS,
+    Entries,
+    EntryRead,
+    entry_reads,
+)
 from analyzer.flow.locks import (
     LockEffect,
     Locks,
@@ -99,6 +109,9 @@ from analyzer.parsing import Function, ParsedFile
 from analyzer.rule import ReviewContext
 
 __all__ = ["FunctionFlow", "flow_of"]
+
+# Calls handed an entry pointer that do not write the entry.
+_NOT_WRITES = frozenset([*vocabulary.LOCK_CALLS, *READS, *VALUE_TESTS, *POINTER_TESTS])
 
 
 def _entry_of(argument: Node) -> str | None:
@@ -329,6 +342,26 @@ class FunctionFlow:
             else:
                 handed[f"*{parameter}"] = frozenset(kinds)
         return handed
+
+    def entries_written_only_empty(self) -> frozenset[int]:
+        """The pointer parameters whose entry the function writes, or hands
+        on, only where it found it empty on every path (reads, tests and
+        locks aside): `pmd_install()` populates under `pmd_none()` alone."""
+        analysis = self.entries(callers=False)
+        if not analysis.complete:
+            return frozenset()
+        found = set()
+        for index, name in enumerate(self.parameters()):
+            uses = [
+                call
+                for call in self.calls()
+                if (called := syntax.call_name(call))
+                and called not in _NOT_WRITES
+                and name in [ev.place(ev.strip(a)) for a in syntax.arguments(call)]
+            ]
+            if uses and all(analysis.place_kinds_at(u, f"*{name}") == {NONE} for u in uses):
+                found.add(index)
+        return frozenset(found)
 
     def _entry_pointer(self, expression: Node) -> bool:
         declared = self.type_of(expression)
