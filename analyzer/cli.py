@@ -85,10 +85,12 @@ FormatOption = Annotated[
 ]
 OutputOption = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")]
 SelectOption = Annotated[
-    list[str] | None, typer.Option("--select", "--types", help="Only these rules (repeatable).")
+    list[str] | None,
+    typer.Option("--select", "--types", help="Only these rules (repeatable, or comma-separated)."),
 ]
 IgnoreOption = Annotated[
-    list[str] | None, typer.Option("--ignore", help="Not these rules (repeatable).")
+    list[str] | None,
+    typer.Option("--ignore", help="Not these rules (repeatable, or comma-separated)."),
 ]
 DebugOption = Annotated[
     bool,

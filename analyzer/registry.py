@@ -52,10 +52,17 @@ def get_rule(rule_id: str) -> Rule | None:
     return next((r for r in all_rules() if r.id == wanted), None)
 
 
+def _ids(given: list[str] | None) -> list[str]:
+    # checkpatch.pl takes `--ignore A,B` as well as the option repeated.
+    return [part.strip() for item in given or [] for part in item.split(",") if part.strip()]
+
+
 def select_rules(select: list[str] | None = None, ignore: list[str] | None = None) -> list[Rule]:
-    """Rules after --select/--ignore; unknown ids are an error."""
+    """Rules after --select/--ignore (repeated or comma-separated); unknown
+    ids are an error."""
+    select, ignore = _ids(select), _ids(ignore)
     known = {r.id for r in all_rules()}
-    for rule_id in [*(select or []), *(ignore or [])]:
+    for rule_id in [*select, *ignore]:
         if rule_id.upper().replace("-", "_") not in known:
             raise RuleError(f"unknown rule '{rule_id}' (see 'mmreview rules')")
     chosen = [
@@ -63,5 +70,5 @@ def select_rules(select: list[str] | None = None, ignore: list[str] | None = Non
         for r in all_rules()
         if not select or r.id in {s.upper().replace("-", "_") for s in select}
     ]
-    ignored = {i.upper().replace("-", "_") for i in ignore or []}
+    ignored = {i.upper().replace("-", "_") for i in ignore}
     return [r for r in chosen if r.id not in ignored]

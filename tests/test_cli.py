@@ -218,6 +218,32 @@ def test_usage_errors() -> None:
     assert bad_tree.returncode == 2 and b"--tree /nonexistent" in bad_tree.stderr
     bad_rule = mmreview("check", "corpus/examples/demo-cleanups-v2.mbox", "--select", "NOPE")
     assert bad_rule.returncode == 2 and b"unknown rule 'NOPE'" in bad_rule.stderr
+    in_a_list = mmreview(
+        "check", "corpus/examples/demo-cleanups-v2.mbox", "--ignore", "MM_BUG_ON,NOPE"
+    )
+    assert in_a_list.returncode == 2 and b"unknown rule 'NOPE'" in in_a_list.stderr
+
+
+def test_rule_lists_as_checkpatch_takes_them() -> None:
+    """`--ignore A,B` (checkpatch.pl's form) is `--ignore A --ignore B`."""
+    example = "corpus/examples/demo-cleanups-v2.mbox"
+    every = mmreview("check", example, "-f", "checkpatch").stdout.decode()
+    shown = {line.split(":")[3] for line in every.splitlines() if line.count(":") > 3}
+    assert len(shown) >= 2, every
+    first, *others = sorted(shown)
+    listed = mmreview("check", example, "-f", "checkpatch", "--ignore", ",".join(others))
+    repeated = mmreview(
+        "check", example, "-f", "checkpatch", *[a for o in others for a in ("--ignore", o)]
+    )
+    assert listed.stdout == repeated.stdout
+    left = {
+        line.split(":")[3] for line in listed.stdout.decode().splitlines() if line.count(":") > 3
+    }
+    assert left == {first}
+    chosen = mmreview("check", example, "-f", "checkpatch", "--select", f"{first},{others[0]}")
+    assert {
+        line.split(":")[3] for line in chosen.stdout.decode().splitlines() if line.count(":") > 3
+    } == {first, others[0]}
 
 
 def test_rules_and_explain() -> None:
