@@ -14,6 +14,7 @@ import bisect
 import gc
 import os
 import sys
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -79,13 +80,25 @@ def review(
     if not patches:
         return result
     images_of = iter(_images(series, tree, base, result))
+    collected_at = _resident_bytes()
+    last_started = None
     try:
-        for number, patch in enumerate(patches):
-            if number:
-                # A patch's review context, its summaries and flows are
-                # cycles: freed now, not whenever the collector gets to
-                # them (a 64-patch series peaked 20 MiB higher).
+        for patch in patches:
+            # A patch's review context, its summaries and flows are cycles:
+            # freed after a patch that made many (a 64-patch series peaked
+            # 20 MiB higher), or once small ones add up; not after every
+            # patch (a full collection costs more than a small patch's review).
+            resident = _resident_bytes()
+            if (
+                last_started is not None and time.process_time() - last_started > COLLECT_AFTER
+            ) or (
+                resident is not None
+                and collected_at is not None
+                and resident - collected_at > COLLECT_AFTER_GROWTH
+            ):
                 gc.collect()
+                collected_at = _resident_bytes()
+            last_started = time.process_time()
             # Reading the patch's diff spent some of its budget already.
             left = None if patch_seconds is None else max(patch_seconds - patch.read_seconds, 0.0)
             with budget.patch_budget(left):
@@ -112,6 +125,19 @@ def review(
         key=lambda f: (f.patch or PatchRef(0, 0, ""), f.path, f.line, f.column, f.rule)
     )
     return result
+
+
+COLLECT_AFTER = 0.1  # seconds of CPU
+COLLECT_AFTER_GROWTH = 16 << 20
+
+
+def _resident_bytes() -> int | None:
+    """The process's resident memory (None where /proc does not say)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _review_patch(
