@@ -729,3 +729,29 @@ def test_a_diff_decoded_in_a_wrong_charset_still_goes_to_git() -> None:
 
     assert _patch_bytes("+\tx = 1;\udc80\n") == b"+\tx = 1;\x80\n"
     assert _patch_bytes("+\tx = 1;\udb7e\n") == b"+\tx = 1;?\n"
+
+
+def test_a_function_too_long_to_follow_is_said_and_the_rest_reviewed() -> None:
+    """Path states grow with a function's length (a 50,000-line one took
+    700 MiB): past MAX_FUNCTION_LINES a function is named in a note, not
+    reviewed, and the patch's other functions are."""
+    from analyzer.engine import MAX_FUNCTION_LINES
+
+    body = "".join(f"+\tif (pmd_none(*pmd))\n+\t\treturn {n};\n" for n in range(MAX_FUNCTION_LINES))
+    long_function = f"+static int demo_long(pmd_t *pmd)\n+{{\n{body}+\treturn 0;\n+}}\n"
+    added = long_function.count("\n")
+    patch = (
+        "diff --git a/mm/demo.c b/mm/demo.c\n"
+        "--- a/mm/demo.c\n+++ b/mm/demo.c\n"
+        "@@ -1,7 +1,7 @@ static bool demo_must_wait(pmd_t *pmdp)\n"
+        " {\n \tpmd_t _pmd = pmdp_get_lockless(pmdp);\n \n"
+        "-\tif (pmd_none(_pmd))\n+\tif (!pmd_present(_pmd))\n"
+        " \t\treturn true;\n \treturn false;\n }\n"
+        f"@@ -20,0 +21,{added} @@\n{long_function}"
+    ).encode()
+    result = mmreview("check", "-", "-f", "checkpatch", input=patch)
+    assert result.returncode == 1, result.stderr
+    assert b"PMD_PRESENT_AS_EMPTY" in result.stdout and b"demo_must_wait" in result.stdout
+    assert b"demo_long" not in result.stdout
+    note = [line for line in result.stderr.decode().splitlines() if "demo_long()" in line]
+    assert len(note) == 1 and "not reviewed" in note[0] and "mm/demo.c" in note[0], note
