@@ -433,11 +433,16 @@ def test_a_gzip_bomb_is_not_unpacked() -> None:
 
 
 def test_a_slow_patch_costs_its_budget_and_the_series_goes_on() -> None:
+    # Twenty long functions, each under MAX_FUNCTION_LINES.
+    functions = "".join(
+        f"+static int demo_walk{f}(pmd_t *pmd)\n+{{\n"
+        + "".join(f"+\tif (pmd_none(*pmd{n % 7}))\n+\t\treturn {n};\n" for n in range(1400))
+        + "+\treturn 0;\n+}\n"
+        for f in range(20)
+    )
     huge = (
         "diff --git a/mm/demo.c b/mm/demo.c\n--- a/mm/demo.c\n+++ b/mm/demo.c\n"
-        "@@ -10,2 +10,60002 @@ static int demo_walk(struct vm_area_struct *vma, pmd_t *pmd)\n {\n"
-        + "".join(f"+\tif (pmd_none(*pmd{n % 7}))\n+\t\treturn {n};\n" for n in range(30000))
-        + " }\n"
+        f"@@ -10,0 +11,{functions.count(chr(10))} @@\n{functions}"
     )
     mbox = (
         f"From x Mon Sep 17 00:00:00 2001\nSubject: [PATCH 1/2] mm/demo: huge\n\n---\n{huge}\n"
