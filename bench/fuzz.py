@@ -58,6 +58,8 @@ from tests.fuzzing import BIG, CATEGORIES, mutate  # noqa: E402
 GNU_TIME = "/usr/bin/time"
 SIGNED_OFF = "Signed-off-by: Jane Dev <jane@example.com>"
 SLOW_SECONDS = 20.0
+# The bound on one review's peak RSS.
+RSS_BOUND_KIB = 500 << 10
 KILL_SECONDS = 120.0
 # Cases of a big category cost seconds each: fewer of them.
 BIG_SHARE = 0.4
@@ -509,6 +511,7 @@ def main() -> int:
                 outcomes.append(outcome)
                 bad = outcome.traceback or outcome.code not in (0, 1, 2) or outcome.stray
                 bad = bad or outcome.seconds > SLOW_SECONDS or outcome.half_report
+                bad = bad or outcome.rss_kib > RSS_BOUND_KIB
                 if bad and args.keep:
                     keep(outcome, args.keep)
                 done = len(outcomes)
@@ -522,7 +525,8 @@ def main() -> int:
                     print(
                         f"{done}/{len(cases)} cases, {rate:.2f}/s,"
                         f" {sum(o.traceback for o in outcomes)} tracebacks,"
-                        f" {sum(o.seconds > SLOW_SECONDS for o in outcomes)} slow",
+                        f" {sum(o.seconds > SLOW_SECONDS for o in outcomes)} slow,"
+                        f" {sum(o.rss_kib > RSS_BOUND_KIB for o in outcomes)} over 500 MiB",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -559,7 +563,10 @@ def main() -> int:
         failed = [
             o
             for o in outcomes
-            if o.traceback or o.code not in (0, 1, 2) or o.seconds > SLOW_SECONDS
+            if o.traceback
+            or o.code not in (0, 1, 2)
+            or o.seconds > SLOW_SECONDS
+            or o.rss_kib > RSS_BOUND_KIB
         ]
         return 1 if failed or changed else 0
     finally:
