@@ -68,22 +68,11 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow import events as ev
-from analyzer.flow.entries import ALLOCATING_MAPS
+from analyzer.flow.entries import ALLOCATING_MAPS, TABLE_MAPS
 from analyzer.flow.nullness import MAY_FAIL, risky_uses
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
-MAPPERS = {
-    name: MAY_FAIL
-    for name in (
-        "pte_offset_map",
-        "pte_offset_map_lock",
-        "pte_offset_map_nolock",
-        "pte_offset_map_ro_nolock",
-        "pte_offset_map_rw_nolock",
-        "__pte_offset_map",
-        "__pte_offset_map_lock",
-    )
-}
+MAPPERS = dict.fromkeys(TABLE_MAPS, MAY_FAIL)
 # Callees that dereference the pte_t * they are given.
 ACCESSORS = re.compile(
     r"ptep_\w+|huge_ptep_\w+|pte_unmap(_unlock)?|set_ptes?|set_pte_at|pte_clear|"

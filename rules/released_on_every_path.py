@@ -240,16 +240,7 @@ class ReleasedOnEveryPath(FunctionRule):
         "released on an error path, kobject_put() without kobject_del(), an error or "
         "allocation no longer checked, a put of what a failed call never made"
     )
-    # mm code, and the mm code that lives elsewhere.
-    paths = (
-        "mm/*",
-        "include/linux/*",
-        "fs/userfaultfd.c",
-        "fs/proc/task_mmu.c",
-        "fs/dax.c",
-        "kernel/fork.c",
-        "kernel/events/uprobes.c",
-    )
+    paths = vocabulary.MM_CODE
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
         flow = change.flow

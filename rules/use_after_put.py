@@ -84,7 +84,7 @@ from collections.abc import Iterator
 from tree_sitter import Node
 
 from analyzer import syntax
-from analyzer.flow import FunctionFlow
+from analyzer.flow import FunctionFlow, vocabulary
 from analyzer.flow import events as ev
 from analyzer.flow import ownership as own
 from analyzer.flow.values import Analysis, State, Value
@@ -104,15 +104,7 @@ class UseAfterPut(FunctionRule):
     id = "USE_AFTER_PUT"
     severity = Severity.WARNING
     summary = "a folio, page, VMA or object used after the put, free or unlock that kept it alive"
-    paths = (
-        "mm/*",
-        "include/linux/*",
-        "fs/userfaultfd.c",
-        "fs/proc/task_mmu.c",
-        "fs/dax.c",
-        "kernel/fork.c",
-        "kernel/events/uprobes.c",
-    )
+    paths = vocabulary.MM_CODE
 
     def applies_to(self, path: str, text: bytes = b"") -> bool:
         # Tests free and then touch on purpose (KASAN, KMSAN, kunit).

@@ -252,6 +252,8 @@ MAPS: dict[str, int] = {
     "pte_alloc_map": 1,
     "pte_alloc_map_lock": 1,
 }
+# The maps of a table already there (they fail on a PMD that is not one).
+TABLE_MAPS = frozenset(MAPS) - ALLOCATING_MAPS
 # Functions named for the huge PMD they are handed (zap_huge_pmd(),
 # madvise_free_huge_pmd(), change_huge_pmd()): they deal with it at the PMD
 # level and answer whether they did.

@@ -70,6 +70,7 @@ from analyzer import syntax
 from analyzer.declarations import TypeScope
 from analyzer.flow import FunctionFlow, cfg, vocabulary
 from analyzer.flow import events as ev
+from analyzer.flow.entries import TABLE_MAPS
 from analyzer.flow.locks import LockEffect, Locks, held_on_entry
 from analyzer.flow.locks import _is_lock as is_lock
 from analyzer.flow.values import (
@@ -199,15 +200,6 @@ _KMALLOC = (
     "bitmap_zalloc",
     "bitmap_alloc",
 )
-_PTE_MAPS = (
-    "pte_offset_map",
-    "pte_offset_map_lock",
-    "pte_offset_map_nolock",
-    "pte_offset_map_ro_nolock",
-    "pte_offset_map_rw_nolock",
-    "__pte_offset_map",
-    "__pte_offset_map_lock",
-)
 
 ACQUIRES: dict[str, tuple[Acquire, ...]] = {
     "folio_get": (Acquire("ref", 0),),
@@ -241,7 +233,7 @@ ACQUIRES: dict[str, tuple[Acquire, ...]] = {
     ),
     "kobject_add": (Acquire("sysfs", 0, SUCCESS_ZERO),),
     "kobject_get": (Acquire("kobject", 0),),
-    **{name: (Acquire("pte-map", RESULT, NONNULL),) for name in _PTE_MAPS},
+    **{name: (Acquire("pte-map", RESULT, NONNULL),) for name in TABLE_MAPS},
     **{name: (Acquire("alloc", RESULT, NONNULL, creates=True),) for name in _KMALLOC},
 }
 # Since v6.4 folio_isolate_lru() returns true on success; before, 0.

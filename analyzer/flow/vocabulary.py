@@ -253,3 +253,15 @@ VMALLOCS = frozenset(
         "vm_map_ram",
     }
 )
+
+
+# mm code, and the mm code that lives elsewhere: where the lifetime rules look.
+MM_CODE = (
+    "mm/*",
+    "include/linux/*",
+    "fs/userfaultfd.c",
+    "fs/proc/task_mmu.c",
+    "fs/dax.c",
+    "kernel/fork.c",
+    "kernel/events/uprobes.c",
+)
