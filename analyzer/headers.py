@@ -30,7 +30,13 @@ from analyzer.rule import Confidence
 
 # A function definition's head: `name(...)` followed by `{` (a parameter
 # list is short: bounded, so that garbage costs linear time).
-_DEFINITION_RE = re.compile(rb"\b(\w+)\s*\([^;{}]{0,512}\)\s*\{")
+_MAX_PARAMETER_BYTES = 512
+_DEFINITION_RE = re.compile(rb"\b(\w+)\s*\([^;{}]{0,%d}\)\s*\{" % _MAX_PARAMETER_BYTES)
+# The end of one, found first: the scan for `)\s*{` is several times faster
+# than trying _DEFINITION_RE at every word, and the names are then looked for
+# only in the text between it and the `;`, `{` or `}` before it.
+_BODY_OPEN_RE = re.compile(rb"\)\s*\{")
+_NAME_PAREN_RE = re.compile(rb"\b(\w+)\s*\(")
 # A header this big is generated, not a helper's home: not indexed.
 MAX_INDEXED_BYTES = 1 << 20
 _FUNCTION_END_RE = re.compile(rb"^}", re.MULTILINE)
@@ -59,23 +65,7 @@ class HeaderDefinitions:
 
     def _by_name(self) -> dict[str, list[int]]:
         if self._heads is None:
-            heads: dict[str, list[int]] = {}
-            text, at = self.image.text, 0
-            if len(text) > MAX_INDEXED_BYTES:
-                at = len(text)
-            # Overlapping: a match from a word in a comment can run on to
-            # the next definition's brace and hide its name.
-            while (match := _DEFINITION_RE.search(text, at)) is not None:
-                at = match.end(1)
-                # Definitions start in column 0 (`if (unlikely(x)) {` in a
-                # body is indented), and not in a macro.
-                line = text.rfind(b"\n", 0, match.start(1)) + 1
-                if text[line : line + 1] in (b" ", b"\t", b"#"):
-                    continue
-                heads.setdefault(match.group(1).decode("ascii", "replace"), []).append(
-                    match.start(1)
-                )
-            self._heads = heads
+            self._heads = _definition_heads(self.image.text)
         return self._heads
 
     def function(self, name: str) -> tuple[Function, ParsedFile] | None:
@@ -114,6 +104,39 @@ class HeaderDefinitions:
         parsed = ParsedFile(image=self.image, tree=tree, functions=[function])
         parsed.memo[DEFINITIONS] = self
         return function, parsed
+
+
+def _definition_heads(text: bytes) -> dict[str, list[int]]:
+    """Where each name heads a definition (every `_DEFINITION_RE` match whose
+    name's line starts in column 0, overlapping ones included: a match from
+    a word in a comment can run on to the next definition's brace)."""
+    heads: dict[str, list[int]] = {}
+    if len(text) > MAX_INDEXED_BYTES:
+        return heads
+    after_previous = line = scanned = 0
+    for body in _BODY_OPEN_RE.finditer(text):
+        close = body.start()
+        # A parameter list holds no `;`, `{` or `}`.
+        start = 1 + max(
+            text.rfind(b";", after_previous, close),
+            text.rfind(b"{", after_previous, close),
+            text.rfind(b"}", after_previous, close),
+            after_previous - 1,
+        )
+        after_previous = body.end()
+        for match in _NAME_PAREN_RE.finditer(text, start, close):
+            if close - match.end() > _MAX_PARAMETER_BYTES:
+                continue
+            # Definitions start in column 0 (`if (unlikely(x)) {` in a body
+            # is indented), and not in a macro.  (The line's start is looked
+            # for from the last name on: a long line is scanned once.)
+            newline = text.rfind(b"\n", scanned, match.start(1))
+            line = newline + 1 if newline >= 0 else line
+            scanned = match.start(1)
+            if text[line : line + 1] in (b" ", b"\t", b"#"):
+                continue
+            heads.setdefault(match.group(1).decode("ascii", "replace"), []).append(match.start(1))
+    return heads
 
 
 def _head_start(text: bytes, at: int) -> int:

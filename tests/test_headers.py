@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from analyzer import syntax
+from analyzer import headers, syntax
 from analyzer.headers import DEFINITIONS, HeaderDefinitions
 from analyzer.images import Image
 from analyzer.parsing import parse
@@ -110,3 +112,36 @@ def test_a_garbage_header_defines_nothing_it_cannot_show(garbage: bytes) -> None
     assert not definitions.defines("x")
     found = definitions.function("f")
     assert found is None or DEFINITIONS not in found[1].memo
+
+
+def _heads_by_trying_every_word(text: bytes) -> dict[str, list[int]]:
+    """The plain reading of what a head is: every word where
+    _DEFINITION_RE matches, on a line starting in column 0 and not with #."""
+    heads: dict[str, list[int]] = {}
+    at = 0
+    while (match := headers._DEFINITION_RE.search(text, at)) is not None:
+        at = match.end(1)
+        line = text.rfind(b"\n", 0, match.start(1)) + 1
+        if text[line : line + 1] not in (b" ", b"\t", b"#"):
+            heads.setdefault(match.group(1).decode(), []).append(match.start(1))
+    return heads
+
+
+_C_PIECES = [b"f", b"int", b"demo", b"x", b"(", b")", b"{", b"}", b";", b"\n", b" ", b"\t"]
+_C_PIECES += [b"#", b",", b"*", b"/*", b"*/", b"a" * 300, b"static inline "]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_C_PIECES), max_size=120))
+@example([b"f(", b"a" * 300, b"a" * 212, b") {"])
+@example([b"f(", b"a" * 300, b"a" * 213, b") {"])
+@example([b"int f(x)", b"\n", b" g(y) {", b"\n", b"#h(z) {"])
+def test_the_head_scan_finds_what_trying_every_word_finds(pieces: list[bytes]) -> None:
+    text = b"".join(pieces)
+    assert headers._definition_heads(text) == _heads_by_trying_every_word(text)
+
+
+def test_the_head_scan_of_the_demo_header() -> None:
+    heads = headers._definition_heads(HEADER)
+    assert sorted(heads) == ["demo_one", "demo_split", "demo_two"]
+    assert heads == _heads_by_trying_every_word(HEADER)
