@@ -73,6 +73,7 @@ pfn ("mm: khugepaged: fix swap entry value to folio_pfn()") is not modelled.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 
@@ -217,7 +218,10 @@ class EntryHelperMisfit(FunctionRule):
         if not analysis.complete:
             return
         old_calls = before.calls(HELPERS) if before is not None else []
-        old_analysis = before.entries() if old_calls and before is not None else None
+        # The function as it was is analysed only for a call that misfits.
+        old_analysis = functools.cache(
+            lambda: before.entries() if old_calls and before is not None else None
+        )
         for call in calls:
             name = syntax.call_name(call) or ""
             index, bad, wants = misfit(name)
@@ -232,10 +236,10 @@ class EntryHelperMisfit(FunctionRule):
             definite = kinds <= bad
             old = matching_node(old_calls, calls, call) if old_calls else None
             text = syntax.text(entry)
-            if old is not None and old_analysis is not None and old_analysis.complete:
+            if old is not None and (entries := old_analysis()) is not None and entries.complete:
                 old_arguments = syntax.arguments(old)
                 old_kinds = (
-                    old_analysis.kinds_at(old, old_arguments[index])
+                    entries.kinds_at(old, old_arguments[index])
                     if len(old_arguments) > index
                     else None
                 )

@@ -60,6 +60,7 @@ into a struct and read back through another name is not followed.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 
@@ -98,7 +99,8 @@ class PteOffsetMapUnchecked(FunctionRule):
         analysis = flow.entries()
         if not analysis.complete:
             return
-        checked_before = _checked_before(change)
+        # The function as it was is analysed only to word a finding.
+        checked_before = functools.cache(lambda: _checked_before(change))
         reported: set[tuple[int, ...]] = set()
         for use in risky_uses(analysis, flow.dereferences(ACCESSORS)):
             if not any(_a_map(flow, s, maps_fail) for s in use.sources):
@@ -123,7 +125,7 @@ class PteOffsetMapUnchecked(FunctionRule):
                 if maps_fail
                 else "when the page table cannot be allocated"
             )
-            if name in checked_before:
+            if name in checked_before():
                 message = (
                     f"patch removes the NULL check of {name} = {mapper}(){via}: it returns NULL "
                     f"{why}; back off (-EAGAIN, retry, ACTION_AGAIN) before using it"

@@ -89,6 +89,7 @@ are not looked into: work done there is not seen.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -192,7 +193,10 @@ class PteWorkOnHugePmd(FunctionRule):
         if not analysis.complete:
             return
         before = change.before_flow
-        before_exposed = _exposed_kinds(before) if before is not None else None
+        # The function as it was is analysed only once something is exposed.
+        before_exposed = functools.cache(
+            lambda: _exposed_kinds(before) if before is not None else None
+        )
         removed = _removed_guards(change)
         # Whole-function state ("a PMD it looked up may be huge") only where
         # the function never thinks of huge PMDs: one that tests or splits
@@ -210,9 +214,10 @@ class PteWorkOnHugePmd(FunctionRule):
             _handlers(before) if before is not None else 0
         )
         for item, kinds in _exposed(flow, analysis, work):
-            if before_exposed is not None and item.key in before_exposed:
+            exposed_before = before_exposed()
+            if exposed_before is not None and item.key in exposed_before:
                 # Only what the function as it was kept away is new.
-                new = kinds - before_exposed[item.key]
+                new = kinds - exposed_before[item.key]
                 regression = bool(new) or handler_removed
                 kinds = new or kinds
             else:

@@ -204,6 +204,7 @@ not) is taken as untested, but only where the function tested it before.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -260,7 +261,9 @@ class ReleasedOnEveryPath(FunctionRule):
         self, change: FunctionChange, flow: FunctionFlow, analysis: Analysis
     ) -> Iterator[Finding]:
         tracker = own.tracker_of(analysis)
-        released_before = _released_before(change)
+        # The function as it was is analysed only when a leak needs it as
+        # evidence (its paths cost as much as the function's own).
+        released_before = functools.cache(lambda: _released_before(change))
         returns = _return_kind(change.after.node)
         successes = _successes(change.after.node)
         compared = own.compared_objects(flow.graph)
@@ -309,7 +312,7 @@ class ReleasedOnEveryPath(FunctionRule):
                 evidence = "and the other paths release it"
             elif signature in kept_on_success:
                 evidence = "and the other paths hand it on (to the caller, a list, a structure)"
-            elif signature in released_before:
+            elif signature in released_before():
                 evidence = "and the function released it here before the patch"
             else:
                 continue
@@ -349,10 +352,12 @@ class ReleasedOnEveryPath(FunctionRule):
         before = change.before_flow
         if before is None:
             return
-        old = Counter(
-            syntax.node_key(node) for node, _ in _puts_in_sysfs(before, own.ownership(before))
-        )
+        old: Counter[str] | None = None
         for node, message in _puts_in_sysfs(change.flow, analysis):
+            if old is None:
+                old = Counter(
+                    syntax.node_key(n) for n, _ in _puts_in_sysfs(before, own.ownership(before))
+                )
             key = syntax.node_key(node)
             if old[key] > 0:
                 old[key] -= 1

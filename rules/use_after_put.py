@@ -123,17 +123,12 @@ class UseAfterPut(FunctionRule):
         # a change: whether it was the last one (the page table's, the
         # structure's) or one of several (the caller still holds its own)
         # is beyond the analysis, and the code as it stands had its reasons.
-        old: Counter[str] = Counter()
         before = change.before_flow
-        if before is not None and before.calls(TRIGGERS):
-            previous = own.ownership(before)
-            if previous.complete:
-                old = Counter(
-                    _key(previous, name, node, killer)
-                    for name, node, killer in _first_uses(previous, own.DROPPED)
-                )
+        old: Counter[str] | None = None
         for name, node, killer in _first_uses(analysis, own.DROPPED if before else None):
             if str(killer).startswith(own.DROPPED):
+                if old is None:
+                    old = _dropped_before(before)
                 key = _key(analysis, name, node, killer)
                 if old[key] > 0:
                     old[key] -= 1
@@ -209,6 +204,20 @@ def _first_uses(analysis: Analysis, dropped: str | None) -> Iterator[tuple[str, 
             continue
         reported.add(name)
         yield name, node, killer
+
+
+def _dropped_before(before: FunctionFlow | None) -> Counter[str]:
+    """The puts of references it did not take the function as it was made
+    (by key): analysed only once the function as it is makes one."""
+    if before is None or not before.calls(TRIGGERS):
+        return Counter()
+    previous = own.ownership(before)
+    if not previous.complete:
+        return Counter()
+    return Counter(
+        _key(previous, name, node, killer)
+        for name, node, killer in _first_uses(previous, own.DROPPED)
+    )
 
 
 def _key(analysis: Analysis, name: str, node: Node, killer: Value) -> str:
