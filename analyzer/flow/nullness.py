@@ -104,6 +104,13 @@ def risky_uses(
     a field of the struct it points to."""
     seen: set[int] = set()
     for _point, event, state, results in analysis.states():
+        if not isinstance(event, ev.Deref | ev.Call):
+            continue
+        # Nothing here may be bad (past its checks, the usual case): no use
+        # is risky, and no callee need be summarized (a path analysis of its
+        # own) to say what it dereferences.
+        if all(bad.isdisjoint(kinds) for kinds in state.kinds.values()):
+            continue
         if isinstance(event, ev.Deref):
             candidates = [
                 (event.node, event.pointer, analysis.value_of(state, event.pointer, results))
