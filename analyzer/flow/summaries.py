@@ -145,6 +145,7 @@ class Summaries:
         # across a parse cache eviction or a later patch's tree.
         self._summaries: dict[tuple[str, int, int], Summary] = {}
         self._facts: dict[tuple[str, int, str], object] = {}
+        self._reached: dict[tuple[str, frozenset[str], int], bool] = {}
 
     def definition(self, name: str) -> Function | None:
         found = self.located(name)
@@ -214,8 +215,13 @@ class Summaries:
 
     def reaches(self, name: str, targets: Iterable[str], depth: int = DEPTH) -> bool:
         """Does `name` call one of `targets`, itself or through the
-        functions it calls, within `depth` levels?  (Syntax only: cheap.)"""
-        return self._reaches(name, frozenset(targets), depth, set())
+        functions it calls, within `depth` levels?  (Syntax only, but an
+        analysis asks it of every call it passes: kept.)"""
+        key = (name, frozenset(targets), depth)
+        found = self._reached.get(key)
+        if found is None:
+            found = self._reached[key] = self._reaches(name, key[1], depth, set())
+        return found
 
     def _reaches(self, name: str, wanted: frozenset[str], depth: int, seen: set[str]) -> bool:
         if depth <= 0 or name in seen:
