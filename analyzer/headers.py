@@ -17,6 +17,7 @@ from collections import OrderedDict
 
 from tree_sitter import Parser, Point, Range
 
+from analyzer import cache
 from analyzer.images import Image
 from analyzer.parsing import (
     C_LANGUAGE,
@@ -65,7 +66,7 @@ class HeaderDefinitions:
 
     def _by_name(self) -> dict[str, list[int]]:
         if self._heads is None:
-            self._heads = _definition_heads(self.image.text)
+            self._heads = _heads_of(self.image)
         return self._heads
 
     def function(self, name: str) -> tuple[Function, ParsedFile] | None:
@@ -104,6 +105,27 @@ class HeaderDefinitions:
         parsed = ParsedFile(image=self.image, tree=tree, functions=[function])
         parsed.memo[DEFINITIONS] = self
         return function, parsed
+
+
+# A header's heads are kept on disk by blob id: a cold review looks up
+# callees in every header its file includes (24 for mm/khugepaged.c), and a
+# scan of them costs more than reading back what an earlier run found.
+_CACHE_NAMESPACE = "definition-heads-" + cache.code_digest(__file__)
+# Below this, scanning is cheaper than a file.
+_CACHED_FROM_BYTES = 8 << 10
+
+
+def _heads_of(image: Image) -> dict[str, list[int]]:
+    if len(image.text) < _CACHED_FROM_BYTES:
+        return _definition_heads(image.text)
+    stored = cache.load(_CACHE_NAMESPACE, image.blob_id)
+    if isinstance(stored, dict) and all(
+        isinstance(at, list) and all(type(a) is int for a in at) for at in stored.values()
+    ):
+        return stored
+    heads = _definition_heads(image.text)
+    cache.store(_CACHE_NAMESPACE, image.blob_id, heads)
+    return heads
 
 
 def _definition_heads(text: bytes) -> dict[str, list[int]]:

@@ -145,3 +145,19 @@ def test_the_head_scan_of_the_demo_header() -> None:
     heads = headers._definition_heads(HEADER)
     assert sorted(heads) == ["demo_one", "demo_split", "demo_two"]
     assert heads == _heads_by_trying_every_word(HEADER)
+
+
+def test_heads_kept_on_disk_are_the_heads_and_a_bad_entry_is_scanned_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MMREVIEW_CACHE_DIR", str(tmp_path))
+    text = HEADER + b"\n" * headers._CACHED_FROM_BYTES
+    image = Image.of(text)
+    scanned = headers._definition_heads(text)
+    assert headers._heads_of(image) == scanned
+    assert list(tmp_path.glob("definition-heads-*/*.json"))
+    assert headers._heads_of(image) == scanned  # read back
+    for bad in ('{"demo_one": "x"}', "[1, 2]", "{", '{"demo_one": [1.5]}'):
+        for entry in tmp_path.glob("definition-heads-*/*.json"):
+            entry.write_text(bad)
+        assert headers._heads_of(image) == scanned
