@@ -55,6 +55,9 @@ _APPLY_FAILED_RE = re.compile(r"^error: patch failed: (.+):(\d+)$", re.MULTILINE
 _NOT_IN_INDEX_RE = re.compile(r"^error: (.+): does not exist in index$", re.MULTILINE)
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.MULTILINE)
 _FULL_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+# What a tree entry's mode says is no blob: a directory, a submodule.
+_NOT_BLOB_MODES = (b"40000", b"160000")
+_KEPT_TREES = 256
 
 # Nothing we run should ever start one of the user's hooks.
 _GIT = ("git", "-c", "core.hooksPath=/dev/null")
@@ -121,6 +124,8 @@ class KernelTree:
         self._blob_cache: dict[str, bytes] = {}
         self._commits: dict[str, str | None] = {}  # full sha (and sha^) -> commit
         self._read_cache: dict[tuple[str, str], str | None] = {}  # (full sha, path) -> blob
+        # (full sha, directory) -> {name: (mode, blob or tree id)}
+        self._trees: dict[tuple[str, str], dict[str, tuple[bytes, str]] | None] = {}
         # Path -> blob id in the scratch index of the series being applied.
         self._scratch_index: dict[str, str] = {}
 
@@ -293,6 +298,14 @@ class KernelTree:
         if key in self._read_cache:
             sha = self._read_cache[key]
             return self._blob_cache.get(sha) if sha else None
+        directory, _, name = path.rpartition("/")
+        if _FULL_SHA_RE.match(rev) and all(p not in ("", ".", "..") for p in path.split("/")):
+            # A rule reads a file's headers, two dozen of them in one
+            # directory: git walks to the directory once, not per file.
+            entry = (self._tree(rev, directory) or {}).get(name)
+            sha = entry[1] if entry is not None and entry[0] not in _NOT_BLOB_MODES else None
+            self._read_cache[key] = sha
+            return self.blobs([sha]).get(sha) if sha else None
         found = self._objects.read(f"{rev}:{path}")
         sha = None
         if found is not None and found[1] == b"blob":
@@ -301,6 +314,19 @@ class KernelTree:
         if _FULL_SHA_RE.match(rev):
             self._read_cache[key] = sha
         return self._blob_cache.get(sha) if sha else None
+
+    def _tree(self, rev: str, directory: str) -> dict[str, tuple[bytes, str]] | None:
+        """The entries of `directory` as of the commit `rev` (None: no such
+        directory)."""
+        key = (rev, directory)
+        if key not in self._trees:
+            if len(self._trees) >= _KEPT_TREES:
+                self._trees.clear()
+            found = self._objects.read(f"{rev}:{directory}" if directory else f"{rev}^{{tree}}")
+            self._trees[key] = (
+                _tree_entries(found[2]) if found is not None and found[1] == b"tree" else None
+            )
+        return self._trees[key]
 
     def blobs(self, shas: list[str], env: dict[str, str] | None = None) -> dict[str, bytes]:
         wanted = [s for s in dict.fromkeys(shas) if s not in self._blob_cache]
@@ -575,6 +601,18 @@ class KernelTree:
             return {}
         out = self.run("ls-files", "-s", "--", *paths, env=env)
         return _parse_listing(out.decode("utf-8", "surrogateescape"), sha_field=1)
+
+
+def _tree_entries(tree: bytes) -> dict[str, tuple[bytes, str]]:
+    """A git tree object's entries (`<mode> <name>\\0<20-byte id>` each):
+    name -> (mode, hex id)."""
+    entries: dict[str, tuple[bytes, str]] = {}
+    at = 0
+    while (space := tree.find(b" ", at)) >= 0 and (nul := tree.find(b"\0", space)) >= 0:
+        name = tree[space + 1 : nul].decode("utf-8", "surrogateescape")
+        entries[name] = (tree[at:space], tree[nul + 1 : nul + 21].hex())
+        at = nul + 21
+    return entries
 
 
 class _CatFile:

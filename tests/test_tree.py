@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from analyzer.patches import InputError, read_series
@@ -94,3 +96,41 @@ def test_thousands_of_blobs_in_one_read(minitree: Tree, tmp_path) -> None:
     contents = kernel.blobs(shas)
     assert len(contents) == 3000
     assert contents[shas[1234]] == b"int demo_1234;\n" * 1000
+
+
+def test_a_file_read_by_its_directory_is_the_file_git_names(minitree: Tree) -> None:
+    """KernelTree.read() looks a file up in its directory's tree object:
+    whatever `git cat-file blob REV:PATH` gives, it gives (a symbolic link's
+    target text, not what it points to), and None where that fails."""
+    (minitree.path / "include/linux/alias.h").symlink_to("pgtable.h")
+    (minitree.path / "include/linux/deep/er").mkdir(parents=True)
+    (minitree.path / "include/linux/deep/er/x.h").write_text("int x;\n")
+    minitree.git("add", "-A")
+    head = minitree.commit("links and depth")
+    paths = [
+        "mm/fault.c",
+        "include/linux/pgtable.h",
+        "include/linux/alias.h",
+        "include/linux/deep/er/x.h",
+        "include/linux",
+        "include/linux/pgtable.h/x",
+        "include/linux/nope.h",
+        "nope/x.h",
+        "mm//fault.c",
+        "./mm/fault.c",
+        "mm/../mm/fault.c",
+        "",
+    ]
+    kernel = KernelTree(str(minitree.path))
+    for path in paths:
+        try:
+            expected: bytes | None = subprocess.run(
+                ["git", "cat-file", "blob", f"{head}:{path}"],
+                cwd=minitree.path,
+                capture_output=True,
+                check=True,
+            ).stdout
+        except subprocess.CalledProcessError:
+            expected = None
+        assert kernel.read(head, path) == expected, path
+    assert kernel.read(head, "include/linux/alias.h") == b"pgtable.h"
