@@ -530,7 +530,8 @@ def main() -> None:
     except _git_command_error() as err:
         stderr = " ".join(str(err.stderr).split()).strip("' ")
         typer.echo(
-            f"mmreview: error: git {err.command[1] if len(err.command) > 1 else ''}: {stderr}",
+            f"mmreview: error: git {err.command[1] if len(err.command) > 1 else ''}: "
+            f"{printable(stderr)}",
             err=True,
         )
         sys.exit(EXIT_USAGE)

@@ -25,7 +25,7 @@ from tree_sitter import Node
 from analyzer import budget, syntax
 from analyzer.images import FileImages, Image, images_from_patch
 from analyzer.parsing import Function, ParsedFile, parse
-from analyzer.patches import Patch, Series
+from analyzer.patches import Patch, Series, printable
 from analyzer.rule import (
     Confidence,
     Finding,
@@ -452,7 +452,7 @@ class _Failures:
         if self.review is not None:
             self.review.notes.append(line)
         else:
-            print(f"mmreview: note: {line}", file=sys.stderr)
+            print(f"mmreview: note: {printable(line)}", file=sys.stderr)
 
     def rule_failed(self, rule: Rule, err: Exception) -> None:
         if debugging():

@@ -20,7 +20,7 @@ from typing import TextIO
 
 from analyzer import config as tree_config
 from analyzer.b4 import find_own_commits
-from analyzer.patches import InputError, Series, read_series
+from analyzer.patches import InputError, Series, printable, read_series
 from analyzer.registry import select_rules
 from analyzer.rule import Severity
 from analyzer.tree import KernelTree
@@ -146,7 +146,7 @@ def validate(patch_file: str, headers_file: str | None, block_on: str | None, ou
             data = handle.read()
         headers = Path(headers_file).read_bytes() if headers_file else None
     except OSError as err:
-        out.write(f"mm-review: {err.filename}: {err.strerror}; not reviewed\n")
+        out.write(f"mm-review: {printable(str(err.filename))}: {err.strerror}; not reviewed\n")
         return 0
     name = os.path.basename(patch_file)
     try:
@@ -154,11 +154,11 @@ def validate(patch_file: str, headers_file: str | None, block_on: str | None, ou
     except InputError as err:
         # Not a patch (a cover letter alone, a reply): nothing to review,
         # and no reason to stop the send.
-        out.write(f"mm-review: {err}; not reviewed\n")
+        out.write(f"mm-review: {printable(str(err))}; not reviewed\n")
         return 0
     if not series.reviewable:
         for patch in series.patches:
-            out.write(f"mm-review: {patch.error}; not reviewed\n")
+            out.write(f"mm-review: {printable(str(patch.error))}; not reviewed\n")
         return 0
     try:
         tree: KernelTree | None = KernelTree(os.getcwd())
@@ -178,7 +178,7 @@ def validate(patch_file: str, headers_file: str | None, block_on: str | None, ou
     text.render(result, out)
     counts = {s: sum(1 for f in result.findings if f.severity is s) for s in Severity}
     blocking = [s for s in Severity if s.rank >= _BLOCK_RANK[block_on] and counts[s]]
-    what = f"{name} ({sent_subject(data, headers) or series.patches[0].title})"
+    what = printable(f"{name} ({sent_subject(data, headers) or series.patches[0].title})")
     if blocking:
         out.write(
             f"mm-review: {_count(counts, blocking)} in {what}: nothing was sent.\n"

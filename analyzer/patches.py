@@ -246,7 +246,10 @@ def printable(text: str) -> str:
     return _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls and the Unicode line separators: whatever a terminal or
+# `str.splitlines()` may take for the end of the line (U+0085 came from a
+# fuzzed diff path).
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _read_file(path: str, name: str, limits: Limits) -> bytes:

@@ -16,9 +16,12 @@ import shutil
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analyzer import budget, parsing
 from analyzer.bot.config import load as load_bot_config
@@ -26,7 +29,7 @@ from analyzer.bot.delivery import plan
 from analyzer.bot.reviewer import Mail, Reviewer
 from analyzer.engine import review
 from analyzer.images import Image
-from analyzer.patches import InputError, Limits, read_series
+from analyzer.patches import InputError, Limits, printable, read_series
 from analyzer.registry import all_rules
 from analyzer.reporters import html as html_report
 from analyzer.reporters import render_report
@@ -760,3 +763,26 @@ def test_a_function_too_long_to_follow_is_said_and_the_rest_reviewed() -> None:
     assert b"demo_long" not in result.stdout
     note = [line for line in result.stderr.decode().splitlines() if "demo_long()" in line]
     assert len(note) == 1 and "not reviewed" in note[0] and "mm/demo.c" in note[0], note
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=0x3000), max_size=60))
+def test_a_message_is_one_line_whatever_it_quotes(text: str) -> None:
+    """What an error quotes from the input (a path, a subject) cannot
+    break the line: no control character or line separator is left."""
+    shown = printable(f"mm/{text}.c")
+    assert len(shown.splitlines()) == 1
+    assert not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in shown)
+
+
+def test_a_diff_path_with_a_next_line_character_is_one_line_of_error(
+    minitree: Tree, tmp_path: Path
+) -> None:
+    # U+0085 (NEL) ends a line for str.splitlines() and for some terminals;
+    # a fuzzed diff path carried one.
+    patch = swap_patch(minitree).decode().replace("mm/fault.c", "mm/fail\u0085slab.c")
+    path = tmp_path / "nel.patch"
+    path.write_text(patch)
+    result = mmreview("check", str(path))
+    said = lines(result)
+    assert len(said) == 1 and "\\x85" in said[0] and "control character" in said[0], said
