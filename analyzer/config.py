@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from analyzer.registry import all_rules
+from analyzer.registry import all_rules, normal_id
 from analyzer.rule import Severity
 
 if TYPE_CHECKING:
@@ -124,18 +124,18 @@ def parse(path: Path) -> Config:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise fail(key, "expected a list of rule ids")
         for rule_id in value:
-            if _rule_id(rule_id) not in known:
+            if normal_id(rule_id) not in known:
                 raise fail(key, f"unknown rule '{rule_id}' (see 'mmreview rules')")
-        return [_rule_id(v) for v in value]
+        return [normal_id(v) for v in value]
 
     severity: dict[str, Severity] = {}
     table = _table(data, "severity", fail)
     for rule_id, value in table.items():
-        if _rule_id(rule_id) not in known:
+        if normal_id(rule_id) not in known:
             raise fail(f"severity.{rule_id}", "unknown rule (see 'mmreview rules')")
         if not isinstance(value, str) or value.upper() not in Severity.__members__:
             raise fail(f"severity.{rule_id}", f"{value!r} is not one of error, warning, check")
-        severity[_rule_id(rule_id)] = Severity[value.upper()]
+        severity[normal_id(rule_id)] = Severity[value.upper()]
 
     hook = _table(data, "hook", fail)
     if unknown := sorted(set(hook) - {"block-on"}):
@@ -166,7 +166,3 @@ def _table(data: dict, key: str, fail) -> dict:
     if not isinstance(value, dict):
         raise fail(key, "expected a table ([" + key + "])")
     return value
-
-
-def _rule_id(text: str) -> str:
-    return text.upper().replace("-", "_")

@@ -47,8 +47,13 @@ def all_rules() -> tuple[Rule, ...]:
     return tuple(found.values())
 
 
+def normal_id(text: str) -> str:
+    """A rule id as given (any case, `-` for `_`) as the rules spell it."""
+    return text.upper().replace("-", "_")
+
+
 def get_rule(rule_id: str) -> Rule | None:
-    wanted = rule_id.upper().replace("-", "_")
+    wanted = normal_id(rule_id)
     return next((r for r in all_rules() if r.id == wanted), None)
 
 
@@ -63,12 +68,8 @@ def select_rules(select: list[str] | None = None, ignore: list[str] | None = Non
     select, ignore = _ids(select), _ids(ignore)
     known = {r.id for r in all_rules()}
     for rule_id in [*select, *ignore]:
-        if rule_id.upper().replace("-", "_") not in known:
+        if normal_id(rule_id) not in known:
             raise RuleError(f"unknown rule '{rule_id}' (see 'mmreview rules')")
-    chosen = [
-        r
-        for r in all_rules()
-        if not select or r.id in {s.upper().replace("-", "_") for s in select}
-    ]
-    ignored = {i.upper().replace("-", "_") for i in ignore}
+    chosen = [r for r in all_rules() if not select or r.id in {normal_id(s) for s in select}]
+    ignored = {normal_id(i) for i in ignore}
     return [r for r in chosen if r.id not in ignored]

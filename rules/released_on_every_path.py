@@ -352,14 +352,15 @@ class ReleasedOnEveryPath(FunctionRule):
         before = change.before_flow
         if before is None:
             return
-        old: Counter[str] | None = None
+        # The function as it was is analysed only once it makes such a put.
+        made_before = functools.cache(
+            lambda: Counter(
+                syntax.node_key(n) for n, _ in _puts_in_sysfs(before, own.ownership(before))
+            )
+        )
         for node, message in _puts_in_sysfs(change.flow, analysis):
-            if old is None:
-                old = Counter(
-                    syntax.node_key(n) for n, _ in _puts_in_sysfs(before, own.ownership(before))
-                )
             key = syntax.node_key(node)
-            if old[key] > 0:
+            if (old := made_before())[key] > 0:
                 old[key] -= 1
                 continue
             yield change.finding(node, message, Confidence.HIGH, key=f"put-in-sysfs:{key}")

@@ -77,6 +77,7 @@ are not known.  A tracepoint handed the object counts as a use.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -124,13 +125,11 @@ class UseAfterPut(FunctionRule):
         # structure's) or one of several (the caller still holds its own)
         # is beyond the analysis, and the code as it stands had its reasons.
         before = change.before_flow
-        old: Counter[str] | None = None
+        dropped_before = functools.cache(lambda: _dropped_before(before))
         for name, node, killer in _first_uses(analysis, own.DROPPED if before else None):
             if str(killer).startswith(own.DROPPED):
-                if old is None:
-                    old = _dropped_before(before)
                 key = _key(analysis, name, node, killer)
-                if old[key] > 0:
+                if (old := dropped_before())[key] > 0:
                     old[key] -= 1
                     continue
             yield self._finding(change, analysis, name, node, killer)
