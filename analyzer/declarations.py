@@ -17,8 +17,9 @@ computed once per content, ever: it is kept on disk by blob id.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from weakref import WeakKeyDictionary
 
 from tree_sitter import Node
@@ -167,7 +168,10 @@ def _declared(parsed: ParsedFile) -> _Declared:
     if DEFINITIONS in parsed.memo:
         # One definition read out of a header: what the header declares is
         # in the header's whole text.
-        return _header_declarations(parsed.image.text)
+        image = parsed.image
+        declared = _header_declarations(image.blob_id, lambda: image.text)
+        assert declared is not None  # its text is at hand
+        return declared
     blob = parsed.image.blob_id
     if blob not in _by_blob:
         if len(_by_blob) > 64:
@@ -177,19 +181,24 @@ def _declared(parsed: ParsedFile) -> _Declared:
     return _by_blob[blob]
 
 
-def _header_declarations(text: bytes) -> _Declared:
-    image = Image.of(text)
-    if image.blob_id in _by_blob:
-        return _by_blob[image.blob_id]
-    stored = cache.load(_CACHE_NAMESPACE, image.blob_id)
+def _header_declarations(blob_id: str, read: Callable[[], bytes | None]) -> _Declared | None:
+    """What a header declares, by blob id: its text is read (and parsed)
+    only when an earlier run has not kept the answer.  None: the tree
+    named a blob it cannot give."""
+    if blob_id in _by_blob:
+        return _by_blob[blob_id]
+    stored = cache.load(_CACHE_NAMESPACE, blob_id)
     if stored is not None:
         declared = _Declared(stored["signatures"], stored["structs"])
-        _by_blob[image.blob_id] = declared
+        _by_blob[blob_id] = declared
         return declared
-    declared = _declared(parse(image))
+    text = read()
+    if text is None:
+        return None
+    declared = _declared(parse(Image(text=text, blob_id=blob_id)))
     cache.store(
         _CACHE_NAMESPACE,
-        image.blob_id,
+        blob_id,
         {"signatures": declared.signatures, "structs": declared.structs},
     )
     return declared
@@ -205,8 +214,12 @@ class Declarations:
     def _header(self, path: str) -> _Declared | None:
         headers = _read_by_context.setdefault(self.context, {})
         if path not in headers:
-            text = self.context.read_file(path)
-            headers[path] = _header_declarations(text) if text is not None else None
+            blob_id = self.context.blob_id(path)
+            headers[path] = (
+                _header_declarations(blob_id, partial(self.context.read_file, path))
+                if blob_id is not None
+                else None
+            )
         return headers[path]
 
     def _sources(

@@ -143,8 +143,11 @@ def _resident_bytes() -> int | None:
 def _review_patch(
     images: PatchImages, rules: list[Rule], tree: KernelTree | None, show_all: bool, result: Review
 ) -> None:
-    read_file = tree.reader(images) if tree is not None else None
-    context = ReviewContext(read_file)
+    context = (
+        ReviewContext(tree.reader(images), tree.blob_ids(images))
+        if tree is not None
+        else ReviewContext()
+    )
     patch = images.patch
     result.notes.extend(
         f"{patch.label()}: {f.path}: {f.problem}; reviewed from the patch alone"

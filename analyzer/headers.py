@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 
 from tree_sitter import Parser, Point, Range
 
@@ -53,12 +54,25 @@ DEFINITIONS = "header definitions"
 
 
 class HeaderDefinitions:
-    """The definitions of one header's text, parsed on demand."""
+    """The definitions of one header (one blob), parsed on demand.  Its text
+    is read only when a definition in it is wanted, or when its heads are
+    not on disk yet: `read` says how, for the caller of the moment."""
 
-    def __init__(self, image: Image) -> None:
-        self.image = image
+    def __init__(self, blob_id: str, read: Callable[[], bytes | None]) -> None:
+        self.blob_id = blob_id
+        self.read = read
+        self._image: Image | None = None
         self._heads: dict[str, list[int]] | None = None
         self._found: dict[str, tuple[Function, ParsedFile] | None] = {}
+
+    @property
+    def image(self) -> Image:
+        if self._image is None:
+            text = self.read()
+            if text is None:  # the tree named a blob it cannot give: nothing kept
+                return Image.of(b"")
+            self._image = Image(text=text, blob_id=self.blob_id)
+        return self._image
 
     def defines(self, name: str) -> bool:
         """Does the header seem to define `name` (a look before any parse)?"""
@@ -66,7 +80,7 @@ class HeaderDefinitions:
 
     def _by_name(self) -> dict[str, list[int]]:
         if self._heads is None:
-            self._heads = _heads_of(self.image)
+            self._heads = _heads_of(self)
         return self._heads
 
     def function(self, name: str) -> tuple[Function, ParsedFile] | None:
@@ -108,23 +122,22 @@ class HeaderDefinitions:
 
 
 # A header's heads are kept on disk by blob id: a cold review looks up
-# callees in every header its file includes (24 for mm/khugepaged.c), and a
-# scan of them costs more than reading back what an earlier run found.
+# callees in every header its file includes (24 for mm/khugepaged.c, 440 KB
+# of text of which four headers, 170 KB, define one), and reading back what
+# an earlier run found spares reading the other twenty out of git at all.
 _CACHE_NAMESPACE = "definition-heads-" + cache.code_digest(__file__)
-# Below this, scanning is cheaper than a file.
-_CACHED_FROM_BYTES = 8 << 10
 
 
-def _heads_of(image: Image) -> dict[str, list[int]]:
-    if len(image.text) < _CACHED_FROM_BYTES:
-        return _definition_heads(image.text)
-    stored = cache.load(_CACHE_NAMESPACE, image.blob_id)
+def _heads_of(header: HeaderDefinitions) -> dict[str, list[int]]:
+    stored = cache.load(_CACHE_NAMESPACE, header.blob_id)
     if isinstance(stored, dict) and all(
         isinstance(at, list) and all(type(a) is int for a in at) for at in stored.values()
     ):
         return stored
+    image = header.image
     heads = _definition_heads(image.text)
-    cache.store(_CACHE_NAMESPACE, image.blob_id, heads)
+    if image.blob_id == header.blob_id:
+        cache.store(_CACHE_NAMESPACE, header.blob_id, heads)
     return heads
 
 
@@ -220,18 +233,20 @@ def _point(text: bytes, offset: int) -> Point:
     return Point(row, offset - (text.rfind(b"\n", 0, offset) + 1))
 
 
-# By content (bytes hash once and keep it: a lookup per callee is cheap).
-_by_text: OrderedDict[bytes, HeaderDefinitions] = OrderedDict()
+_by_blob: OrderedDict[str, HeaderDefinitions] = OrderedDict()
 _KEPT_HEADERS = 64
 
 
-def definitions(text: bytes) -> HeaderDefinitions:
-    """The definitions of a header's text, one object per content."""
-    found = _by_text.get(text)
+def definitions(blob_id: str, read: Callable[[], bytes | None]) -> HeaderDefinitions:
+    """The definitions of a header, one object per content; `read` gives
+    its text if it is needed now (the caller's tree: an earlier caller's
+    may be gone)."""
+    found = _by_blob.get(blob_id)
     if found is None:
-        found = _by_text[text] = HeaderDefinitions(Image.of(text))
-        while len(_by_text) > _KEPT_HEADERS:
-            _by_text.popitem(last=False)
+        found = _by_blob[blob_id] = HeaderDefinitions(blob_id, read)
+        while len(_by_blob) > _KEPT_HEADERS:
+            _by_blob.popitem(last=False)
     else:
-        _by_text.move_to_end(text)
+        found.read = read
+        _by_blob.move_to_end(blob_id)
     return found

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
+from analyzer.images import git_blob_id
+
 if TYPE_CHECKING:
     from tree_sitter import Node
 
@@ -90,10 +92,15 @@ class Finding:
 class ReviewContext:
     """What a rule may ask of the tree: a file's text as of this patch."""
 
-    def __init__(self, read_file: Callable[[str], bytes | None] | None = None) -> None:
+    def __init__(
+        self,
+        read_file: Callable[[str], bytes | None] | None = None,
+        blob_id: Callable[[str], str | None] | None = None,
+    ) -> None:
         self._read_file = read_file
+        self._blob_id = blob_id
         # What analyses derive from this patch's tree (callee summaries,
-        # header texts): it lives as long as the review of this patch.
+        # header blob ids): it lives as long as the review of this patch.
         self.memo: dict[str, dict] = {}
 
     @property
@@ -102,6 +109,14 @@ class ReviewContext:
 
     def read_file(self, path: str) -> bytes | None:
         return self._read_file(path) if self._read_file else None
+
+    def blob_id(self, path: str) -> str | None:
+        """The git blob id of what read_file(path) reads (None: no such
+        file), without reading it where the tree can say."""
+        if self._blob_id is not None:
+            return self._blob_id(path)
+        text = self.read_file(path)
+        return git_blob_id(text) if text is not None else None
 
 
 def _statement_at(function: Function, row: int) -> Node:

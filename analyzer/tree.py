@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
@@ -292,12 +292,28 @@ class KernelTree:
 
         return read_file
 
+    def blob_ids(self, images: PatchImages) -> Callable[[str], str | None]:
+        """blob_id(path) for rules: what read_file(path) would read, named
+        without reading it (facts derived from a header are kept by blob id,
+        and most of the headers a file includes are not needed)."""
+
+        def blob_id(path: str) -> str | None:
+            if path in images.state:
+                return images.state[path]
+            return self.blob_id(images.read_rev or "HEAD", path)
+
+        return blob_id
+
     def read(self, rev: str, path: str) -> bytes | None:
         """The file `path` as of `rev`, if it is a file there."""
+        sha = self.blob_id(rev, path)
+        return self.blobs([sha]).get(sha) if sha else None
+
+    def blob_id(self, rev: str, path: str) -> str | None:
+        """The blob id of the file `path` as of `rev`, if it is a file there."""
         key = (rev, path)
         if key in self._read_cache:
-            sha = self._read_cache[key]
-            return self._blob_cache.get(sha) if sha else None
+            return self._read_cache[key]
         directory, _, name = path.rpartition("/")
         if _FULL_SHA_RE.match(rev) and all(p not in ("", ".", "..") for p in path.split("/")):
             # A rule reads a file's headers, two dozen of them in one
@@ -305,7 +321,7 @@ class KernelTree:
             entry = (self._tree(rev, directory) or {}).get(name)
             sha = entry[1] if entry is not None and entry[0] not in _NOT_BLOB_MODES else None
             self._read_cache[key] = sha
-            return self.blobs([sha]).get(sha) if sha else None
+            return sha
         found = self._objects.read(f"{rev}:{path}")
         sha = None
         if found is not None and found[1] == b"blob":
@@ -313,7 +329,7 @@ class KernelTree:
             self._blob_cache[sha] = found[2]
         if _FULL_SHA_RE.match(rev):
             self._read_cache[key] = sha
-        return self._blob_cache.get(sha) if sha else None
+        return sha
 
     def _tree(self, rev: str, directory: str) -> dict[str, tuple[bytes, str]] | None:
         """The entries of `directory` as of the commit `rev` (None: no such

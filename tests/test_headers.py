@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from analyzer import headers, syntax
 from analyzer.headers import DEFINITIONS, HeaderDefinitions
-from analyzer.images import Image
+from analyzer.images import Image, git_blob_id
 from analyzer.parsing import parse
 
 HEADER = b"""/* SPDX-License-Identifier: GPL-2.0 */
@@ -53,6 +53,10 @@ static inline bool demo_split(int x)
 """
 
 
+def of_text(text: bytes) -> HeaderDefinitions:
+    return HeaderDefinitions(git_blob_id(text), lambda: text)
+
+
 def whole(name: str) -> str:
     function = next(f for f in parse(Image.of(HEADER)).functions if f.name == name)
     return syntax.text(function.node)
@@ -60,7 +64,7 @@ def whole(name: str) -> str:
 
 @pytest.mark.parametrize("name", ["demo_one", "demo_two", "demo_split"])
 def test_a_definition_alone_is_the_whole_parse_one(name: str) -> None:
-    found = HeaderDefinitions(Image.of(HEADER)).function(name)
+    found = of_text(HEADER).function(name)
     assert found is not None
     function, _ = found
     assert syntax.text(function.node) == whole(name)
@@ -72,7 +76,7 @@ def test_a_definition_alone_is_the_whole_parse_one(name: str) -> None:
 
 
 def test_only_a_clean_definition_is_read_alone() -> None:
-    definitions = HeaderDefinitions(Image.of(HEADER))
+    definitions = of_text(HEADER)
     _, alone = definitions.function("demo_two") or (None, None)
     assert alone is not None and DEFINITIONS in alone.memo  # parsed alone
     # Braces unbalanced by #ifdef branches: the header is parsed whole.
@@ -86,7 +90,7 @@ def test_every_definition_of_a_real_header(kernel_tree: Path) -> None:
     """Every function of the real include/linux/mm.h, read alone or whole,
     is the function a parse of the whole header finds."""
     text = (kernel_tree / "include/linux/mm.h").read_bytes()
-    definitions = HeaderDefinitions(Image.of(text))
+    definitions = of_text(text)
     first = {}
     for function in parse(Image.of(text)).functions:
         first.setdefault(function.name, syntax.text(function.node))
@@ -108,7 +112,7 @@ def test_every_definition_of_a_real_header(kernel_tree: Path) -> None:
 def test_a_garbage_header_defines_nothing_it_cannot_show(garbage: bytes) -> None:
     """A patch can make a header anything: no definition is made up, and
     an unclosed body is not read past MAX_DEFINITION_BYTES."""
-    definitions = HeaderDefinitions(Image.of(garbage))
+    definitions = of_text(garbage)
     assert not definitions.defines("x")
     found = definitions.function("f")
     assert found is None or DEFINITIONS not in found[1].memo
@@ -151,13 +155,49 @@ def test_heads_kept_on_disk_are_the_heads_and_a_bad_entry_is_scanned_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MMREVIEW_CACHE_DIR", str(tmp_path))
-    text = HEADER + b"\n" * headers._CACHED_FROM_BYTES
-    image = Image.of(text)
-    scanned = headers._definition_heads(text)
-    assert headers._heads_of(image) == scanned
+    scanned = headers._definition_heads(HEADER)
+    assert headers._heads_of(of_text(HEADER)) == scanned
     assert list(tmp_path.glob("definition-heads-*/*.json"))
-    assert headers._heads_of(image) == scanned  # read back
+    assert headers._heads_of(of_text(HEADER)) == scanned  # read back
     for bad in ('{"demo_one": "x"}', "[1, 2]", "{", '{"demo_one": [1.5]}'):
         for entry in tmp_path.glob("definition-heads-*/*.json"):
             entry.write_text(bad)
-        assert headers._heads_of(image) == scanned
+        assert headers._heads_of(of_text(HEADER)) == scanned
+
+
+def test_a_header_is_read_only_for_a_definition_it_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Heads on disk say which header to read: the others are not read, and
+    the one holding the definition is read once."""
+    monkeypatch.setenv("MMREVIEW_CACHE_DIR", str(tmp_path))
+    reads: list[bytes] = []
+
+    def reading(text: bytes) -> HeaderDefinitions:
+        def read() -> bytes:
+            reads.append(text)
+            return text
+
+        return HeaderDefinitions(git_blob_id(text), read)
+
+    other = b"static inline int demo_other(void)\n{\n\treturn 0;\n}\n"
+    for text in (HEADER, other):
+        headers._heads_of(reading(text))  # a first run scans, and keeps the heads
+    reads.clear()
+    first, second = reading(HEADER), reading(other)
+    assert not second.defines("demo_two") and first.defines("demo_two")
+    assert reads == []
+    found = first.function("demo_two")
+    assert found is not None and syntax.text(found[0].node) == whole("demo_two")
+    assert first.function("demo_one") is not None
+    assert reads == [HEADER]
+
+
+def test_a_blob_the_tree_cannot_give_defines_nothing_and_is_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MMREVIEW_CACHE_DIR", str(tmp_path))
+    missing = HeaderDefinitions(git_blob_id(HEADER), lambda: None)
+    assert not missing.defines("demo_two") and missing.function("demo_two") is None
+    assert not list(tmp_path.glob("definition-heads-*/*.json"))
+    assert of_text(HEADER).defines("demo_two")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, TypeVar
 
 from tree_sitter import Node
@@ -138,7 +138,7 @@ class Summaries:
         self.file = file
         self.path = path
         self.directory = path.rpartition("/")[0]
-        self._headers: list[tuple[str, bytes]] | None = None
+        self._headers: list[tuple[str, str]] | None = None
         self._located: dict[str, tuple[Function, ParsedFile, str] | None] = {}
         # Summaries and facts hold nodes of one parse and read callees
         # through one context: they live as long as this object, never
@@ -167,15 +167,16 @@ class Summaries:
             elif sibling is not None:
                 found = (sibling[0], sibling[1], self.path)
             elif self.context.has_tree:
-                for path, text in self._included_texts():
-                    header = definitions(text)
+                for path, blob_id in self._included_headers():
+                    header = definitions(blob_id, partial(self.context.read_file, path))
                     if header.defines(name) and (hit := header.function(name)) is not None:
                         found = (hit[0], hit[1], path)
                         break
         self._located[name] = found
         return found
 
-    def _included_texts(self) -> list[tuple[str, bytes]]:
+    def _included_headers(self) -> list[tuple[str, str]]:
+        """The headers the file includes that the tree has: (path, blob id)."""
         if self._headers is None:
             self._headers = []
             assert self.file is not None
@@ -185,14 +186,13 @@ class Summaries:
                     full = f"include/{name}"
                 else:
                     full = f"{self.directory}/{name}" if self.directory else name
-                # One read per header and review context: every file of a
+                # One look per header and review context: every file of a
                 # series (and every rule) asks for the same headers.
-                texts = self.context.memo.setdefault("header texts", {})
-                if full not in texts:
-                    texts[full] = self.context.read_file(full)
-                text = texts[full]
-                if text is not None:
-                    self._headers.append((full, text))
+                blobs = self.context.memo.setdefault("header blobs", {})
+                if full not in blobs:
+                    blobs[full] = self.context.blob_id(full)
+                if blobs[full] is not None:
+                    self._headers.append((full, blobs[full]))
         return self._headers
 
     def of(self, name: str, depth: int = DEPTH) -> Summary | None:
