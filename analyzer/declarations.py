@@ -28,9 +28,10 @@ from analyzer import cache, syntax
 from analyzer.headers import DEFINITIONS
 from analyzer.images import Image
 from analyzer.parsing import ParsedFile, parse
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, ReviewContext
 
-_QUALIFIERS_RE = re.compile(r"\b(?:const|volatile|restrict|__restrict)\b")
+_QUALIFIERS_RE = regex(r"\b(?:const|volatile|restrict|__restrict)\b")
 
 SIGNATURE_HEADERS = (
     "include/linux/mm.h",
@@ -279,7 +280,7 @@ class Declarations:
         )
 
 
-_VERSION_RE = re.compile(rb"^(VERSION|PATCHLEVEL)\s*=\s*(\d+)", re.M)
+_VERSION_RE = regex(rb"^(VERSION|PATCHLEVEL)\s*=\s*(\d+)", re.M)
 
 
 def kernel_version(context: ReviewContext) -> tuple[int, int] | None:

@@ -28,26 +28,27 @@ from analyzer.parsing import (
     parse,
     sanitize,
 )
+from analyzer.patterns import regex
 from analyzer.rule import Confidence
 
 # A function definition's head: `name(...)` followed by `{` (a parameter
 # list is short: bounded, so that garbage costs linear time).
 _MAX_PARAMETER_BYTES = 512
-_DEFINITION_RE = re.compile(rb"\b(\w+)\s*\([^;{}]{0,%d}\)\s*\{" % _MAX_PARAMETER_BYTES)
+_DEFINITION_RE = regex(rb"\b(\w+)\s*\([^;{}]{0,%d}\)\s*\{" % _MAX_PARAMETER_BYTES)
 # The end of one, found first: the scan for `)\s*{` is several times faster
 # than trying _DEFINITION_RE at every word, and the names are then looked for
 # only in the text between it and the `;`, `{` or `}` before it.
-_BODY_OPEN_RE = re.compile(rb"\)\s*\{")
-_NAME_PAREN_RE = re.compile(rb"\b(\w+)\s*\(")
+_BODY_OPEN_RE = regex(rb"\)\s*\{")
+_NAME_PAREN_RE = regex(rb"\b(\w+)\s*\(")
 # A header this big is generated, not a helper's home: not indexed.
 MAX_INDEXED_BYTES = 1 << 20
-_FUNCTION_END_RE = re.compile(rb"^}", re.MULTILINE)
+_FUNCTION_END_RE = regex(rb"^}", re.MULTILINE)
 # A line that ends the item before a definition's head.
 _ENDS_ITEM = (b";", b"}", b"*/", b"{", b"\\", b":", b",")
 _HEAD_LINES = 4
 # What a brace scan looks at; and how far (mm.h's longest definition is
 # under 4 KiB).
-_BODY_BYTES = re.compile(rb"[{}\"'/]")
+_BODY_BYTES = regex(rb"[{}\"'/]")
 MAX_DEFINITION_BYTES = 64 << 10
 # Which parse a definition came from, in ParsedFile.memo.
 DEFINITIONS = "header definitions"

@@ -17,6 +17,8 @@ from functools import cached_property
 
 from unidiff import PatchedFile
 
+from analyzer.patterns import regex
+
 
 @dataclass(frozen=True)
 class Image:
@@ -220,10 +222,10 @@ def hunks_match_post(patched: PatchedFile, post: bytes) -> bool:
     return True
 
 
-_FUNC_NAME_RE = re.compile(r"(\w+)\s*\([^()]*(\)[^;]*)?$")
+_FUNC_NAME_RE = regex(r"(\w+)\s*\([^()]*(\)[^;]*)?$")
 # A line in column 0 that opens a definition (labels and #if lines sit in
 # column 0 inside functions too, and do not count).
-_TOP_LEVEL_RE = re.compile(r"^[A-Za-z_][^:;=]*\(")
+_TOP_LEVEL_RE = regex(r"^[A-Za-z_][^:;=]*\(")
 
 
 def images_from_patch(patched: PatchedFile, problem: str | None) -> FileImages:

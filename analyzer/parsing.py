@@ -24,6 +24,7 @@ from tree_sitter import Language, Node, Parser, Point, Range, Tree
 
 from analyzer import budget
 from analyzer.images import Image
+from analyzer.patterns import regex
 from analyzer.rule import Confidence
 
 C_LANGUAGE = Language(tree_sitter_c.language())
@@ -122,13 +123,13 @@ def _names_re(names: tuple[str, ...], after: bytes) -> list[re.Pattern[bytes]]:
 _ANNOTATION_RES = _names_re(_BARE_ANNOTATIONS, rb"\b")
 _CALL_ANNOTATION_RES = _names_re(_CALL_ANNOTATIONS, rb"\s*\(")
 # `list_for_each_entry(pos, head, member) {` reads as `while (pos, head, member) {`.
-_ITERATOR_RE = re.compile(rb"^([ \t]*)((?:\w*_)?for_each\w*)(\s*\()", re.MULTILINE)
+_ITERATOR_RE = regex(rb"^([ \t]*)((?:\w*_)?for_each\w*)(\s*\()", re.MULTILINE)
 # A struct/union/enum type as a macro argument, after "(" or ",".
-_TYPE_ARG_RE = re.compile(rb"[(,](\s*)(struct|union|enum)(\s+\w+\s*)(?=[,)])")
-_SYSCALL_RE = re.compile(rb"^(SYSCALL_DEFINE\d|COMPAT_SYSCALL_DEFINE\d)\((\w+)", re.MULTILINE)
-_DIRECTIVE_RE = re.compile(rb"^[ \t]*#.*?(?:\\\r?\n.*?)*$", re.MULTILINE)
-_FUNCTION_END_RE = re.compile(rb"^}[^\n]*$", re.MULTILINE)
-_PARENTHESIS_RE = re.compile(rb"[()]")
+_TYPE_ARG_RE = regex(rb"[(,](\s*)(struct|union|enum)(\s+\w+\s*)(?=[,)])")
+_SYSCALL_RE = regex(rb"^(SYSCALL_DEFINE\d|COMPAT_SYSCALL_DEFINE\d)\((\w+)", re.MULTILINE)
+_DIRECTIVE_RE = regex(rb"^[ \t]*#.*?(?:\\\r?\n.*?)*$", re.MULTILINE)
+_FUNCTION_END_RE = regex(rb"^}[^\n]*$", re.MULTILINE)
+_PARENTHESIS_RE = regex(rb"[()]")
 # Blanking: every byte a space but line ends.
 _BLANKED = bytes(b if b in (0x0A, 0x0D) else 0x20 for b in range(256))
 _WORD = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
@@ -572,8 +573,8 @@ def _parse_chunk(
         recovery.parsed.extra_trees.append(tree)
 
 
-_CONDITIONAL_RE = re.compile(rb"^[ \t]*#[ \t]*if", re.MULTILINE)
-_DIRECTIVE_WORD_RE = re.compile(rb"^[ \t]*#[ \t]*(if|ifdef|ifndef|elif|else|endif)\b")
+_CONDITIONAL_RE = regex(rb"^[ \t]*#[ \t]*if", re.MULTILINE)
+_DIRECTIVE_WORD_RE = regex(rb"^[ \t]*#[ \t]*(if|ifdef|ifndef|elif|else|endif)\b")
 
 
 def _flattened(text: bytes, start: int, end: int) -> bytes:

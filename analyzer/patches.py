@@ -27,6 +27,7 @@ from unidiff import PatchedFile, PatchSet
 from unidiff.errors import UnidiffParseError
 
 from analyzer import budget
+from analyzer.patterns import regex
 
 
 class InputError(Exception):
@@ -79,13 +80,13 @@ LIMITS = Limits()
 
 
 # [PATCH v2 3/7], [RFC PATCH mm-unstable 0/2], [PATCHv3], [PATCH RESEND]
-_PREFIX_RE = re.compile(r"^\s*((?:\[[^\]]*\]\s*)+)")
-_COUNTER_RE = re.compile(r"^(\d{1,4})/(\d{1,4})$")
-_VERSION_RE = re.compile(r"^v(\d+)$", re.IGNORECASE)
-_REPLY_RE = re.compile(r"^\s*(re|aw|fwd?)\s*:", re.IGNORECASE)
-_DIFF_START_RE = re.compile(r"^(diff --git |Index: |--- \S)", re.MULTILINE)
-_BASE_COMMIT_RE = re.compile(r"^base-commit:\s*([0-9a-f]{7,40})\s*$", re.MULTILINE)
-_SIGNATURE_RE = re.compile(r"\n-- \n[^\n]*\n*\Z")
+_PREFIX_RE = regex(r"^\s*((?:\[[^\]]*\]\s*)+)")
+_COUNTER_RE = regex(r"^(\d{1,4})/(\d{1,4})$")
+_VERSION_RE = regex(r"^v(\d+)$", re.IGNORECASE)
+_REPLY_RE = regex(r"^\s*(re|aw|fwd?)\s*:", re.IGNORECASE)
+_DIFF_START_RE = regex(r"^(diff --git |Index: |--- \S)", re.MULTILINE)
+_BASE_COMMIT_RE = regex(r"^base-commit:\s*([0-9a-f]{7,40})\s*$", re.MULTILINE)
+_SIGNATURE_RE = regex(r"\n-- \n[^\n]*\n*\Z")
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,7 @@ def printable(text: str) -> str:
 # C0 and C1 controls and the Unicode line separators: whatever a terminal or
 # `str.splitlines()` may take for the end of the line (U+0085 came from a
 # fuzzed diff path).
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_RE = regex(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _read_file(path: str, name: str, limits: Limits) -> bytes:
@@ -369,8 +370,8 @@ def _split_mbox(data: bytes, name: str, limits: Limits) -> list[tuple[bytes, str
     return [(raw, from_lines[n] if n < len(from_lines) else None) for n, raw in enumerate(raws)]
 
 
-_FROM_LINES = re.compile(rb"^From (\S+) ", re.MULTILINE)
-_MULTIPART_RE = re.compile(rb"^content-type:[ \t]*multipart/", re.IGNORECASE | re.MULTILINE)
+_FROM_LINES = regex(rb"^From (\S+) ", re.MULTILINE)
+_MULTIPART_RE = regex(rb"^content-type:[ \t]*multipart/", re.IGNORECASE | re.MULTILINE)
 
 
 def _message_from_bytes(
@@ -601,7 +602,7 @@ def _over_limits(diff: str, limits: Limits) -> str | None:
     return None
 
 
-_HUNK_HEADER_RE = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@", re.MULTILINE)
+_HUNK_HEADER_RE = regex(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@", re.MULTILINE)
 
 
 def _strip_prefix(name: str) -> str | None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import re
 from functools import lru_cache
 
 import rules as rules_package
+from analyzer.patterns import regex
 from analyzer.rule import FunctionRule, PatchRule, Rule
 
 REQUIRED_SECTIONS = (
@@ -18,7 +18,7 @@ REQUIRED_SECTIONS = (
     "## Use instead",
     "## References",
 )
-_ID_RE = re.compile(r"^[A-Z][A-Z0-9_]+$")
+_ID_RE = regex(r"^[A-Z][A-Z0-9_]+$")
 
 
 class RuleError(Exception):

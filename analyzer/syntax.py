@@ -13,6 +13,8 @@ from functools import lru_cache
 
 from tree_sitter import Node, Query, QueryCursor
 
+from analyzer.patterns import regex
+
 EXIT_STATEMENTS = frozenset(
     {"return_statement", "goto_statement", "continue_statement", "break_statement"}
 )
@@ -160,7 +162,7 @@ def identifiers(node: Node) -> set[str]:
     return {text(n) for n in walk(node) if n.type == "identifier"}
 
 
-_TOKEN_RE = re.compile(r"[A-Za-z_]\w*|\S")
+_TOKEN_RE = regex(r"[A-Za-z_]\w*|\S")
 
 
 def one_line(node: Node, width: int = 60) -> str:

@@ -43,6 +43,7 @@ from analyzer.images import (
     images_from_patch,
 )
 from analyzer.patches import FileDiff, InputError, Patch, Series
+from analyzer.patterns import regex
 
 if TYPE_CHECKING:
     import git
@@ -51,10 +52,10 @@ if TYPE_CHECKING:
 _APPLY_BATCH = 500
 _BLOB_BATCH = 2000
 
-_APPLY_FAILED_RE = re.compile(r"^error: patch failed: (.+):(\d+)$", re.MULTILINE)
-_NOT_IN_INDEX_RE = re.compile(r"^error: (.+): does not exist in index$", re.MULTILINE)
-_HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.MULTILINE)
-_FULL_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+_APPLY_FAILED_RE = regex(r"^error: patch failed: (.+):(\d+)$", re.MULTILINE)
+_NOT_IN_INDEX_RE = regex(r"^error: (.+): does not exist in index$", re.MULTILINE)
+_HUNK_RE = regex(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.MULTILINE)
+_FULL_SHA_RE = regex(r"^[0-9a-f]{40}$")
 # What a tree entry's mode says is no blob: a directory, a submodule.
 _NOT_BLOB_MODES = (b"40000", b"160000")
 _KEPT_TREES = 256

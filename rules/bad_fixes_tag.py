@@ -60,6 +60,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from analyzer.patterns import regex
 from analyzer.rule import (
     COMMIT_MESSAGE_PATH,
     Confidence,
@@ -71,9 +72,9 @@ from analyzer.rule import (
 from analyzer.tree import KernelTree
 
 # As checkpatch finds them: any case, colon optional, 5 to 40 hex digits.
-_TAG_RE = re.compile(r"^(?P<tag>fixes:?)\s*(?:commit\s*)?(?P<sha>[0-9a-f]{5,40})\b", re.I)
-_IN_BODY_HEADER_RE = re.compile(r"^(?:From|Date|Subject): ")
-_SUBJECT_RE = re.compile(r'^\s*\("(?P<subject>.*)"\)\s*$')
+_TAG_RE = regex(r"^(?P<tag>fixes:?)\s*(?:commit\s*)?(?P<sha>[0-9a-f]{5,40})\b", re.I)
+_IN_BODY_HEADER_RE = regex(r"^(?:From|Date|Subject): ")
+_SUBJECT_RE = regex(r'^\s*\("(?P<subject>.*)"\)\s*$')
 MIN_SHA = 12
 
 

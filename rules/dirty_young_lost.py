@@ -73,6 +73,7 @@ from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow import events as ev
 from analyzer.flow.regress import calls_reaching, lost_on_every_path, matching_node, squeezed
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 CLEARS = frozenset(
@@ -131,7 +132,7 @@ FREES = frozenset(
         "free_folio_and_swap_cache",
     }
 )
-FLUSH = re.compile(r"try_to_unmap_flush\w*|flush_tlb_\w+|tlb_flush_mmu\w*|tlb_finish_mmu")
+FLUSH = regex(r"try_to_unmap_flush\w*|flush_tlb_\w+|tlb_flush_mmu\w*|tlb_finish_mmu")
 
 
 def _dirty_transfers(flow: FunctionFlow, clear: Node) -> int:

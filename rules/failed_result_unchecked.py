@@ -93,7 +93,6 @@ another name is not followed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from tree_sitter import Node
@@ -105,11 +104,12 @@ from analyzer.flow.nullness import ERROR_TESTS, risky_uses
 from analyzer.flow.results import Results, failure_kinds
 from analyzer.flow.sleeping import ALLOCATORS
 from analyzer.flow.values import ERR, NULL, Analysis, Kinds
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # Calls that dereference the object they are handed (besides what the
 # tree's summaries say).
-ACCESSORS = re.compile(
+ACCESSORS = regex(
     r"folio_\w+|put_page|get_page|lock_page|unlock_page|page_folio|mmput|mmget|"
     r"mmap_(?:read|write)_(?:un)?lock\w*|vma_pages|vma_is_\w+|vma_start_\w+"
 )
@@ -401,7 +401,7 @@ def _truth_tested(node: Node) -> bool:
 
 # Statements that assert a pointer is valid: the author's claim, not a
 # missing check (`VM_BUG_ON(!vma)`, `KUNIT_ASSERT_NOT_ERR_OR_NULL(test, p)`).
-_ASSERTS = re.compile(r"(?:VM_)?(?:BUG|WARN)_ON(?:_ONCE)?(?:_\w+)?|KUNIT_(?:ASSERT|EXPECT)_\w+")
+_ASSERTS = regex(r"(?:VM_)?(?:BUG|WARN)_ON(?:_ONCE)?(?:_\w+)?|KUNIT_(?:ASSERT|EXPECT)_\w+")
 
 
 def _asserted(body: Node | None) -> set[str]:
@@ -460,7 +460,7 @@ def _is_init(change: FunctionChange) -> bool:
     return b"__init" in head and b"__meminit" not in head
 
 
-_TESTS = re.compile(r"(?:^|/)(?:tests?/|\w*_test\w*\.c$|\w*kunit\w*)")
+_TESTS = regex(r"(?:^|/)(?:tests?/|\w*_test\w*\.c$|\w*kunit\w*)")
 
 
 RULE = FailedResultUnchecked

@@ -63,7 +63,6 @@ pointer cast for another reason is reported.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from tree_sitter import Node
@@ -71,6 +70,7 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.declarations import Expected, normalize_type
 from analyzer.flow import FunctionFlow
+from analyzer.patterns import regex
 from analyzer.rule import Finding, FunctionChange, FunctionRule, Severity
 
 MM = "struct mm_struct *"
@@ -99,13 +99,13 @@ BUILTIN_SIGNATURES: dict[str, list[str | None]] = {
     "huge_pte_lock": ["struct hstate *", MM, "pte_t *"],
 }
 # Helpers of the same family a tree may add later.
-HELPER_RE = re.compile(
+HELPER_RE = regex(
     r"(?:__)?(?:pte|ptep|pmd|pud|huge_pte)_(?:lockptr|lock|offset_map\w*|trans_huge_lock)"
 )
 PAGE_TABLE_TYPES = frozenset({"pte_t", "pmd_t", "pud_t", "p4d_t", "pgd_t", "spinlock_t"})
 # Tests that choose a page-table level by size (hugetlb entries are typed
 # pte_t * at every level).
-SIZE_TEST = re.compile(r"\b(?:PMD_SIZE|PUD_SIZE|P4D_SIZE|huge_page_size|huge_page_shift)\b")
+SIZE_TEST = regex(r"\b(?:PMD_SIZE|PUD_SIZE|P4D_SIZE|huge_page_size|huge_page_shift)\b")
 
 
 class LockHelperArgType(FunctionRule):

@@ -69,7 +69,6 @@ look as if one path skipped both (two of the 6 findings left on the 6.1 ->
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 
 from tree_sitter import Node
@@ -81,6 +80,7 @@ from analyzer.flow.cfg import Point
 from analyzer.flow.entries import read_place, reads_entry
 from analyzer.flow.guards import argument_places, checks_by, lost_checks
 from analyzer.flow.vocabulary import LOCK_CALLS
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 SAME_CALLS = frozenset({"pmd_same", "pte_same", "pud_same"})
@@ -125,7 +125,7 @@ class LocklessSnapshotNotRevalidated(FunctionRule):
             )
 
 
-_DIAGNOSTICS = re.compile(r"^(?:VM_)?WARN|^pr_|^dump_")
+_DIAGNOSTICS = regex(r"^(?:VM_)?WARN|^pr_|^dump_")
 
 
 def _guarded_work(point: Point) -> bool:

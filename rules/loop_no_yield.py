@@ -116,14 +116,15 @@ from analyzer.flow.sleeping import (
     atomic_callback_contexts,
     function_masks,
 )
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 TASKS_RCU_QS = frozenset({"cond_resched_tasks_rcu_qs", "rcu_tasks_qs", "rcu_softirq_qs"})
-_RELEASES = re.compile(
+_RELEASES = regex(
     r"(?:raw_)?spin_unlock\w*|rcu_read_unlock\w*|preempt_enable\w*|"
     r"(?:read|write)_unlock\w*|xa_unlock\w*|xas_unlock\w*|local_irq_\w+"
 )
-_DOUBLING = re.compile(r"\*\s*2\b|<<\s*1\b")
+_DOUBLING = regex(r"\*\s*2\b|<<\s*1\b")
 
 
 class LoopNoYield(FunctionRule):
@@ -592,7 +593,7 @@ def _locals(definition: Node) -> set[str]:
     return found
 
 
-_DECLARING_MACRO = re.compile(r"(?:H?LIST|LLIST)_HEAD|DEFINE_[A-Z_]+|DECLARE_[A-Z_]+")
+_DECLARING_MACRO = regex(r"(?:H?LIST|LLIST)_HEAD|DEFINE_[A-Z_]+|DECLARE_[A-Z_]+")
 
 
 def _address_taken(definition: Node, names: set[str]) -> bool:

@@ -70,7 +70,6 @@ reviewers' version is: warn once, and recover.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterator
 
@@ -78,6 +77,7 @@ from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.parsing import Function, ParsedFile
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # Assertion -> what mm reviewers ask for instead.
@@ -91,7 +91,7 @@ ASSERTIONS = {
     "VM_BUG_ON_PGFLAGS": "VM_WARN_ON_ONCE_PAGE()",
     "BUG": "WARN_ON_ONCE()",
 }
-PT_PREDICATE_RE = re.compile(r"(?:pte|pmd|pud|p4d|pgd)_\w+|is_swap_pmd|is_swap_pte|is_pmd_\w+")
+PT_PREDICATE_RE = regex(r"(?:pte|pmd|pud|p4d|pgd)_\w+|is_swap_pmd|is_swap_pte|is_pmd_\w+")
 # Reads of a page-table entry; the lockless ones say so themselves.
 ENTRY_READS = frozenset({"ptep_get", "pmdp_get", "pudp_get", "p4dp_get", "pgdp_get"})
 LOCKLESS_READS = frozenset(
@@ -136,7 +136,7 @@ COUNTS = frozenset(
     }
 )
 COUNTER_READS = frozenset({"atomic_read", "atomic_long_read", "refcount_read"})
-COUNTER_FIELD_RE = re.compile(r"_refcount|_mapcount|mapcount|_users|_count\b|refcount")
+COUNTER_FIELD_RE = regex(r"_refcount|_mapcount|mapcount|_users|_count\b|refcount")
 FREEZES = frozenset({"folio_ref_freeze", "page_ref_freeze"})
 
 

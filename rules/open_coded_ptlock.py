@@ -46,16 +46,16 @@ the code that uses the helper.  David Hildenbrand, reviewing such a lookup:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from tree_sitter import Node
 
 from analyzer import syntax
+from analyzer.patterns import regex
 from analyzer.rule import Finding, FunctionChange, FunctionRule, Severity
 
 # The helpers that are allowed, indeed meant, to look the lock up.
-HELPER_NAME_RE = re.compile(
+HELPER_NAME_RE = regex(
     r"\w*_lockptr|ptlock_\w+|(?:pmd|pud|pte)_lock|\w*_ptlock_\w+|pagetable_\w+_(?:c|d)tor"
 )
 DESCRIPTOR_CALLS = frozenset({"page_ptdesc", "virt_to_ptdesc", "pmd_ptdesc", "pfn_ptdesc"})

@@ -58,7 +58,6 @@ known to come from the page cache.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from tree_sitter import Node
@@ -68,6 +67,7 @@ from analyzer.flow import FunctionFlow
 from analyzer.flow.cfg import Point
 from analyzer.flow.nullness import MAY_EITHER, Nullness
 from analyzer.flow.values import ERR, NULL, Analysis
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # Page-cache lookups of one index; the index is the second argument of all
@@ -140,7 +140,7 @@ SIZE_CHECKS = frozenset(
         "folio_large_nr_pages",
     }
 )
-HEAD_FIELD_RE = re.compile(r"&\s*(\w+)\s*->\s*page")
+HEAD_FIELD_RE = regex(r"&\s*(\w+)\s*->\s*page")
 
 
 class PageCacheHeadPage(FunctionRule):

@@ -89,7 +89,6 @@ so this is the check that must stay, for every VMA mapping the range.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 
@@ -99,6 +98,7 @@ from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow.guards import checks_by, lost_checks
 from analyzer.flow.orders import ORDERS, notices_every_difference
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 MISSING_CHECKS = frozenset({"userfaultfd_missing"})
@@ -108,11 +108,11 @@ XA_READERS = frozenset(
     {"xas_next", "xas_load", "xas_find", "xas_next_entry", "xas_find_marked", "xas_prev"}
 )
 # The xarray's lock: `spin:xas` for xas_lock_irq(&xas), `spin:mapping->i_pages`.
-XA_LOCK = re.compile(r"spin:.*\b(?:xas|i_pages|xa)\b")
+XA_LOCK = regex(r"spin:.*\b(?:xas|i_pages|xa)\b")
 # A function none of whose words these match makes no re-validation (it
 # tests no uffd mode, stores no retry entry, walks no VMAs, reads no xarray):
 # a helper is read through only when its text has one.
-GUARD_WORDS = re.compile(r"\b(?:userfaultfd_\w+|xas?_\w+|vma_interval_tree_foreach)\b")
+GUARD_WORDS = regex(r"\b(?:userfaultfd_\w+|xas?_\w+|vma_interval_tree_foreach)\b")
 LOOPS = ("for_statement", "while_statement", "do_statement")
 # How far a call the patch adds is followed for a missing-mode check still
 # made: handle_pte_fault() -> do_pte_missing() -> do_anonymous_page() is two.

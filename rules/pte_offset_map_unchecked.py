@@ -61,7 +61,6 @@ into a struct and read back through another name is not followed.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterator
 
 from tree_sitter import Node
@@ -71,11 +70,12 @@ from analyzer.flow import FunctionFlow
 from analyzer.flow import events as ev
 from analyzer.flow.entries import ALLOCATING_MAPS, TABLE_MAPS
 from analyzer.flow.nullness import MAY_FAIL, risky_uses
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 MAPPERS = dict.fromkeys(TABLE_MAPS, MAY_FAIL)
 # Callees that dereference the pte_t * they are given.
-ACCESSORS = re.compile(
+ACCESSORS = regex(
     r"ptep_\w+|huge_ptep_\w+|pte_unmap(_unlock)?|set_ptes?|set_pte_at|pte_clear|"
     r"update_mmu_(cache|tlb)(_range)?|folio_pte_batch|pte_range_none|clear_(not_present_)?full_ptes"
 )

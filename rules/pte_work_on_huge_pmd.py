@@ -90,7 +90,6 @@ are not looked into: work done there is not seen.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -104,6 +103,7 @@ from analyzer.flow.entries import DEVICE, DEVMAP, HUGE, MAPS, MIGRATION
 from analyzer.flow.paths import reaches
 from analyzer.flow.values import NULL, Analysis
 from analyzer.flow.vocabulary import TRANSPARENT_TESTS
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # PTE-level work: which argument is the PMD, and whether it is a pointer to
@@ -160,9 +160,9 @@ HUGE_LOOKS = GUARDS - {
     "pmd_migration_entry_wait",
 }
 WAIT = "pmd_migration_entry_wait"
-HANDLER = re.compile(r"huge_pmd|split_huge")
-WARNING = re.compile(r"(?:VM_)?WARN(?:_ON)?(?:_ONCE)?")
-RETRY_ACTION = re.compile(r"\bACTION_AGAIN\b")
+HANDLER = regex(r"huge_pmd|split_huge")
+WARNING = regex(r"(?:VM_)?WARN(?:_ON)?(?:_ONCE)?")
+RETRY_ACTION = regex(r"\bACTION_AGAIN\b")
 # The map's failure is the guard only since it fails: 0d940a9b270b, v6.5.
 MAPS_FAIL_SINCE = (6, 5)
 

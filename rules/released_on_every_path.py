@@ -218,6 +218,7 @@ from analyzer.flow import ownership as own
 from analyzer.flow.locks import HELD
 from analyzer.flow.results import failure_kinds
 from analyzer.flow.values import ERR, FALSE, NULL, TRUE, Analysis
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # What makes the rule worth running on a function: it takes something.
@@ -589,8 +590,8 @@ def _error_exit(branch: Node | None) -> bool:
     return False
 
 
-_ERROR_LABEL = re.compile(r"(err|out|fail|free|put|unlock|undo|clean|bad|release|abort)", re.I)
-_ERROR_VALUE = re.compile(
+_ERROR_LABEL = regex(r"(err|out|fail|free|put|unlock|undo|clean|bad|release|abort)", re.I)
+_ERROR_VALUE = regex(
     r"(-\s*E[A-Z]|NULL\b|ERR_|(ret|err|error|rc|result)\b|[A-Z][A-Z0-9_]*(FAIL|ERR|NOMEM|OOM))"
 )
 
@@ -798,7 +799,7 @@ def _root(place: str) -> str:
     return place.split("->", 1)[0].split(".", 1)[0]
 
 
-_DROPS = re.compile(r"\w*(unlock|drop|release|wait|sleep|retry|fault|pin_user|get_user_pages)\w*")
+_DROPS = regex(r"\w*(unlock|drop|release|wait|sleep|retry|fault|pin_user|get_user_pages)\w*")
 
 
 def _may_drop(
@@ -831,10 +832,10 @@ def _may_drop(
 
 # What an error exit looks like in the text, to skip the lock analysis of
 # functions that have none.
-_ERROR_EXITS = re.compile(rb"return\s+(-|NULL|false|ERR_)|=\s*-E[A-Z]|\bgoto\b|_FAIL|\berr\b")
+_ERROR_EXITS = regex(rb"return\s+(-|NULL|false|ERR_)|=\s*-E[A-Z]|\bgoto\b|_FAIL|\berr\b")
 
 # Taken only when they return 0; the lock tracker reads them as always taken.
-_ZERO_IS_TAKEN = re.compile(r"\w+_(killable|interruptible)")
+_ZERO_IS_TAKEN = regex(r"\w+_(killable|interruptible)")
 
 _ASSERT_HELD = frozenset(
     {
@@ -954,7 +955,7 @@ def _successes(function: Node) -> frozenset[str]:
     )
 
 
-_SUCCESS = re.compile(r"[A-Z][A-Z0-9]*_\w*SUCCE\w*|[A-Z][A-Z0-9]*_OK")
+_SUCCESS = regex(r"[A-Z][A-Z0-9]*_\w*SUCCE\w*|[A-Z][A-Z0-9]*_OK")
 
 
 def _returned(exit: own.Exit, resource: own.Resource, analysis: Analysis) -> bool:
@@ -1142,4 +1143,4 @@ def _tests_for_error(read: Node) -> bool:
     return True
 
 
-_ZERO_OR_ERROR = re.compile(r"\(?\s*(0|NULL|-\s*\w+|\(\w+\s*\*\)\s*0)\s*\)?")
+_ZERO_OR_ERROR = regex(r"\(?\s*(0|NULL|-\s*\w+|\(\w+\s*\*\)\s*0)\s*\)?")

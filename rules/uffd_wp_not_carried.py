@@ -69,7 +69,6 @@ does to the entry.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from tree_sitter import Node
@@ -77,6 +76,7 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow.regress import calls_reaching, lost_on_every_path, squeezed
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 from rules.entry_helper_misfit import HELPERS, level_kinds, misfit
 
@@ -108,8 +108,8 @@ ENTRY_TYPES = frozenset({"pte_t", "pmd_t", "pud_t"})
 # Asking about uffd-wp: its tests and clears, the registration tests, and
 # the copy of a PTE marker (which keeps the uffd-wp marker only for a
 # registered destination).
-ASKS = re.compile(r"uffd_wp|userfaultfd_wp|vma_has_uffd|copy_pte_marker")
-REGISTRATION_END = re.compile(r"~\(?\s*(?:__VM_UFFD_FLAGS|VM_UFFD_WP)\b")
+ASKS = regex(r"uffd_wp|userfaultfd_wp|vma_has_uffd|copy_pte_marker")
+REGISTRATION_END = regex(r"~\(?\s*(?:__VM_UFFD_FLAGS|VM_UFFD_WP)\b")
 
 
 def _entry_pointers_declared(flow: FunctionFlow) -> dict[str, str]:

@@ -89,10 +89,11 @@ from analyzer.flow import FunctionFlow, vocabulary
 from analyzer.flow import events as ev
 from analyzer.flow import ownership as own
 from analyzer.flow.values import Analysis, State, Value
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 TRIGGERS = frozenset(own.RELEASES) | frozenset(own.PINS)
-_TEST_PATH = re.compile(r"(^|/)tests?/|kunit|_test\w*\.[ch]$|(^|/)test_\w+\.c$")
+_TEST_PATH = regex(r"(^|/)tests?/|kunit|_test\w*\.[ch]$|(^|/)test_\w+\.c$")
 # Stores to their first argument.
 _STORES = frozenset({"WRITE_ONCE", "rcu_assign_pointer", "smp_store_release", "atomic_long_set"})
 # Calls that only compute with the pointer, never reach through it.

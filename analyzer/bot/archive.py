@@ -25,12 +25,13 @@ import git
 
 from analyzer.bot import log
 from analyzer.bot.config import ArchiveConfig, ConfigError
+from analyzer.patterns import regex
 
 if TYPE_CHECKING:
     from analyzer.bot.state import State
 
-_EPOCH_RE = re.compile(r"^(\d+)\.git$")
-_MBOXRD_RE = re.compile(rb"^>(>*From )", re.MULTILINE)
+_EPOCH_RE = regex(r"^(\d+)\.git$")
+_MBOXRD_RE = regex(rb"^>(>*From )", re.MULTILINE)
 
 
 @dataclass

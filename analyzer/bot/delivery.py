@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import smtplib
 import ssl
 import time
@@ -53,11 +52,12 @@ from analyzer.bot.config import BotConfig, PatchworkConfig, SmtpConfig
 from analyzer.bot.faults import crash_point
 from analyzer.bot.state import State
 from analyzer.engine import Review
+from analyzer.patterns import regex
 from analyzer.rule import Severity
 
 Composer = Callable[[Review], list[EmailMessage]]
-_SAFE_RE = re.compile(r"[^A-Za-z0-9._@+-]")
-_EOL_RE = re.compile(rb"\r?\n")
+_SAFE_RE = regex(r"[^A-Za-z0-9._@+-]")
+_EOL_RE = regex(rb"\r?\n")
 
 
 class Temporary(Exception):

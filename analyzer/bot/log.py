@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from typing import Any, TextIO
 
+from analyzer.patterns import regex
+
 LOGGER = logging.getLogger("mmreview.bot")
 _MAX_VALUE = 300
-_BARE = re.compile(r"^[A-Za-z0-9_./:@<>+-]+$")
+_BARE = regex(r"^[A-Za-z0-9_./:@<>+-]+$")
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:

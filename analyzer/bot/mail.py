@@ -20,9 +20,10 @@ from email.utils import parseaddr
 
 from analyzer.bot.config import LimitsConfig
 from analyzer.patches import Subject
+from analyzer.patterns import regex
 
-_MSGID_RE = re.compile(r"<([^<>\s]{1,250})>")
-_MULTIPART_RE = re.compile(rb"^content-type:[ \t]*multipart/", re.IGNORECASE | re.MULTILINE)
+_MSGID_RE = regex(r"<([^<>\s]{1,250})>")
+_MULTIPART_RE = regex(rb"^content-type:[ \t]*multipart/", re.IGNORECASE | re.MULTILINE)
 _MAX_REFERENCES = 100
 
 

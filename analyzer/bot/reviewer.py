@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from analyzer.bot.config import BotConfig
 from analyzer.engine import Review, review
 from analyzer.patches import LIMITS, InputError, read_series
+from analyzer.patterns import regex
 from analyzer.registry import select_rules
 from analyzer.tree import KernelTree
 
-_SAFE_RE = re.compile(r"[^A-Za-z0-9._@+-]")
+_SAFE_RE = regex(r"[^A-Za-z0-9._@+-]")
 
 
 class SeriesSkipped(Exception):

@@ -27,7 +27,6 @@ an entry changes only through the writes it knows (`set_pmd_at()`, splits,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -48,6 +47,7 @@ from analyzer.flow.values import (
     Value,
     register_dimension,
 )
+from analyzer.patterns import regex
 
 NONE, TABLE, HUGE, DEVMAP, PRESENT = "none", "table", "huge", "devmap", "present"
 MIGRATION, SWAP, DEVICE, MARKER, BAD = "migration", "swap", "device", "marker", "bad"
@@ -257,7 +257,7 @@ TABLE_MAPS = frozenset(MAPS) - ALLOCATING_MAPS
 # Functions named for the huge PMD they are handed (zap_huge_pmd(),
 # madvise_free_huge_pmd(), change_huge_pmd()): they deal with it at the PMD
 # level and answer whether they did.
-HUGE_HANDLER = re.compile(r"(?<!split)_huge_pmd$")
+HUGE_HANDLER = regex(r"(?<!split)_huge_pmd$")
 # Returns a lock (non-NULL) exactly for a huge, devmap or swap PMD.
 HUGE_LOCKS: dict[str, int] = {"pmd_trans_huge_lock": 0}
 
@@ -265,7 +265,7 @@ HUGE_LOCKS: dict[str, int] = {"pmd_trans_huge_lock": 0}
 # Calls that build an entry of a known kind out of a swap entry or another
 # entry of the swap form (`entry = swp_entry_to_pte(swp_entry)` in a
 # migration branch is still a migration entry, whatever the call).
-SWAP_FORM_MODIFIERS = re.compile(r"(?:pte|pmd)_swp_(?:mk|clear_)\w+")
+SWAP_FORM_MODIFIERS = regex(r"(?:pte|pmd)_swp_(?:mk|clear_)\w+")
 CONSTRUCTORS: dict[str, Kinds] = {
     "swp_entry_to_pte": SWAP_LIKE,
     "swp_entry_to_pmd": frozenset({MIGRATION}),

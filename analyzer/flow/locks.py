@@ -17,7 +17,6 @@ callee takes or drops a lock; the set here is the function's own).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -41,6 +40,7 @@ from analyzer.flow.values import (
     Value,
     register_dimension,
 )
+from analyzer.patterns import regex
 
 if TYPE_CHECKING:
     from analyzer.parsing import Function
@@ -249,7 +249,7 @@ def lock_name(call: Node, acquire: bool) -> str | None:
     return _lock_name(spec, ev.Call(call, syntax.call_name(call), tuple(syntax.arguments(call))))
 
 
-_ANNOTATION = re.compile(rb"__(must_hold|releases)\(\s*([^()]+?)\s*\)")
+_ANNOTATION = regex(rb"__(must_hold|releases)\(\s*([^()]+?)\s*\)")
 # What says a function is entered with a lock held.
 _ASSERT_HELD = frozenset(
     {

@@ -31,6 +31,7 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.flow import events as ev
 from analyzer.flow.cfg import ABORT, ENTRY, EXIT, Graph, Point
+from analyzer.patterns import regex
 
 # Iterator macros over sets with no useful bound.
 UNBOUNDED_ITERATORS: dict[str, str] = {
@@ -46,12 +47,12 @@ UNBOUNDED_ITERATORS: dict[str, str] = {
     "idr_for_each_entry": "every entry of an idr",
     "idr_for_each_entry_ul": "every entry of an idr",
 }
-_LIST_ITERATOR = re.compile(r"(?:h?list|llist)_for_each_entry\w*|(?:h?list)_for_each(?:_safe)?")
+_LIST_ITERATOR = regex(r"(?:h?list|llist)_for_each_entry\w*|(?:h?list)_for_each(?:_safe)?")
 # Calls that step over every memcg.
 MEMCG_STEPS = frozenset({"mem_cgroup_iter"})
 # A PFN loop bounded by the end of a zone, a node or memory.
-_PFN_NAME = re.compile(r"\w*pfn\w*")
-_WHOLE_RANGE = re.compile(
+_PFN_NAME = regex(r"\w*pfn\w*")
+_WHOLE_RANGE = regex(
     r"\b(?:zone_end_pfn|pgdat_end_pfn|node_end_pfn|max_pfn|max_low_pfn|highest_memmap_pfn|"
     r"spanned_pages|node_spanned_pages)\b"
 )

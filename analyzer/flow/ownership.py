@@ -87,6 +87,7 @@ from analyzer.flow.values import (
     Value,
     register_dimension,
 )
+from analyzer.patterns import regex
 
 OWNED, GONE, HANDED = "owned", "gone", "handed"
 # Acquired only if the call succeeded, and nothing has told yet: the first
@@ -255,7 +256,7 @@ ENDS: dict[str, str] = {"kobject_put": "sysfs"}
 # Calls that take what they are handed: into a list, a tree, a page table,
 # deferred work.  Their names say so; other callees are asked (summaries) or
 # assumed to keep it when nothing can be known.
-CONSUMERS = re.compile(
+CONSUMERS = regex(
     r"list_(add|move|splice)\w*|hlist_add\w*|llist_add\w*|__?xa_store\w*|xas_store|"
     r"radix_tree_insert|idr_alloc\w*|rb_\w+|\w*enqueue\w*|queue_\w+|call_rcu\w*|"
     r"set_ptes?|set_pte_at|set_pmd_at|set_pud_at|set_huge_pte_at|\w*rmap\w*|\w*install\w*|"
@@ -305,7 +306,7 @@ PINS: dict[str, tuple[str, frozenset[str]]] = {
 # A call handed a pinned object by a name like these takes a reference of
 # its own kind (`get_object()`, `kref_get_unless_zero()`, `css_tryget()`):
 # the object outlives the lock.
-_TAKES_REFERENCE = re.compile(r"\w*(get|grab|hold|pin|isolate|_ref_inc|refcount_inc)\w*")
+_TAKES_REFERENCE = regex(r"\w*(get|grab|hold|pin|isolate|_ref_inc|refcount_inc)\w*")
 
 ALL_CALLS = frozenset(ACQUIRES) | frozenset(RELEASES) | frozenset(PINS)
 # Frees that wait for a grace period: the object stays readable until then.
@@ -839,7 +840,7 @@ def _resource_kind(name: str) -> str | None:
     return kind if marker else None
 
 
-_MEMBER = re.compile(r"(?:->|\.)\w+$")
+_MEMBER = regex(r"(?:->|\.)\w+$")
 
 
 def object_of(node: Node | None) -> str | None:

@@ -20,12 +20,13 @@ from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.flow.cfg import Point
+from analyzer.patterns import regex
 
 if TYPE_CHECKING:
     from analyzer.flow import FunctionFlow
 
 
-ENTRY_ACCESSOR = re.compile(r"_*(?:pte|pmd|pud|huge_pte|ptep|pmdp|pudp|swp|is)_")
+ENTRY_ACCESSOR = regex(r"_*(?:pte|pmd|pud|huge_pte|ptep|pmdp|pudp|swp|is)_")
 
 
 def squeezed(node: Node) -> str:

@@ -32,6 +32,7 @@ from analyzer.flow.nullness import Nullness, risky_uses
 from analyzer.flow.values import ERR, NULL, PTR, Analysis, Kinds
 from analyzer.headers import DEFINITIONS, HeaderDefinitions, definitions
 from analyzer.parsing import Function, ParsedFile
+from analyzer.patterns import regex
 from analyzer.rule import ReviewContext
 
 if TYPE_CHECKING:
@@ -41,12 +42,12 @@ T = TypeVar("T")
 
 DEPTH = 2
 # Calls that dereference every pointer they are given, whatever the tree.
-KNOWN_DEREFERENCES = re.compile(
+KNOWN_DEREFERENCES = regex(
     r"ptep_\w+|huge_ptep_\w+|pte_unmap(?:_unlock)?|set_ptes?|set_pte_at|pte_clear|"
     r"pmdp_\w+|set_pmd_at|pmd_clear|update_mmu_(?:cache|tlb)(?:_range)?|folio_pte_batch|"
     r"clear_(?:not_present_)?full_ptes"
 )
-_INCLUDE_RE = re.compile(rb'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
+_INCLUDE_RE = regex(rb'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 
 
 class Summary:

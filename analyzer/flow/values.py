@@ -42,7 +42,6 @@ rules can stay silent instead of guessing.
 from __future__ import annotations
 
 import heapq
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -51,6 +50,7 @@ from tree_sitter import Node
 from analyzer import syntax
 from analyzer.flow import events as ev
 from analyzer.flow.cfg import BRANCH, RETURN, SWITCH, Edge, Graph, Point
+from analyzer.patterns import regex
 
 Kinds = frozenset[str]
 Value = int | str  # a call site's id, or "top:<place>" for "whatever it held"
@@ -925,7 +925,7 @@ def _compared_with_constants(graph: Graph) -> frozenset[str]:
     return frozenset(found)
 
 
-_CONSTANT_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+_CONSTANT_NAME = regex(r"[A-Z][A-Z0-9_]*")
 
 
 def constant_text(node: Node) -> str | None:

@@ -8,8 +8,9 @@ the flow layer itself needs to build paths and lock sets.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from analyzer.patterns import regex
 
 # Configurations the lessons assume built: `#ifdef` blocks on them are taken.
 ASSUMED_CONFIGS = frozenset(
@@ -53,12 +54,12 @@ TRANSPARENT_TESTS = frozenset(
     }
 )
 # Assertions used as statements: they test, but nothing bails out.
-ASSERTIONS = re.compile(r"(?:VM_)?(?:BUG|WARN)(?:_ON)?(?:_ONCE)?(?:_[A-Z]+)*|BUILD_BUG_ON\w*")
+ASSERTIONS = regex(r"(?:VM_)?(?:BUG|WARN)(?:_ON)?(?:_ONCE)?(?:_[A-Z]+)*|BUILD_BUG_ON\w*")
 # `NAME(...) { ... }` blocks that run once holding a lock.
 SCOPED_GUARDS = frozenset({"scoped_guard", "scoped_cond_guard"})
 # `NAME(...) { ... }` blocks that iterate (the ones the sanitizer does not
 # already turn into `while`).
-LOOP_MACRO = re.compile(r"for_?each|_foreach")
+LOOP_MACRO = regex(r"for_?each|_foreach")
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from unidiff import Hunk
 from analyzer import __version__
 from analyzer.engine import Review
 from analyzer.patches import FileDiff, Patch, header, printable_block, reply_addresses
+from analyzer.patterns import regex
 from analyzer.registry import get_rule
 from analyzer.rule import Finding
 
@@ -66,13 +67,13 @@ CONTEXT = 5
 WIDTH = 72
 
 # What b4 (LoreMessage.find_trailers) takes for a trailer: "Name: value".
-TRAILER_LIKE = re.compile(r"^\s*(\w\S+):\s+(\S.*)")
-_REPLY_PREFIX = re.compile(r"^\s*(re|aw)\s*:", re.IGNORECASE)
-_COMMIT_REF = re.compile(r'\b([0-9a-f]{12,40}) \("(.+?)"\)', re.DOTALL)
-_LORE_URL = re.compile(r"https://lore\.kernel\.org/\S+?(?=[\s,)>]|$)")
+TRAILER_LIKE = regex(r"^\s*(\w\S+):\s+(\S.*)")
+_REPLY_PREFIX = regex(r"^\s*(re|aw)\s*:", re.IGNORECASE)
+_COMMIT_REF = regex(r'\b([0-9a-f]{12,40}) \("(.+?)"\)', re.DOTALL)
+_LORE_URL = regex(r"https://lore\.kernel\.org/\S+?(?=[\s,)>]|$)")
 # An imperative tail of a finding message ("...; use pmd_none() ..."),
 # turned into the question a reviewer would ask.
-_SUGGESTION = re.compile(
+_SUGGESTION = regex(
     r"^(use|test|check|re-check|recheck|handle|keep|take|drop|call|hold|move|add|pass)\b"
 )
 

@@ -23,6 +23,7 @@ from markdown_it.token import Token
 from analyzer import __version__
 from analyzer.engine import Review
 from analyzer.patches import FileDiff, Patch, printable_block
+from analyzer.patterns import regex
 from analyzer.registry import get_rule
 from analyzer.reporters.email_reply import lesson
 from analyzer.rule import Finding, Severity
@@ -33,7 +34,7 @@ SEVERITIES = (Severity.ERROR, Severity.WARNING, Severity.CHECK)
 _LABEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.CHECK: "check"}
 # Upstream commits, as kernel references cite them (12 or more hex digits).
 COMMIT_URL = "https://git.kernel.org/torvalds/c/{sha}"
-_REFERENCE_RE = re.compile(
+_REFERENCE_RE = regex(
     r"(?P<url>https?://[^\s<>\"'`]*[^\s<>\"'`.,;:!?)\]])|(?P<sha>\b[0-9a-f]{12,40}\b)"
 )
 
