@@ -10,7 +10,6 @@ shows what is.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import gc
 import os
 import sys
@@ -244,7 +243,7 @@ def _check_format(output_format: str) -> str:
 
 
 def _limits(time_budget: float) -> Limits:
-    return dataclasses.replace(LIMITS, seconds_per_patch=time_budget or None)
+    return LIMITS._replace(seconds_per_patch=time_budget or None)
 
 
 def _debug(enabled: bool) -> None:

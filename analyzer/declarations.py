@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 from weakref import WeakKeyDictionary
 
 from tree_sitter import Node
@@ -135,8 +135,7 @@ class TypeScope:
         return None
 
 
-@dataclass(frozen=True)
-class Expected:
+class Expected(NamedTuple):
     """A parameter type a helper declares, and where it was read."""
 
     type: str
@@ -144,8 +143,7 @@ class Expected:
     confidence: Confidence
 
 
-@dataclass(frozen=True)
-class _Declared:
+class _Declared(NamedTuple):
     signatures: dict[str, list[list[str | None]]]
     structs: dict[str, dict[str, str]]
 

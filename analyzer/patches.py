@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
+from typing import NamedTuple
 
 from unidiff import PatchedFile, PatchSet
 from unidiff.errors import UnidiffParseError
@@ -42,8 +43,7 @@ class InputError(Exception):
         return "\n".join(self.lines)
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """How much one input may ask of the reader and of the review.  Each is
     far above what real kernel patches need (measured on the 6.12 tree, see
     the README's "Limits") and low enough that hostile input is refused in
@@ -89,8 +89,7 @@ _BASE_COMMIT_RE = regex(r"^base-commit:\s*([0-9a-f]{7,40})\s*$", re.MULTILINE)
 _SIGNATURE_RE = regex(r"\n-- \n[^\n]*\n*\Z")
 
 
-@dataclass(frozen=True)
-class Subject:
+class Subject(NamedTuple):
     """A patch subject as b4 reads it."""
 
     text: str

@@ -59,6 +59,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from analyzer.patterns import regex
 from analyzer.rule import (
@@ -78,8 +79,7 @@ _SUBJECT_RE = regex(r'^\s*\("(?P<subject>.*)"\)\s*$')
 MIN_SHA = 12
 
 
-@dataclass(frozen=True)
-class Commit:
+class Commit(NamedTuple):
     sha: str
     subject: str
 

@@ -91,7 +91,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tree_sitter import Node
 
@@ -167,8 +167,7 @@ RETRY_ACTION = regex(r"\bACTION_AGAIN\b")
 MAPS_FAIL_SINCE = (6, 5)
 
 
-@dataclass(frozen=True)
-class Work:
+class Work(NamedTuple):
     node: Node  # the call
     name: str
     pmd: str  # the place of the entry (`*pmd`, `dst_pmdval`)

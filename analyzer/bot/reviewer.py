@@ -10,7 +10,6 @@ when the tree has it, else the configured branch; the tree is only read
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import tempfile
@@ -71,9 +70,7 @@ class Reviewer:
             try:
                 series = read_series(
                     paths,
-                    limits=dataclasses.replace(
-                        LIMITS, seconds_per_patch=limits.seconds_per_patch or None
-                    ),
+                    limits=LIMITS._replace(seconds_per_patch=limits.seconds_per_patch or None),
                 )
             except InputError as err:
                 raise SeriesSkipped("; ".join(named(line) for line in err.lines)) from None

@@ -28,7 +28,7 @@ an entry changes only through the writes it knows (`set_pmd_at()`, splits,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tree_sitter import Node
 
@@ -123,8 +123,7 @@ READS: dict[str, int] = {
 ENTRY_POINTERS = frozenset({"pte_t *", "pmd_t *", "pud_t *"})
 
 
-@dataclass(frozen=True, slots=True)
-class EntryRead:
+class EntryRead(NamedTuple):
     """A read of a page-table entry: plain (`*pte`, `pmd[i]`) or through
     an accessor (`ptep_get(pte)`, `READ_ONCE(*pmdp)`)."""
 

@@ -9,7 +9,7 @@ evaluates them in every case the rules care about.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tree_sitter import Node
 
@@ -28,53 +28,46 @@ _UNEVALUATED = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(NamedTuple):
     node: Node
     name: str | None  # None for `(*fn)(...)` and `guard(x)(...)`'s outer call
     arguments: tuple[Node, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Assign:
+class Assign(NamedTuple):
     node: Node
     target: Node
     value: Node | None  # None for ++ / --
     operator: str  # "=", "+=", ..., "++", "--"
 
 
-@dataclass(frozen=True, slots=True)
-class Deref:
+class Deref(NamedTuple):
     """`*p`, `p[i]` or `p->f`: the pointer `pointer` is dereferenced."""
 
     node: Node
     pointer: Node
 
 
-@dataclass(frozen=True, slots=True)
-class Return:
+class Return(NamedTuple):
     node: Node
     value: Node | None
 
 
-@dataclass(frozen=True, slots=True)
-class Store:
+class Store(NamedTuple):
     """The value of a `?:` arm goes into its temporary."""
 
     node: Node
     temporary: str
 
 
-@dataclass(frozen=True, slots=True)
-class Iterate:
+class Iterate(NamedTuple):
     """An iterator macro steps: its plain-name arguments get new values."""
 
     node: Node
     names: tuple[Node, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ScopeEnd:
+class ScopeEnd(NamedTuple):
     """A `guard()` or `scoped_guard()` scope ends: its lock is dropped."""
 
     node: Node

@@ -22,8 +22,7 @@ element is a new value.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from tree_sitter import Node
 
@@ -177,8 +176,7 @@ def _roots(name: str) -> list[str]:
     return found
 
 
-@dataclass(frozen=True)
-class Lost:
+class Lost(NamedTuple):
     check: Node  # the removed check (in the function as it was)
     place: str  # what it vouched for
     unguarded: Point  # a point now reached without it, in the function as it is

@@ -18,8 +18,7 @@ callee takes or drops a lock; the set here is the function's own).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from tree_sitter import Node
 
@@ -50,8 +49,7 @@ LOCK = register_dimension({HELD, FREE})
 _POINTER_RESULT = frozenset({NULL, PTR})
 
 
-@dataclass(frozen=True)
-class LockEffect:
+class LockEffect(NamedTuple):
     """What a helper of the tree leaves done to a lock it is handed:
     `release` False: it returns holding it.  The lock is the argument, or
     `suffix` reached through it (`vmf` + `->ptl`); a class of None is

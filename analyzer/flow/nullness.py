@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tree_sitter import Node
 
@@ -83,8 +83,7 @@ class Nullness(Tracker):
             yield arguments[0], found[0], found[1]
 
 
-@dataclass(frozen=True)
-class Use:
+class Use(NamedTuple):
     """A tracked pointer used while it may be NULL (or an error pointer)."""
 
     node: Node  # the dereference, or the call handed the pointer

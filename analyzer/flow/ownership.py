@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tree_sitter import Node
 
@@ -105,8 +105,7 @@ SUCCESS_ZERO = "zero"  # it returned 0 (an int error code otherwise)
 RESULT = -1  # the object is what the call returns
 
 
-@dataclass(frozen=True)
-class Acquire:
+class Acquire(NamedTuple):
     """A call that makes the function responsible for a resource."""
 
     family: str
@@ -118,8 +117,7 @@ class Acquire:
     out: bool = False
 
 
-@dataclass(frozen=True)
-class Family:
+class Family(NamedTuple):
     """What is owned, in words, and the calls that release it (each with the
     argument index of the object)."""
 
@@ -320,8 +318,7 @@ FREED, DROPPED, UNPINNED = "freed", "dropped", "unpinned"
 LAST = "last"
 
 
-@dataclass(frozen=True)
-class Resource:
+class Resource(NamedTuple):
     """One acquisition site's resource."""
 
     family: str
@@ -1135,8 +1132,7 @@ def _reaches(
     return any(_reaches(flow, callee, wanted, depth - 1, seen) for callee in calls)
 
 
-@dataclass(frozen=True)
-class Exit:
+class Exit(NamedTuple):
     """A path state at the end of the function: at a `return` (its node),
     or falling off the end (node None)."""
 

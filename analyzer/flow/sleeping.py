@@ -30,7 +30,7 @@ is taken to be the caller's choice, not a sleep.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tree_sitter import Node
 
@@ -495,8 +495,7 @@ def context_guarded(call: Node, stop: Node, parameters: frozenset[str] = frozens
     return False
 
 
-@dataclass(frozen=True)
-class Sleep:
+class Sleep(NamedTuple):
     """Why a call may sleep: the chain of callees down to the call that
     does (`("helper", "mutex_lock")`), and what that call is."""
 

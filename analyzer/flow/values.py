@@ -44,6 +44,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from tree_sitter import Node
 
@@ -71,8 +72,7 @@ WIDTH = 6
 CONSTANT = "="
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
+class Link(NamedTuple):
     """When the value carrying this link is refined within `when`, the value
     `target` is narrowed to `then`."""
 

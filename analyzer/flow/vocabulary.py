@@ -8,7 +8,7 @@ the flow layer itself needs to build paths and lock sets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from analyzer.patterns import regex
 
@@ -62,8 +62,7 @@ SCOPED_GUARDS = frozenset({"scoped_guard", "scoped_cond_guard"})
 LOOP_MACRO = regex(r"for_?each|_foreach")
 
 
-@dataclass(frozen=True)
-class LockCall:
+class LockCall(NamedTuple):
     """How a call takes or drops a lock: which argument names it (or -1: the
     lock is what the call returns), which class of lock, whether it is taken
     only when the call's result is true / non-NULL, and whether it is
