@@ -54,6 +54,12 @@ class _Commands(TyperGroup):
     def list_commands(self, ctx) -> list[str]:
         return [*super().list_commands(ctx), *(g for g in self.groups if g not in self.commands)]
 
+    def resolve_command(self, ctx, args):
+        found = super().resolve_command(ctx, args)
+        if found[0] != "check":  # check starts collecting once its rules are loaded
+            start_collecting()
+        return found
+
     def get_command(self, ctx, cmd_name: str):
         if cmd_name in self.groups and cmd_name not in self.commands:
             group = typer.main.get_group(self.groups[cmd_name]())
@@ -189,6 +195,8 @@ def check(
         raise UsageError("give either patch files or --range, not both")
     kernel = KernelTree(str(tree)) if tree is not None else None
     config = tree_config.load(kernel.top if kernel is not None else None)
+    rules = select_rules(*config.rules(select, ignore))
+    start_collecting()
     if revision_range:
         assert kernel is not None
         kernel.range_commits(revision_range)
@@ -205,7 +213,6 @@ def check(
     if kernel is not None and base is None and not revision_range:
         # A b4 prep branch's commit on stdin: review it as it sits in HEAD.
         b4_integration.find_own_commits(kernel, series)
-    rules = select_rules(*config.rules(select, ignore))
     result = config.apply(
         review(
             series,
@@ -512,6 +519,14 @@ def hook_sendemail_validate(
 
     _block_level(block_on)
     raise typer.Exit(hooks.validate(patch, headers, block_on, sys.stderr))
+
+
+def start_collecting() -> None:
+    """Start-up is over (see analyzer.launch): what it made is frozen, and
+    the garbage collector is on again."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def main() -> None:
