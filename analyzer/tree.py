@@ -285,11 +285,13 @@ class KernelTree:
     def reader(self, images: PatchImages, env: dict[str, str] | None = None):
         """read_file(path) for rules: the tree as this patch leaves it."""
 
+        blob_id = self.blob_ids(images)
+
         def read_file(path: str) -> bytes | None:
-            if path in images.state:
-                sha = images.state[path]
-                return self.blobs([sha], env).get(sha) if sha else None
-            return self.read(images.read_rev or "HEAD", path)
+            sha = blob_id(path)
+            # What the series made so far is in its scratch object directory.
+            scratch = env if path in images.state else None
+            return self.blobs([sha], scratch).get(sha) if sha else None
 
         return read_file
 
