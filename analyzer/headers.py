@@ -73,6 +73,7 @@ class HeaderDefinitions:
             if text is None:  # the tree named a blob it cannot give: nothing kept
                 return Image.of(b"")
             self._image = Image(text=text, blob_id=self.blob_id)
+            self.read = _read_nothing  # it held the caller's review context
         return self._image
 
     def defines(self, name: str) -> bool:
@@ -236,6 +237,10 @@ def _point(text: bytes, offset: int) -> Point:
 
 _by_blob: OrderedDict[str, HeaderDefinitions] = OrderedDict()
 _KEPT_HEADERS = 64
+
+
+def _read_nothing() -> bytes | None:
+    return None
 
 
 def definitions(blob_id: str, read: Callable[[], bytes | None]) -> HeaderDefinitions:

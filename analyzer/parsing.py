@@ -15,7 +15,7 @@ import bisect
 import heapq
 import re
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -414,12 +414,8 @@ def _parse_text(parser: Parser, text: bytes) -> Tree:
     old tree, which reuses every node (a few milliseconds for mm/memory.c)."""
     if len(text) <= _PLAIN_PARSE_BYTES and not budget.expired():
         return parser.parse(text)
-    view = memoryview(text)
     try:
-        draft = parser.parse(
-            lambda offset, _point: bytes(view[offset : offset + 65536]),
-            progress_callback=budget.cancel_parse,
-        )
+        draft = parser.parse(_chunks_of(text), progress_callback=budget.cancel_parse)
     except ValueError:
         # A halted parse resumes on the parser's next call unless reset:
         # the next file would be parsed as the rest of this one.
@@ -428,6 +424,28 @@ def _parse_text(parser: Parser, text: bytes) -> Tree:
             raise budget.BudgetExceeded from None
         raise
     return parser.parse(text, draft)
+
+
+# py-tree-sitter 0.26 keeps a reference to every chunk a read callback
+# returns, for good: fresh bytes per chunk leaked the whole text on every
+# parse (9 MiB over a 64-patch series).  So every chunk is a view of one
+# buffer, overwritten for the next: all that stays behind is small views.
+_CHUNK_BYTES = 65536
+_chunk_buffer = memoryview(bytearray(_CHUNK_BYTES))
+
+
+def _chunks_of(text: bytes) -> Callable[[int, object], memoryview]:
+    """A read callback serving `text` through the one chunk buffer (the
+    lexer reads only the latest chunk, and one parse runs at a time)."""
+    view = memoryview(text)
+
+    def read(offset: int, _point: object) -> memoryview:
+        piece = view[offset : offset + _CHUNK_BYTES]
+        size = len(piece)
+        _chunk_buffer[:size] = piece
+        return _chunk_buffer[:size]
+
+    return read
 
 
 def _parse(image: Image) -> ParsedFile:

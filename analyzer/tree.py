@@ -385,7 +385,11 @@ class KernelTree:
             # each in its own budget.
             in_memory = None
         if in_memory is not None:
-            yield from in_memory
+            # Handed out one by one and let go: a reviewed patch's images
+            # are garbage (a 64-patch series held every patch's texts).
+            in_memory.reverse()
+            while in_memory:
+                yield in_memory.pop()
             return
         state: dict[str, str | None] = {}
         with self._scratch(series, base) as scratch:

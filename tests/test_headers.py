@@ -201,3 +201,35 @@ def test_a_blob_the_tree_cannot_give_defines_nothing_and_is_not_kept(
     assert not missing.defines("demo_two") and missing.function("demo_two") is None
     assert not list(tmp_path.glob("definition-heads-*/*.json"))
     assert of_text(HEADER).defines("demo_two")
+
+
+def test_a_kept_header_does_not_keep_the_review_context_that_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers are kept across patches; the patch whose review read one is
+    not: its context (and every analysis made in it) goes with the patch."""
+    import gc
+    import weakref
+
+    from analyzer.flow.summaries import Summaries
+    from analyzer.rule import ReviewContext
+
+    monkeypatch.setenv("MMREVIEW_CACHE_DIR", str(tmp_path))
+    source = (
+        b"#include <linux/demo.h>\n\nint user(struct demo *d)\n{\n\treturn demo_two(d, 1);\n}\n"
+    )
+    files = {"include/linux/demo.h": HEADER, "mm/user.c": source}
+
+    def contexts() -> list[weakref.ref[ReviewContext]]:
+        made = []
+        for _ in range(2):  # two patches: the second finds the header kept
+            context = ReviewContext(files.get, lambda path: git_blob_id(files[path]))
+            found = Summaries(context, parse(Image.of(source)), "mm/user.c").located("demo_two")
+            assert found is not None and found[2] == "include/linux/demo.h"
+            made.append(weakref.ref(context))
+        return made
+
+    made = contexts()
+    gc.collect()
+    assert headers._by_blob.get(git_blob_id(HEADER)) is not None
+    assert [ref() for ref in made] == [None, None]

@@ -128,3 +128,34 @@ def test_annotations_do_not_produce_errors(annotation: bytes) -> None:
     parsed = parsing.parse(Image.of(source))
     assert [f.name for f in parsed.functions] == ["demo"]
     assert not parsed.tree.root_node.has_error
+
+
+def test_parsing_a_big_file_again_and_again_keeps_nothing_of_its_text() -> None:
+    """A file over the plain-parse size is read through a callback, and
+    py-tree-sitter keeps every chunk such a callback returns: each parse
+    of a 200 KB file kept its 200 KB."""
+    import gc
+    import tracemalloc
+
+    from analyzer import parsing
+
+    body = b"".join(
+        b"static int f%d(int x)\n{\n\tif (x > %d)\n\t\treturn x;\n\treturn 0;\n}\n\n" % (i, i)
+        for i in range(4000)
+    )
+    assert len(body) > 3 * parsing._PLAIN_PARSE_BYTES
+    parser = parsing._parser()
+    parsing._parse_text(parser, body)
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(10):
+            tree = parsing._parse_text(parser, body)
+            assert tree.root_node.named_child_count == 4000
+            del tree
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < len(body), f"{kept:,} bytes kept by ten parses of {len(body):,}"

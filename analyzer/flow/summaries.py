@@ -19,8 +19,9 @@ could complain about.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Iterable
-from functools import cached_property, partial
+from functools import cached_property
 from typing import TYPE_CHECKING, TypeVar
 
 from tree_sitter import Node
@@ -169,7 +170,7 @@ class Summaries:
                 found = (sibling[0], sibling[1], self.path)
             elif self.context.has_tree:
                 for path, blob_id in self._included_headers():
-                    header = definitions(blob_id, partial(self.context.read_file, path))
+                    header = definitions(blob_id, _reader(self.context, path))
                     if header.defines(name) and (hit := header.function(name)) is not None:
                         found = (hit[0], hit[1], path)
                         break
@@ -271,6 +272,20 @@ class Summaries:
 
 
 _calls: dict[tuple[str, int], frozenset[str]] = {}
+
+
+def _reader(context: ReviewContext, path: str) -> Callable[[], bytes | None]:
+    """`path` as `context` reads it, for a header object kept across
+    patches: held weakly, or each kept header would keep alive the review
+    context of the patch that last asked for it, with all its analyses (20
+    MiB and more over a 64-patch series)."""
+    alive = weakref.ref(context)
+
+    def read() -> bytes | None:
+        found = alive()
+        return found.read_file(path) if found is not None else None
+
+    return read
 
 
 def _functions_of(file: ParsedFile) -> dict[str, Function]:
