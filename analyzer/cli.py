@@ -9,37 +9,22 @@ shows what is.
 
 from __future__ import annotations
 
-import atexit
-import gc
-import os
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ClassVar
+from typing import Annotated, ClassVar
 
 import typer
 from typer.core import TyperGroup
 
-from analyzer import __version__
+from analyzer import __version__, checking
 from analyzer import b4 as b4_integration
 from analyzer import config as tree_config
 from analyzer.budget import DEFAULT_SECONDS as DEFAULT_PATCH_SECONDS
-from analyzer.patches import LIMITS, InputError, Limits, printable, read_series
-from analyzer.registry import RuleError, all_rules, get_rule, select_rules
-from analyzer.reporters import FORMATS, ReportError, format_name, render_report, write_report
-from analyzer.rule import Severity
+from analyzer.checking import CheckOptions, UsageError, start_collecting
+from analyzer.registry import all_rules, get_rule, select_rules
+from analyzer.reporters import FORMATS
 from analyzer.tree import KernelTree
-
-if TYPE_CHECKING:
-    from analyzer.engine import Review
-
-# At exit Python walks every object the review made (syntax trees and all)
-# for cycles just before the process gives the memory back: a fifth of a
-# one-patch check's CPU time.  A frozen object is not walked; reference
-# counting still frees what it frees, finalizers still run, output is
-# still flushed.
-atexit.register(gc.freeze)
 
 
 class _Commands(TyperGroup):
@@ -82,7 +67,6 @@ app = typer.Typer(
     help="Review Linux mm patches against the lessons of past review threads.",
 )
 
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
 # Options `check` and `scan` share.
 FormatOption = Annotated[
@@ -101,10 +85,6 @@ DebugOption = Annotated[
     bool,
     typer.Option("--debug", help="Show the traceback of an internal error (a rule's, a report's)."),
 ]
-
-
-class UsageError(Exception):
-    """Bad command line or input: one line to stderr, exit 2."""
 
 
 def _version(value: bool) -> None:
@@ -183,115 +163,23 @@ def check(
     debug: DebugOption = False,
 ) -> None:
     """Review a patch, a series or a commit range."""
-    from analyzer.engine import review
-
-    _debug(debug)
-    output_format = _check_format(output_format)
-    if base is not None and tree is None:
-        raise UsageError("--base needs --tree")
-    if revision_range and tree is None:
-        raise UsageError("--range needs --tree")
-    if revision_range and inputs:
-        raise UsageError("give either patch files or --range, not both")
-    kernel = KernelTree(str(tree)) if tree is not None else None
-    config = tree_config.load(kernel.top if kernel is not None else None)
-    rules = select_rules(*config.rules(select, ignore))
-    start_collecting()
-    if revision_range:
-        assert kernel is not None
-        kernel.range_commits(revision_range)
-        series = read_series(
-            ["-"], stdin=kernel.format_patches(revision_range), limits=_limits(time_budget)
-        )
-    else:
-        if not inputs:
-            raise UsageError(
-                "no input: give patch or mbox files, '-' for stdin, or --tree DIR --range A..B"
-            )
-        stdin = sys.stdin.buffer.read() if "-" in inputs else None
-        series = read_series(inputs, stdin=stdin, limits=_limits(time_budget))
-    if kernel is not None and base is None and not revision_range:
-        # A b4 prep branch's commit on stdin: review it as it sits in HEAD.
-        b4_integration.find_own_commits(kernel, series)
-    result = config.apply(
-        review(
-            series,
-            rules,
-            tree=kernel,
-            base=base,
-            show_all=show_all,
-            patch_seconds=time_budget or None,
-        )
+    options = CheckOptions(
+        inputs=inputs,
+        tree=tree,
+        base=base,
+        revision_range=revision_range,
+        show_all=show_all,
+        output_format=output_format,
+        output=output,
+        select=select,
+        ignore=ignore,
+        quiet=quiet,
+        rules_version=rules_version,
+        sender=sender,
+        time_budget=time_budget,
+        debug=debug,
     )
-    options: dict = {}
-    if output_format == "email":
-        from analyzer.reporters import email_reply
-
-        where = str(tree) if tree is not None else None
-        options["sender"] = sender or config.reply_from or email_reply.default_sender(where)
-    if output_format == "sarif":
-        options["severity"] = config.severity
-    _report(result, output_format, output, quiet, **options)
-    if output_format == "checkpatch" and (
-        stale := b4_integration.stale_token_warning(rules_version, config.path)
-    ):
-        typer.echo(stale)
-    raise typer.Exit(exit_code(result))
-
-
-def _check_format(output_format: str) -> str:
-    """The format's name as FORMATS spells it (-f JSON is -f json)."""
-    name = format_name(output_format)
-    if name is None:
-        raise UsageError(
-            f"--format {output_format}: unknown format (choose from {', '.join(FORMATS)})"
-        )
-    return name
-
-
-def _limits(time_budget: float) -> Limits:
-    return LIMITS._replace(seconds_per_patch=time_budget or None)
-
-
-def _debug(enabled: bool) -> None:
-    # The engine and the reporters read it where a failure is caught.
-    if enabled:
-        os.environ["MMREVIEW_DEBUG"] = "1"
-
-
-def exit_code(result: Review) -> int:
-    if result.errors:
-        return EXIT_USAGE
-    blocking = (Severity.ERROR, Severity.WARNING)
-    return EXIT_FINDINGS if any(f.severity in blocking for f in result.findings) else EXIT_CLEAN
-
-
-def _tell(result: Review, quiet: bool) -> None:
-    for error in result.errors:
-        typer.echo(f"mmreview: error: {printable(error)}", err=True)
-    if not quiet:
-        for note in result.notes:
-            typer.echo(f"mmreview: note: {printable(note)}", err=True)
-
-
-def _report(
-    result: Review, output_format: str, output: Path | None, quiet: bool, **options: object
-) -> None:
-    """Render the whole report first (a reporter that fails on one patch
-    leaves that patch out and says so), then say what went wrong, then
-    write the report: to stdout, or atomically to `output`."""
-    try:
-        text = render_report(
-            result, output_format, terminal=output is None and sys.stdout.isatty(), **options
-        )
-    except ReportError as err:
-        _tell(result, quiet)
-        raise UsageError(str(err)) from None
-    _tell(result, quiet)
-    try:
-        write_report(text, output)
-    except ReportError as err:
-        raise UsageError(str(err)) from None
+    raise typer.Exit(checking.run(options))
 
 
 @app.command()
@@ -313,8 +201,8 @@ def scan(
     """Run every rule on whole files (not diff-aware): what upstream code already has."""
     from analyzer.engine import scan as scan_tree
 
-    _debug(debug)
-    output_format = _check_format(output_format)
+    checking.debug(debug)
+    output_format = checking.check_format(output_format)
     if not tree.is_dir():
         raise UsageError(f"--tree {tree}: no such directory")
     files = _expand(tree, paths or ["mm"])
@@ -322,10 +210,10 @@ def scan(
         raise UsageError(f"no C files under {', '.join(paths or ['mm'])} in {tree}")
     config = tree_config.load(str(tree))
     result = config.apply(scan_tree(str(tree), files, select_rules(*config.rules(select, ignore))))
-    _tell(result, quiet=False)
+    checking.tell(result, quiet=False)
     options = {"severity": config.severity} if output_format == "sarif" else {}
-    _report(result, output_format, output, quiet=False, **options)
-    raise typer.Exit(exit_code(result))
+    checking.report(result, output_format, output, quiet=False, **options)
+    raise typer.Exit(checking.exit_code(result))
 
 
 def _expand(tree: Path, patterns: list[str]) -> list[str]:
@@ -521,56 +409,10 @@ def hook_sendemail_validate(
     raise typer.Exit(hooks.validate(patch, headers, block_on, sys.stderr))
 
 
-def start_collecting() -> None:
-    """Start-up is over (see analyzer.launch): what it made is frozen, and
-    the garbage collector is on again."""
-    if not gc.isenabled():
-        gc.freeze()
-        gc.enable()
-
-
 def main() -> None:
-    """Entry point: every expected failure is one line on stderr and exit 2;
-    so is an unexpected one (a bug), with the traceback only under --debug."""
-    try:
-        app()
-    except InputError as err:
-        for line in err.lines:
-            typer.echo(f"mmreview: error: {printable(line)}", err=True)
-        sys.exit(EXIT_USAGE)
-    except (UsageError, RuleError, tree_config.ConfigError) as err:
-        typer.echo(f"mmreview: error: {printable(str(err))}", err=True)
-        sys.exit(EXIT_USAGE)
-    except _git_command_error() as err:
-        stderr = " ".join(str(err.stderr).split()).strip("' ")
-        typer.echo(
-            f"mmreview: error: git {err.command[1] if len(err.command) > 1 else ''}: "
-            f"{printable(stderr)}",
-            err=True,
-        )
-        sys.exit(EXIT_USAGE)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(EXIT_CLEAN)
-    except Exception as err:  # a bug: one line, never a traceback by default
-        if "MMREVIEW_DEBUG" in os.environ or "--debug" in sys.argv:
-            traceback.print_exc()
-        detail = printable(" ".join(f"{type(err).__name__}: {err}".split()))[:200]
-        hint = "" if "--debug" in sys.argv else " (--debug shows the traceback)"
-        typer.echo(f"mmreview: internal error: {detail}{hint}", err=True)
-        sys.exit(EXIT_USAGE)
-
-
-class _NoGitError(Exception):
-    """Stands for GitPython's error while nothing has imported GitPython."""
-
-
-def _git_command_error() -> type[Exception]:
-    # Evaluated only when an exception reaches main(): GitPython is not
-    # imported just in case one might.
-    module = sys.modules.get("git")
-    return module.GitCommandError if module is not None else _NoGitError
+    """Entry point: every expected failure is one line on stderr and exit 2
+    (`checking.guarded`)."""
+    sys.exit(checking.guarded(app))
 
 
 if __name__ == "__main__":

@@ -1,21 +1,122 @@
-"""`mmreview` as installed: the cyclic garbage collector is off while the
-program starts.
+"""`mmreview` as installed: the first thing that runs.
 
-Start-up (typer, the email package, the rules and the flow analyses they
-import) makes some fifty thousand objects that live as long as the process,
-and next to no garbage; the collector walked them again and again while they
-were made, a twentieth of a cold one-patch check (b4 starts one per patch).
-The command turns it back on when its own work starts (`cli.start_collecting`),
-and what start-up made is frozen then: never walked again.
+b4 and the send-email hook start one `mmreview check` per patch, so what
+start-up costs is paid on every patch.  Two things here keep it small:
+
+- The cyclic garbage collector is off while the program starts.  Start-up
+  (the email package, the rules and the flow analyses they import) makes
+  some fifty thousand objects that live as long as the process, and next to
+  no garbage; the collector walked them again and again while they were
+  made.  The command turns it back on when its own work starts
+  (`checking.start_collecting`), and what start-up made is frozen then:
+  never walked again.
+- A `check` command line made only of options spelled the plain way
+  (`--tree=.`, `--format checkpatch`, `-q`, files) is read here, and typer
+  is not loaded: typer and what it imports are a third of the start-up of
+  such a process.  Anything else (`--help`, an unknown or misspelled
+  option, `-qf`, a value that looks like an option, every other command)
+  goes to typer's command line in `analyzer.cli`, which says what is wrong
+  as users expect.  The two readings of a command line are the same
+  (tests/test_launch.py compares them).
 """
 
 from __future__ import annotations
 
 import gc
+import sys
+from pathlib import Path
+from typing import Any
+
+# The options of `mmreview check` (analyzer.cli.check) by spelling: the
+# CheckOptions field, and how its value is read (None: a flag).
+_FLAG, _TEXT, _PATH, _LIST, _SECONDS = None, "text", "path", "list", "seconds"
+CHECK_OPTIONS: dict[str, tuple[str, str | None]] = {
+    "--tree": ("tree", _PATH),
+    "-t": ("tree", _PATH),
+    "--base": ("base", _TEXT),
+    "--range": ("revision_range", _TEXT),
+    "--all": ("show_all", _FLAG),
+    "--format": ("output_format", _TEXT),
+    "-f": ("output_format", _TEXT),
+    "--output": ("output", _PATH),
+    "-o": ("output", _PATH),
+    "--select": ("select", _LIST),
+    "--types": ("select", _LIST),
+    "--ignore": ("ignore", _LIST),
+    "--quiet": ("quiet", _FLAG),
+    "-q": ("quiet", _FLAG),
+    "--rules-version": ("rules_version", _TEXT),
+    "--from": ("sender", _TEXT),
+    "--time-budget": ("time_budget", _SECONDS),
+    "--debug": ("debug", _FLAG),
+}
+
+
+def check_line(argv: list[str]) -> dict[str, Any] | None:
+    """The CheckOptions fields a plain `check ...` command line gives, or
+    None when typer must read it."""
+    if not argv or argv[0] != "check":
+        return None
+    fields: dict[str, Any] = {}
+    inputs: list[str] = []
+    words = iter(argv[1:])
+    for word in words:
+        if word == "-" or not word.startswith("-"):
+            inputs.append(word)
+            continue
+        spelling, equals, value = word.partition("=")
+        known = CHECK_OPTIONS.get(spelling)
+        if known is None or (equals and spelling[1] != "-"):
+            return None  # unknown, --help, --, -qf, -t=x: typer's to judge
+        name, kind = known
+        if kind is _FLAG:
+            if equals:
+                return None
+            fields[name] = True
+            continue
+        if not equals:
+            value = next(words, None)
+            if value is None:
+                return None
+        read = _value(kind, value)
+        if read is None:
+            return None
+        if kind == _LIST:
+            fields.setdefault(name, []).append(read)
+        else:
+            fields[name] = read
+    if inputs:
+        fields["inputs"] = inputs
+    return fields
+
+
+def _value(kind: str, value: str) -> object | None:
+    # A value typer would take differently or refuse (a leading dash, an
+    # empty path, a negative or unreadable number) is typer's to judge.
+    if value.startswith("-") or (kind == _PATH and not value):
+        return None
+    if kind == _PATH:
+        return Path(value)
+    if kind == _SECONDS:
+        try:
+            seconds = float(value)
+        except ValueError:
+            return None
+        return seconds if seconds >= 0 else None
+    return value
 
 
 def main() -> None:
     gc.disable()
+    fields = check_line(sys.argv[1:])
+    if fields is not None:
+        from analyzer import checking
+
+        sys.exit(checking.guarded(lambda: checking.run(checking.CheckOptions(**fields))))
     from analyzer import cli
 
     cli.main()
+
+
+if __name__ == "__main__":
+    main()

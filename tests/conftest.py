@@ -25,7 +25,8 @@ settings.register_profile("ci", derandomize=True, database=None, deadline=None, 
 settings.register_profile("fuzz", deadline=None, max_examples=5000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 MINITREE = Path(__file__).parent / "minitree"
-MMREVIEW = [sys.executable, "-m", "analyzer.cli"]
+# As installed: the launcher, which reads plain check lines itself.
+MMREVIEW = [sys.executable, "-m", "analyzer.launch"]
 
 AUTHOR = {
     "GIT_AUTHOR_NAME": "Jane Dev",

@@ -1,0 +1,126 @@
+"""The launcher reads plain `check` command lines without typer, exactly as
+typer reads them, and hands everything else to typer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from analyzer import checking, cli, launch
+from analyzer.checking import CheckOptions
+from tests.conftest import ROOT
+
+EXAMPLE = "corpus/examples/0002-mm-demo-treat-a-non-present-PMD-as-empty.patch"
+
+_values = st.one_of(
+    st.sampled_from(["checkpatch", "json", ".", "a b", "mm/x.c", "0", "2.5", "1e3", "inf", "x=y",
+                     "HEAD~1", "PMD_PRESENT_AS_EMPTY,OPEN_CODED_PTLOCK", " 3 ", "1_0"]),
+    st.sampled_from(["", "-", "-q", "--all", "-1", "nan"]),
+)  # fmt: skip
+_spellings = st.one_of(
+    st.sampled_from(list(launch.CHECK_OPTIONS)),
+    st.sampled_from(list(launch.CHECK_OPTIONS)),
+    st.sampled_from(["--help", "--version", "--bogus", "-x", "--", "-qf", "-tfoo", "--tre"]),
+)
+
+
+@st.composite
+def _words(draw: st.DrawFn) -> list[str]:
+    words: list[str] = []
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["option", "option=value", "input"]))
+        if kind == "input":
+            words.append(draw(st.sampled_from(["-", "a.patch", "b.mbox", "x=y"])))
+            continue
+        spelling = draw(_spellings)
+        if kind == "option=value":
+            words.append(f"{spelling}={draw(_values)}")
+        else:
+            words.append(spelling)
+            if draw(st.booleans()):
+                words.append(draw(_values))
+    return words
+
+
+def _typer_reads(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> CheckOptions | str:
+    """What typer's `check` hands on (or why it refuses the line)."""
+    seen: list[CheckOptions] = []
+    monkeypatch.setattr(checking, "run", lambda options: seen.append(options) or 0)
+    try:
+        cli.app(argv, standalone_mode=False)
+    except typer.Exit:
+        pass
+    except Exception as err:  # click's usage errors
+        return f"typer refused: {err}"
+    return seen[0] if seen else "typer ran no check"
+
+
+@given(_words())
+@example(["-q", "--tree=.", "--rules-version=abc", "--format=checkpatch", "-"])
+@example(["--select", "A", "--types=B", "--ignore", "C", "a.patch", "b.mbox"])
+@example(["--time-budget", "0", "--all", "--debug", "-o", "out.json", "-f", "json"])
+@example(["--tree", "a", "--tree", "b"])
+def test_the_launcher_reads_a_check_line_as_typer_does(words: list[str]) -> None:
+    argv = ["check", *words]
+    fields = launch.check_line(argv)
+    if fields is None:
+        return  # typer's to read
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        assert _typer_reads(argv, monkeypatch) == CheckOptions(**fields)
+
+
+def test_b4s_check_line_is_read_without_typer() -> None:
+    for argv in (
+        ["check", "-q", "--tree=.", "--rules-version=0123abcd", "--format=checkpatch", "-"],
+        ["check", "x.patch", "--tree", "/src/linux", "-q", "-f", "checkpatch"],
+    ):
+        assert launch.check_line(argv) is not None
+    for argv in (["check", "--help"], ["--version"], ["scan"], ["check", "-qf", "json"], []):
+        assert launch.check_line(argv) is None
+
+
+def _run(module: str, *args: str) -> subprocess.CompletedProcess:
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['mmreview', *{list(args)!r}]\n"
+        "try:\n"
+        f"    runpy.run_module({module!r}, run_name='__main__')\n"
+        "finally:\n"
+        "    print('typer loaded' if 'typer' in sys.modules else 'no typer', file=sys.stderr)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("check", EXAMPLE, "-f", "checkpatch"),
+        ("check", EXAMPLE, "--format=json", "-q"),
+        ("check", "no-such.patch"),
+        ("check",),
+        ("check", EXAMPLE, "--format=nonsense"),
+    ],
+)
+def test_the_launcher_reviews_as_the_typer_command_line_does(args: tuple[str, ...]) -> None:
+    direct, through_typer = _run("analyzer.launch", *args), _run("analyzer.cli", *args)
+    assert direct.stderr.splitlines()[-1] == "no typer"
+    assert through_typer.stderr.splitlines()[-1] == "typer loaded"
+    assert (direct.returncode, direct.stdout, direct.stderr.splitlines()[:-1]) == (
+        through_typer.returncode,
+        through_typer.stdout,
+        through_typer.stderr.splitlines()[:-1],
+    )
+
+
+def test_a_line_for_typer_still_gets_typers_answer() -> None:
+    result = _run("analyzer.launch", "check", "--bogus")
+    assert result.returncode == 2
+    assert "No such option: --bogus" in result.stderr
+    assert result.stderr.splitlines()[-1] == "typer loaded"
