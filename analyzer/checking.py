@@ -15,7 +15,6 @@ import atexit
 import gc
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -79,7 +78,11 @@ def run(options: CheckOptions) -> int:
     if options.revision_range and inputs:
         raise UsageError("give either patch files or --range, not both")
     kernel = KernelTree(str(tree)) if tree is not None else None
-    config = tree_config.load(kernel.top if kernel is not None else None)
+    config = (
+        tree_config.load(kernel.top, known_top=not kernel.bare)
+        if kernel is not None
+        else tree_config.load()
+    )
     rules = select_rules(*config.rules(options.select, options.ignore))
     start_collecting()
     limits = _limits(options.time_budget)
@@ -214,6 +217,8 @@ def guarded(command: Callable[[], int | None]) -> int:
         return EXIT_CLEAN
     except Exception as err:  # a bug: one line, never a traceback by default
         if "MMREVIEW_DEBUG" in os.environ or "--debug" in sys.argv:
+            import traceback  # only under --debug
+
             traceback.print_exc()
         detail = printable(" ".join(f"{type(err).__name__}: {err}".split()))[:200]
         hint = "" if "--debug" in sys.argv else " (--debug shows the traceback)"

@@ -361,8 +361,7 @@ BlockOn = Annotated[
 def _block_level(value: str | None) -> None:
     from analyzer import hooks
 
-    if value is not None and value not in hooks.BLOCK_LEVELS:
-        raise UsageError(f"--block-on {value}: choose from {', '.join(hooks.BLOCK_LEVELS)}")
+    hooks.check_block_level(value)
 
 
 @hook_app.command("install")
@@ -405,8 +404,7 @@ def hook_sendemail_validate(
     """Run by the hook for each file: review it, stop the send if it must."""
     from analyzer import hooks
 
-    _block_level(block_on)
-    raise typer.Exit(hooks.validate(patch, headers, block_on, sys.stderr))
+    raise typer.Exit(hooks.validate_command(patch, headers, block_on))
 
 
 def main() -> None:

@@ -90,10 +90,16 @@ def find(start: str | None = None) -> Path | None:
     return path if path.is_file() else None
 
 
-def load(top: str | None = None) -> Config:
+def load(top: str | None = None, known_top: bool = False) -> Config:
     """The configuration of the tree at (or holding) `top`; defaults if it
-    has no file."""
-    path = find(top)
+    has no file.  `known_top`: git said already that `top` is the top of a
+    work tree (KernelTree.top), and is not asked again."""
+    if known_top and top is not None:
+        path: Path | None = Path(top) / FILENAME
+        if not path.is_file():
+            path = None
+    else:
+        path = find(top)
     return parse(path) if path is not None else Config()
 
 

@@ -15,7 +15,6 @@ import gc
 import os
 import sys
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -459,6 +458,8 @@ class _Failures:
 
     def rule_failed(self, rule: Rule, err: Exception) -> None:
         if debugging():
+            import traceback  # only under --debug
+
             traceback.print_exc()
         if rule.id in self.failed:
             return

@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from analyzer import config as tree_config
 from analyzer.b4 import find_own_commits
+from analyzer.checking import UsageError
 from analyzer.patches import InputError, Series, printable, read_series
 from analyzer.registry import select_rules
 from analyzer.rule import Severity
@@ -132,6 +134,17 @@ def sent_subject(message_file: bytes, headers_file: bytes | None) -> str:
             if subject:
                 return " ".join(str(subject).split())
     return ""
+
+
+def validate_command(patch: str, headers: str | None, block_on: str | None) -> int:
+    """`mmreview hook sendemail-validate`: the exit code for the hook."""
+    check_block_level(block_on)
+    return validate(patch, headers, block_on, sys.stderr)
+
+
+def check_block_level(value: str | None) -> None:
+    if value is not None and value not in BLOCK_LEVELS:
+        raise UsageError(f"--block-on {value}: choose from {', '.join(BLOCK_LEVELS)}")
 
 
 def validate(patch_file: str, headers_file: str | None, block_on: str | None, out: TextIO) -> int:

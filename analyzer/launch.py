@@ -10,10 +10,10 @@ start-up costs is paid on every patch.  Two things here keep it small:
   made.  The command turns it back on when its own work starts
   (`checking.start_collecting`), and what start-up made is frozen then:
   never walked again.
-- A `check` command line made only of options spelled the plain way
-  (`--tree=.`, `--format checkpatch`, `-q`, files) is read here, and typer
-  is not loaded: typer and what it imports are a third of the start-up of
-  such a process.  Anything else (`--help`, an unknown or misspelled
+- A `check` or `hook sendemail-validate` command line made only of
+  options spelled the plain way (`--tree=.`, `--format checkpatch`, `-q`,
+  files) is read here, and typer is not loaded: typer and what it imports
+  are a third of the start-up of such a process.  Anything else (`--help`, an unknown or misspelled
   option, `-qf`, a value that looks like an option, every other command)
   goes to typer's command line in `analyzer.cli`, which says what is wrong
   as users expect.  The two readings of a command line are the same
@@ -52,20 +52,52 @@ CHECK_OPTIONS: dict[str, tuple[str, str | None]] = {
 }
 
 
+# The options of `mmreview hook sendemail-validate` (analyzer.cli), which the
+# hook runs once per file git send-email sends.
+HOOK_OPTIONS: dict[str, tuple[str, str | None]] = {
+    "--headers": ("headers", _TEXT),
+    "--block-on": ("block_on", _TEXT),
+}
+
+
 def check_line(argv: list[str]) -> dict[str, Any] | None:
     """The CheckOptions fields a plain `check ...` command line gives, or
     None when typer must read it."""
-    if not argv or argv[0] != "check":
+    if not argv or argv[0] != "check" or (read := _read(argv[1:], CHECK_OPTIONS)) is None:
         return None
+    fields, inputs = read
+    if inputs:
+        fields["inputs"] = inputs
+    return fields
+
+
+def hook_line(argv: list[str]) -> dict[str, Any] | None:
+    """The arguments of hooks.validate a plain `hook sendemail-validate
+    FILE ...` command line gives (patch, headers, block_on), or None."""
+    if (
+        argv[:2] != ["hook", "sendemail-validate"]
+        or (read := _read(argv[2:], HOOK_OPTIONS)) is None
+    ):
+        return None
+    fields, files = read
+    if len(files) != 1:
+        return None
+    return {"patch": files[0], "headers": None, "block_on": None, **fields}
+
+
+def _read(
+    words: list[str], options: dict[str, tuple[str, str | None]]
+) -> tuple[dict[str, Any], list[str]] | None:
+    """The options' fields and the other words, or None for typer."""
     fields: dict[str, Any] = {}
-    inputs: list[str] = []
-    words = iter(argv[1:])
-    for word in words:
+    positional: list[str] = []
+    rest = iter(words)
+    for word in rest:
         if word == "-" or not word.startswith("-"):
-            inputs.append(word)
+            positional.append(word)
             continue
         spelling, equals, value = word.partition("=")
-        known = CHECK_OPTIONS.get(spelling)
+        known = options.get(spelling)
         if known is None or (equals and spelling[1] != "-"):
             return None  # unknown, --help, --, -qf, -t=x: typer's to judge
         name, kind = known
@@ -75,7 +107,7 @@ def check_line(argv: list[str]) -> dict[str, Any] | None:
             fields[name] = True
             continue
         if not equals:
-            value = next(words, None)
+            value = next(rest, None)
             if value is None:
                 return None
         read = _value(kind, value)
@@ -85,9 +117,7 @@ def check_line(argv: list[str]) -> dict[str, Any] | None:
             fields.setdefault(name, []).append(read)
         else:
             fields[name] = read
-    if inputs:
-        fields["inputs"] = inputs
-    return fields
+    return fields, positional
 
 
 def _value(kind: str, value: str) -> object | None:
@@ -108,11 +138,16 @@ def _value(kind: str, value: str) -> object | None:
 
 def main() -> None:
     gc.disable()
-    fields = check_line(sys.argv[1:])
-    if fields is not None:
+    argv = sys.argv[1:]
+    if (fields := check_line(argv)) is not None:
         from analyzer import checking
 
         sys.exit(checking.guarded(lambda: checking.run(checking.CheckOptions(**fields))))
+    if (arguments := hook_line(argv)) is not None:
+        from analyzer import checking, hooks
+
+        checking.start_collecting()
+        sys.exit(checking.guarded(lambda: hooks.validate_command(**arguments)))
     from analyzer import cli
 
     cli.main()

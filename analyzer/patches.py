@@ -10,7 +10,6 @@ import email
 import email.errors
 import email.header
 import email.policy
-import gzip
 import io
 import mailbox
 import os
@@ -281,6 +280,8 @@ def _mib(size: int) -> str:
 def _gunzip(data: bytes, name: str, limits: Limits) -> bytes:
     # Read at most one byte over the limit: a gzip bomb never unpacks.
     try:
+        import gzip  # a .gz mbox only
+
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as unpacked:
             out = unpacked.read(limits.input_bytes + 1)
     except (OSError, EOFError, zlib.error, ValueError) as err:

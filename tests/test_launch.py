@@ -3,6 +3,7 @@ typer reads them, and hands everything else to typer."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import typer
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from analyzer import checking, cli, launch
+from analyzer import checking, cli, hooks, launch
 from analyzer.checking import CheckOptions
 from tests.conftest import ROOT
 
@@ -74,6 +75,37 @@ def test_the_launcher_reads_a_check_line_as_typer_does(words: list[str]) -> None
         assert _typer_reads(argv, monkeypatch) == CheckOptions(**fields)
 
 
+_hook_words = st.lists(
+    st.one_of(
+        st.sampled_from(["--headers", "--block-on", "--headers=h.txt", "--block-on=warning"]),
+        st.sampled_from(["0001.patch", "h.txt", "error", "never", "-", "", "--help", "-x"]),
+    ),
+    max_size=5,
+)
+
+
+@given(_hook_words)
+@example(["--block-on", "warning", "0001.patch", "--headers", "h.txt"])
+@example(["0001.patch"])
+def test_the_launcher_reads_a_hook_line_as_typer_does(words: list[str]) -> None:
+    argv = ["hook", "sendemail-validate", *words]
+    arguments = launch.hook_line(argv)
+    if arguments is None:
+        return
+    seen: list[dict] = []
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(
+            hooks,
+            "validate_command",
+            lambda patch, headers, block_on: seen.append(
+                {"patch": patch, "headers": headers, "block_on": block_on}
+            ),
+        )
+        with contextlib.suppress(typer.Exit):
+            cli.app(argv, standalone_mode=False)
+    assert seen == [arguments]
+
+
 def test_b4s_check_line_is_read_without_typer() -> None:
     for argv in (
         ["check", "-q", "--tree=.", "--rules-version=0123abcd", "--format=checkpatch", "-"],
@@ -124,3 +156,19 @@ def test_a_line_for_typer_still_gets_typers_answer() -> None:
     assert result.returncode == 2
     assert "No such option: --bogus" in result.stderr
     assert result.stderr.splitlines()[-1] == "typer loaded"
+
+
+def test_the_hook_line_runs_without_typer_as_through_it(tmp_path) -> None:
+    patch = tmp_path / "0001.patch"
+    patch.write_bytes((ROOT / EXAMPLE).read_bytes())
+    for args in (
+        ("hook", "sendemail-validate", str(patch)),
+        ("hook", "sendemail-validate", "--block-on", "sometimes", str(patch)),
+    ):
+        direct, through_typer = _run("analyzer.launch", *args), _run("analyzer.cli", *args)
+        assert direct.stderr.splitlines()[-1] == "no typer"
+        assert (direct.returncode, direct.stdout, direct.stderr.splitlines()[:-1]) == (
+            through_typer.returncode,
+            through_typer.stdout,
+            through_typer.stderr.splitlines()[:-1],
+        )

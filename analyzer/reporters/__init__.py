@@ -12,7 +12,6 @@ import io
 import os
 import sys
 import tempfile
-import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -192,4 +191,6 @@ def _debugging() -> bool:
 
 def _debug_traceback() -> None:
     if _debugging():
+        import traceback  # only under --debug
+
         traceback.print_exc()
