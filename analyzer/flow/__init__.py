@@ -139,7 +139,18 @@ class _Shared:
         self.graph = cfg.build(function.body, function.image.text)
         self._dominators: dict[int, int] | None = None
         self._scope: TypeScope | None = None
+        self._calls: list[tuple[Node, str | None]] | None = None
         self._function = function
+
+    @property
+    def calls(self) -> list[tuple[Node, str | None]]:
+        """Every call in the body, in document order, with the name it
+        calls: the rules ask for calls of some name dozens of times."""
+        if self._calls is None:
+            body = self._function.body
+            found = syntax.calls(body) if body is not None else []
+            self._calls = [(call, syntax.call_name(call)) for call in found]
+        return self._calls
 
     @property
     def scope(self) -> TypeScope:
@@ -553,8 +564,10 @@ class FunctionFlow:
         return kernel_version(self.context)
 
     def calls(self, names: str | frozenset[str] | set[str] | None = None) -> list[Node]:
-        body = self.function.body
-        return syntax.calls(body, names) if body is not None else []
+        if names is None:
+            return [call for call, _ in self._shared.calls]
+        wanted = {names} if isinstance(names, str) else names
+        return [call for call, name in self._shared.calls if name in wanted]
 
     @cached_property
     def entry_reads(self) -> list[EntryRead]:
