@@ -66,8 +66,6 @@ class CheckOptions(NamedTuple):
 
 def run(options: CheckOptions) -> int:
     """Review what the options name; the exit code."""
-    from analyzer.engine import review
-
     debug(options.debug)
     output_format = check_format(options.output_format)
     tree, inputs = options.tree, options.inputs
@@ -78,6 +76,19 @@ def run(options: CheckOptions) -> int:
     if options.revision_range and inputs:
         raise UsageError("give either patch files or --range, not both")
     kernel = KernelTree(str(tree)) if tree is not None else None
+    try:
+        return _review_and_report(options, output_format, kernel)
+    finally:
+        if kernel is not None:
+            # git cat-file --batch is waited for here, not left to the
+            # interpreter's teardown (which the launcher skips).
+            kernel.close()
+
+
+def _review_and_report(options: CheckOptions, output_format: str, kernel: KernelTree | None) -> int:
+    from analyzer.engine import review
+
+    tree, inputs = options.tree, options.inputs
     config = (
         tree_config.load(kernel.top, known_top=not kernel.bare)
         if kernel is not None

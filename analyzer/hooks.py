@@ -177,12 +177,16 @@ def validate(patch_file: str, headers_file: str | None, block_on: str | None, ou
         tree: KernelTree | None = KernelTree(os.getcwd())
     except InputError:
         tree = None
-    if tree is not None:
-        _review_as_own_commit(tree, series)
     from analyzer.engine import review
 
-    select, ignore = config.rules(None, None)
-    result = config.apply(review(series, select_rules(select, ignore), tree=tree))
+    try:
+        if tree is not None:
+            _review_as_own_commit(tree, series)
+        select, ignore = config.rules(None, None)
+        result = config.apply(review(series, select_rules(select, ignore), tree=tree))
+    finally:
+        if tree is not None:
+            tree.close()  # git is waited for now (the launcher skips the teardown)
     if not result.findings:
         return 0
     # The text reporter (rich) only for a patch that has something to say.

@@ -4,6 +4,8 @@ typer reads them, and hands everything else to typer."""
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import subprocess
 import sys
 
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 from analyzer import checking, cli, hooks, launch
 from analyzer.checking import CheckOptions
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Tree
 
 EXAMPLE = "corpus/examples/0002-mm-demo-treat-a-non-present-PMD-as-empty.patch"
 
@@ -117,13 +119,20 @@ def test_b4s_check_line_is_read_without_typer() -> None:
 
 
 def _run(module: str, *args: str) -> subprocess.CompletedProcess:
+    """`module` run as `mmreview ARGS`, saying last on stderr whether typer
+    was loaded (the launcher ends with os._exit, typer with SystemExit)."""
     code = (
-        "import runpy, sys\n"
+        "import os, runpy, sys\n"
+        "def say():\n"
+        "    print('typer loaded' if 'typer' in sys.modules else 'no typer', file=sys.stderr)\n"
+        "    sys.stderr.flush()\n"
+        "real_exit = os._exit\n"
+        "os._exit = lambda code: (say(), real_exit(code))\n"
         f"sys.argv = ['mmreview', *{list(args)!r}]\n"
         "try:\n"
         f"    runpy.run_module({module!r}, run_name='__main__')\n"
         "finally:\n"
-        "    print('typer loaded' if 'typer' in sys.modules else 'no typer', file=sys.stderr)\n"
+        "    say()\n"
     )
     return subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
@@ -172,3 +181,37 @@ def test_the_hook_line_runs_without_typer_as_through_it(tmp_path) -> None:
             through_typer.stdout,
             through_typer.stderr.splitlines()[:-1],
         )
+
+
+def test_a_check_against_a_tree_waits_for_its_git(minitree: Tree, tmp_path) -> None:
+    """The launcher skips the interpreter's teardown, so the check itself
+    must wait for the tree's `git cat-file --batch` (whose CPU time is then
+    the check's, as a user's time(1) counts it), and the report be out."""
+    minitree.edit("mm/fault.c", "\tint present = 0;", "\tint nr = 0;")
+    minitree.commit("one")
+    patch = tmp_path / "0001.patch"
+    patch.write_bytes(minitree.format_patch("-1", "--stdout"))
+    minitree.git("reset", "-q", "--hard", "HEAD~1")
+    # A git whose cat-file takes a while to go once its input ends.
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    done = tmp_path / "cat-file-done"
+    real = shutil.which("git")
+    (shim / "git").write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *cat-file*) "{real}" "$@"; sleep 0.3; touch "{done}"; exit 0;; esac\n'
+        f'exec "{real}" "$@"\n'
+    )
+    (shim / "git").chmod(0o755)
+    environment = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}
+    args = ["check", str(patch), "--tree", str(minitree.path), "-f", "json"]
+    direct = subprocess.run(
+        [sys.executable, "-m", "analyzer.launch", *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.exists(), "mmreview exited before its git cat-file"
+    assert direct.returncode == 0 and '"findings"' in direct.stdout, direct.stderr
