@@ -146,9 +146,10 @@ def test_a_series_in_memory_is_the_series_git_applies(minitree: Tree, monkeypatc
     assert in_memory[0][0][0][2] == minitree.git("rev-parse", "ORIG_HEAD~2:mm/fault.c").strip()
 
 
-def test_a_single_patch_review_starts_three_git_processes(minitree: Tree, tmp_path: Path) -> None:
+def test_a_single_patch_review_starts_two_git_processes(minitree: Tree, tmp_path: Path) -> None:
     # A tree of one commit (a snapshot, like the 6.12 tree) that does not
-    # have the patch's commit: discovery, .mmreview.toml, one cat-file.
+    # have the patch's commit: discovery (which says where .mmreview.toml
+    # would be) and one cat-file.
     snapshot = tmp_path / "snapshot"
     shutil.copytree(minitree.path, snapshot, ignore=shutil.ignore_patterns(".git"))
     snapshot_tree = Tree(snapshot)
@@ -174,7 +175,7 @@ def test_a_single_patch_review_starts_three_git_processes(minitree: Tree, tmp_pa
     )
     assert done.returncode == 0, done.stderr
     started = log.read_text().splitlines()
-    assert len(started) == 3, started
+    assert len(started) == 2, started
     assert any("cat-file --batch" in line for line in started)
 
 
