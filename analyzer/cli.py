@@ -358,12 +358,6 @@ BlockOn = Annotated[
 ]
 
 
-def _block_level(value: str | None) -> None:
-    from analyzer import hooks
-
-    hooks.check_block_level(value)
-
-
 @hook_app.command("install")
 def hook_install(
     repo: Annotated[Path, typer.Option("--repo", help="Git repository.")] = Path("."),
@@ -372,7 +366,7 @@ def hook_install(
     """Install the sendemail-validate hook (an existing one still runs first)."""
     from analyzer import hooks
 
-    _block_level(block_on)
+    hooks.check_block_level(block_on)
     try:
         done = hooks.install(str(repo), b4_integration.mmreview_command(), block_on)
     except hooks.HookError as err:

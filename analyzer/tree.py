@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -515,8 +516,6 @@ class KernelTree:
             env["MMREVIEW_SCRATCH"] = scratch
             yield env
         finally:
-            import shutil  # a scratch directory is the exception
-
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _apply_one(self, env: dict[str, str], patch: Patch, base: str) -> PatchImages:
