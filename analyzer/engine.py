@@ -241,8 +241,8 @@ def review_file(
     ]
     if not function_rules:
         return [], None
-    post = parse(file.post)
     pre = parse(file.pre) if file.pre is not None else None
+    post = parse(file.post, like=pre)
     if too_big := post.not_parsed or (pre and pre.not_parsed):
         (failures or _Failures(None)).note(f"{file.path}: {too_big}; not reviewed")
         return [], post

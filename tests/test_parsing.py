@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tree_sitter import Node
 
 from analyzer import parsing
 from analyzer.images import Image
@@ -159,3 +162,74 @@ def test_parsing_a_big_file_again_and_again_keeps_nothing_of_its_text() -> None:
     finally:
         tracemalloc.stop()
     assert kept < len(body), f"{kept:,} bytes kept by ten parses of {len(body):,}"
+
+
+def _shape(node: Node) -> tuple[object, ...]:
+    """A node as everything the engine reads of it: type, span, error
+    state, and its children's shapes."""
+    return (
+        node.type,
+        node.start_byte,
+        node.end_byte,
+        node.is_missing,
+        node.has_error,
+        tuple(_shape(child) for child in node.children),
+    )
+
+
+# Lines a patch adds: statements, a half-written one, braces that open or
+# close a scope, a preprocessor line, a comment that opens and never closes.
+_NEW_LINES = st.sampled_from(
+    [
+        b"\tspin_lock(ptl);",
+        b"\tif (!pte)",
+        b"\t\treturn -EAGAIN;",
+        b"\tpte = pte_offset_map_lock(mm, pmd, addr, &ptl",
+        b"{",
+        b"}",
+        b"#ifdef CONFIG_DEMO",
+        b"#endif",
+        b"/* not closed",
+        b"static int added(void)",
+        b"",
+    ]
+)
+
+
+@st.composite
+def _edited_versions(draw: st.DrawFn, size: int) -> tuple[bytes, bytes]:
+    """A kernel-style file of about `size` bytes, and that file after
+    replacing, inserting or deleting a few runs of lines."""
+    copies = max(1, size // len(KERNEL_STYLE))
+    lines = (KERNEL_STYLE * copies).split(b"\n")
+    edited = list(lines)
+    for _ in range(draw(st.integers(1, 4))):
+        start = draw(st.integers(0, len(edited)))
+        removed = draw(st.integers(0, 3))
+        edited[start : start + removed] = draw(st.lists(_NEW_LINES, max_size=3))
+    return b"\n".join(lines), b"\n".join(edited)
+
+
+@settings(max_examples=60)
+@given(_edited_versions(size=2000))
+def test_a_file_parsed_as_an_edit_of_another_is_the_file_parsed_afresh(
+    versions: tuple[bytes, bytes],
+) -> None:
+    before, after = versions
+    earlier = parsing._parse(Image.of(before))
+    afresh = parsing._parse(Image.of(after))
+    edited = parsing._parse(Image.of(after), like=earlier)
+    assert _shape(edited.tree.root_node) == _shape(afresh.tree.root_node)
+    assert [(f.name, f.start_row, f.end_row, f.confidence) for f in edited.functions] == [
+        (f.name, f.start_row, f.end_row, f.confidence) for f in afresh.functions
+    ]
+
+
+@settings(max_examples=5)
+@given(_edited_versions(size=parsing._PLAIN_PARSE_BYTES + 8192))
+def test_a_big_file_parsed_as_an_edit_is_parsed_afresh_too(versions: tuple[bytes, bytes]) -> None:
+    """Text over the plain-parse size goes through the cancellable parse."""
+    before, after = versions
+    earlier = parsing._parse(Image.of(before))
+    edited = parsing._parse(Image.of(after), like=earlier)
+    assert _shape(edited.tree.root_node) == _shape(parsing._parse(Image.of(after)).tree.root_node)
