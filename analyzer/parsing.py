@@ -420,15 +420,12 @@ def _parse_text(parser: Parser, text: bytes, old: Tree | None = None) -> Tree:
     callback too (slowly: rules read it a lot).  So: a cancellable parse
     first, then the same text parsed again from bytes with that tree as the
     old tree, which reuses every node (a few milliseconds for mm/memory.c)."""
+    # py-tree-sitter takes no None for the old tree: pass it or nothing.
+    reuse = () if old is None else (old,)
     if len(text) <= _PLAIN_PARSE_BYTES and not budget.expired():
-        return parser.parse(text) if old is None else parser.parse(text, old)
+        return parser.parse(text, *reuse)
     try:
-        read = _chunks_of(text)
-        draft = (
-            parser.parse(read, progress_callback=budget.cancel_parse)
-            if old is None
-            else parser.parse(read, old, progress_callback=budget.cancel_parse)
-        )
+        draft = parser.parse(_chunks_of(text), *reuse, progress_callback=budget.cancel_parse)
     except ValueError:
         # A halted parse resumes on the parser's next call unless reset:
         # the next file would be parsed as the rest of this one.
