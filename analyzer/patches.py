@@ -11,7 +11,6 @@ import email.errors
 import email.header
 import email.policy
 import io
-import mailbox
 import os
 import re
 import stat
@@ -354,6 +353,11 @@ def _split_mbox(data: bytes, name: str, limits: Limits) -> list[tuple[bytes, str
         raise InputError(
             f"{name}: {count} messages, more than the limit of {limits.messages} per input"
         )
+    from_lines = [m.decode("ascii", "replace") for m in _FROM_LINES.findall(data)]
+    if (one := _only_message(data)) is not None:
+        return [(one, from_lines[0] if from_lines else None)]
+    import mailbox  # a series: b4 and the send-email hook give one message a process
+
     # mailbox.mbox wants a path; the input may be stdin, so spool it.
     fd, path = tempfile.mkstemp(prefix="mmreview-", suffix=".mbox")
     try:
@@ -366,11 +370,26 @@ def _split_mbox(data: bytes, name: str, limits: Limits) -> list[tuple[bytes, str
             box.close()
     finally:
         os.unlink(path)
-    from_lines = [m.decode("ascii", "replace") for m in _FROM_LINES.findall(data)]
     return [(raw, from_lines[n] if n < len(from_lines) else None) for n, raw in enumerate(raws)]
 
 
 _FROM_LINES = regex(rb"^From (\S+) ", re.MULTILINE)
+
+
+def _only_message(data: bytes) -> bytes | None:
+    """The message of an mbox that holds one (one line starting `From `),
+    as mailbox.mbox reads it: from the line after that one to the end, less
+    the newline of a blank last line; None for any other mbox."""
+    first = 0 if data.startswith(b"From ") else data.find(b"\nFrom ") + 1
+    if first == 0 and not data.startswith(b"From "):
+        return None
+    if data.find(b"\nFrom ", first) >= 0:
+        return None
+    start = data.find(b"\n", first) + 1 or len(data)
+    end = len(data) - 1 if data.endswith(b"\n\n") else len(data)
+    return data[start:end]
+
+
 _MULTIPART_RE = regex(rb"^content-type:[ \t]*multipart/", re.IGNORECASE | re.MULTILINE)
 
 

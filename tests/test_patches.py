@@ -4,12 +4,15 @@ MIME-encoded mail, plain diffs."""
 from __future__ import annotations
 
 import gzip
+import mailbox
 from email.message import EmailMessage
 from email.policy import SMTP
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from analyzer.patches import InputError, Subject, read_series
+from analyzer.patches import InputError, Subject, _only_message, read_series
 
 DIFF = (
     "diff --git a/mm/foo.c b/mm/foo.c\n"
@@ -209,3 +212,30 @@ def test_missing_file_is_an_input_error(tmp_path) -> None:
         read_series([str(tmp_path / "nope.patch")])
     with pytest.raises(InputError, match="is a directory"):
         read_series([str(tmp_path)])
+
+
+_MBOX_LINES = st.sampled_from(
+    [b"From ", b"From abc Mon Sep 17 00:00:00 2001", b"", b">From x", b" From y", b"x\r", b"\r"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.lists(st.sampled_from([b"", b" ", b"\t"]), max_size=3),
+    body=st.lists(st.one_of(_MBOX_LINES, st.binary(max_size=8)), max_size=8),
+    end=st.sampled_from([b"", b"\n", b"\n\n", b"\n\n\n"]),
+)
+def test_one_message_is_read_as_mailbox_reads_it(tmp_path_factory, before, body, end) -> None:
+    """The one-message shortcut gives what mailbox.mbox gives, and declines
+    every input holding a second `From ` line."""
+    data = b"\n".join([*before, b"From 1234 Mon Sep 17 00:00:00 2001", *body]) + end
+    path = tmp_path_factory.mktemp("mbox") / "m"
+    path.write_bytes(data)
+    box = mailbox.mbox(path, create=False)
+    expected = [box.get_bytes(key) for key in box.iterkeys()]
+    box.close()
+    got = _only_message(data)
+    if len(expected) == 1:
+        assert got == expected[0]
+    else:
+        assert got is None
