@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analyzer.patches import InputError, read_series
-from analyzer.tree import KernelTree
+from analyzer.tree import KernelTree, _tree_entries
 from tests.conftest import Tree
 
 
@@ -134,3 +136,38 @@ def test_a_file_read_by_its_directory_is_the_file_git_names(minitree: Tree) -> N
             expected = None
         assert kernel.read(head, path) == expected, path
     assert kernel.read(head, "include/linux/alias.h") == b"pgtable.h"
+
+
+_MODES = st.sampled_from(["100644", "100755", "120000", "40000", "160000"])
+_NAMES = st.text(
+    st.characters(blacklist_characters="\0/", blacklist_categories=("Cs",)), min_size=1, max_size=12
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.dictionaries(_NAMES.filter(lambda n: n not in (".", "..")), _MODES, max_size=12))
+def test_tree_entries_read_as_git_writes_them(tmp_path_factory, entries) -> None:
+    """Entries of a tree object git itself made (`git mktree`) are read back
+    with their modes and ids, whatever bytes the ids hold."""
+    repo = tmp_path_factory.mktemp("repo")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    lines, expected = [], {}
+    for number, (name, mode) in enumerate(sorted(entries.items())):
+        kind = {"40000": "tree", "160000": "commit"}.get(mode, "blob")
+        sha = f"{number:02x}" * 20 if kind != "tree" else "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+        lines.append(f"{mode} {kind} {sha}\t{name}")
+        expected[name] = (mode.encode(), sha)
+    made = (
+        subprocess.run(
+            ["git", "-C", str(repo), "mktree", "-z", "--missing"],
+            input="".join(f"{line}\0" for line in lines).encode(),
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
+    raw = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "tree", made], capture_output=True, check=True
+    ).stdout
+    assert _tree_entries(raw) == expected
