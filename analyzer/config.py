@@ -45,6 +45,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Config:
+    """A tree's `.mmreview.toml`, read."""
+
     path: Path | None = None
     select: list[str] | None = None
     ignore: list[str] = field(default_factory=list)

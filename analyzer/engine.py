@@ -42,6 +42,8 @@ from analyzer.tree import KernelTree, PatchImages
 
 @dataclass
 class Review:
+    """What a review found and said, for the reporters."""
+
     series: Series
     findings: list[Finding] = field(default_factory=list)
     # Said to the user but not failures: skipped replies, patches reviewed

@@ -23,6 +23,8 @@ from analyzer.patterns import regex
 
 @dataclass(frozen=True)
 class Image:
+    """One version of a file: its bytes, and where its lines come from."""
+
     text: bytes
     # Content hash: the parse cache key; equal to git's blob id for tree images.
     blob_id: str

@@ -295,6 +295,8 @@ class Function:
 
 @dataclass
 class ParsedFile:
+    """One image parsed: its syntax tree and functions."""
+
     image: Image
     tree: Tree
     functions: list[Function] = field(default_factory=list)

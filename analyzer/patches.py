@@ -189,6 +189,9 @@ class Patch:
 
 @dataclass
 class Series:
+    """The patches of the inputs, in order, with the cover letter and what
+    could not be read."""
+
     patches: list[Patch]
     cover: EmailMessage | None = None
     base_commit: str | None = None

@@ -71,6 +71,9 @@ class PatchRef:
 
 @dataclass(frozen=True, order=True)
 class Finding:
+    """One problem a rule reports, where it is and how sure the rule is;
+    ordered by place, then rule."""
+
     path: str
     line: int
     column: int

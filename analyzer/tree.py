@@ -77,6 +77,8 @@ class GitError(InputError):
 
 @dataclass
 class PatchImages:
+    """The files of one patch before and after it, on the tree it applies to."""
+
     patch: Patch
     files: list[FileImages] = field(default_factory=list)
     # The tree as this patch leaves it, for rules that read headers: files

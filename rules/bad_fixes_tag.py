@@ -86,6 +86,8 @@ class Commit(NamedTuple):
 
 @dataclass
 class FixesTag:
+    """One `Fixes:` line of a commit message, read."""
+
     line: int  # in the commit message, the subject being line 1
     text: str  # the tag's line, as written
     sha: str

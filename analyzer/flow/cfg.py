@@ -43,6 +43,8 @@ RETURN, SCOPE_END, ITERATE, SWITCH = "return", "scope-end", "iterate", "switch"
 
 @dataclass(eq=False)
 class Edge:
+    """A way from one point of the graph to the next."""
+
     source: Point
     target: Point
     # True/False on the edges leaving a branch point; None otherwise.
@@ -53,6 +55,8 @@ class Edge:
 
 @dataclass(eq=False)
 class Point:
+    """One step of a function's control flow graph."""
+
     id: int
     kind: str
     # What runs here: an expression, a declaration, a return statement, the

@@ -60,6 +60,8 @@ _WHOLE_RANGE = regex(
 
 @dataclass
 class Loop:
+    """One loop of a function, with what its iterations run."""
+
     node: Node  # the loop statement (for an iterator macro: its call statement)
     kind: str  # "while", "for", "do", "iterator"
     macro: str | None  # the iterator macro's name

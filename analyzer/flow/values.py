@@ -83,6 +83,9 @@ class Link(NamedTuple):
 
 @dataclass(slots=True)
 class State:
+    """What one path knows at a point: the values each place may hold,
+    their kinds, and the facts linking them."""
+
     places: dict[str, frozenset[Value]] = field(default_factory=dict)
     kinds: dict[Value, Kinds] = field(default_factory=dict)
     links: dict[Value, frozenset[Link]] = field(default_factory=dict)
