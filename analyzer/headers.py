@@ -12,13 +12,15 @@ the header is parsed whole, as before.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 from tree_sitter import Parser, Point, Range
 
-from analyzer import cache
+from analyzer import cache, parsing, syntax
 from analyzer.images import Image
 from analyzer.parsing import (
     C_LANGUAGE,
@@ -65,6 +67,7 @@ class HeaderDefinitions:
         self._image: Image | None = None
         self._heads: dict[str, list[int]] | None = None
         self._found: dict[str, tuple[Function, ParsedFile] | None] = {}
+        self._kept: dict[str, dict[str, list[object] | None]] | None = None
 
     @property
     def image(self) -> Image:
@@ -99,6 +102,30 @@ class HeaderDefinitions:
                 found = (function, whole) if function is not None else None
         self._found[name] = found
         return found
+
+    def kept(
+        self,
+        name: str,
+        key: str,
+        compute: Callable[[Function], object],
+        valid: Callable[[object], bool],
+    ) -> list[object] | None:
+        """[compute(definition)] for the definition function() finds of
+        `name`, None when it finds none.  `compute` gives what JSON holds:
+        the answer is kept on disk by blob id under `key` (`valid` checks
+        what is read back), and the definition is parsed only when the
+        first run asks, or when more than kept answers is wanted."""
+        if self._kept is None:
+            self._kept = _kept_facts(self.blob_id)
+        answers = self._kept.setdefault(key, {})
+        known = answers.get(name, _NOT_KEPT)
+        if known is None or (isinstance(known, list) and len(known) == 1 and valid(known[0])):
+            return known
+        found = self.function(name)
+        answers[name] = known = None if found is None else [compute(found[0])]
+        if self.image.blob_id == self.blob_id:
+            cache.store(_kept_namespace(), self.blob_id, self._kept)
+        return known
 
     def _alone(self, name: str, at: int) -> tuple[Function, ParsedFile] | None:
         text = self.image.text
@@ -141,6 +168,33 @@ def _heads_of(header: HeaderDefinitions) -> dict[str, list[int]]:
     if image.blob_id == header.blob_id:
         cache.store(_CACHE_NAMESPACE, header.blob_id, heads)
     return heads
+
+
+# What callers ask of a header's definitions, kept the same way.  A patch
+# that stops calling a helper is asked whether the helper (or its callees,
+# three levels down) made a check, the lock analysis asks what each callee
+# does to the locks it is handed: a dozen inline functions of the headers
+# parsed on every cold run for answers that depend only on their text, and
+# on the code that reads them (all of the flow layer's, to be safe).
+@functools.cache
+def _kept_namespace() -> str:
+    flow = Path(__file__).parent / "flow"
+    sources = [__file__, parsing.__file__, syntax.__file__, *sorted(map(str, flow.glob("*.py")))]
+    return "definition-facts-" + cache.code_digest(*sources)
+
+
+_NOT_KEPT: object = object()
+
+
+def _kept_facts(blob_id: str) -> dict[str, dict[str, list[object] | None]]:
+    stored = cache.load(_kept_namespace(), blob_id)
+    if isinstance(stored, dict) and all(
+        isinstance(answers, dict)
+        and all(a is None or isinstance(a, list) for a in answers.values())
+        for answers in stored.values()
+    ):
+        return stored
+    return {}
 
 
 def _definition_heads(text: bytes) -> dict[str, list[int]]:

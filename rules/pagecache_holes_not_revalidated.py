@@ -98,6 +98,7 @@ from analyzer import syntax
 from analyzer.flow import FunctionFlow
 from analyzer.flow.guards import checks_by, lost_checks
 from analyzer.flow.orders import ORDERS, notices_every_difference
+from analyzer.parsing import Function
 from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
@@ -240,11 +241,13 @@ def _guards(
             continue
         made: dict[str, int] = {}
         for reading in readings:
-            helper = reading.summaries.located(name)
-            if helper is None or helper[0].body is None:
+            # Most helpers make no re-validation: whether one may is kept
+            # with its header, and the helper is parsed only if it may.
+            may_guard = reading.summaries.kept(name, "guard words", _guard_words, _is_bool)
+            if may_guard is None:
                 continue
             counts: dict[str, int] = {}
-            if GUARD_WORDS.search(syntax.text(helper[0].body)):
+            if may_guard and (helper := reading.summaries.located(name)) is not None:
                 helper_flow = FunctionFlow(*helper[:2], reading.context, helper[2])
                 counts = {
                     kind: len(sites)
@@ -263,6 +266,15 @@ def _guards(
         for kind, count in made.items():
             guards[kind].extend([call] * count)
     return guards
+
+
+def _guard_words(helper: Function) -> bool | None:
+    """Does the helper's body name a re-validation (None: it has no body)?"""
+    return bool(GUARD_WORDS.search(syntax.text(helper.body))) if helper.body is not None else None
+
+
+def _is_bool(known: object) -> bool:
+    return known is None or type(known) is bool
 
 
 def _missing_made(

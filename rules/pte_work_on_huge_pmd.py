@@ -305,9 +305,7 @@ def _callee_work(flow: FunctionFlow, name: str, depth: int = 2) -> dict[int, fro
 
 
 def _parameters_worked_on(callee: FunctionFlow, depth: int) -> dict[int, frozenset[str]]:
-    from analyzer.flow.summaries import _parameters
-
-    parameters = _parameters(callee.function.node)
+    parameters = callee.parameters()
     analysis = callee.entries(callers=False)
     if not analysis.complete:
         return {}

@@ -233,3 +233,78 @@ def test_a_kept_header_does_not_keep_the_review_context_that_read_it(
     gc.collect()
     assert headers._by_blob.get(git_blob_id(HEADER)) is not None
     assert [ref() for ref in made] == [None, None]
+
+
+def test_what_is_asked_of_a_definition_is_kept_and_read_back_without_the_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer about a definition comes from its parse once; later runs
+    read it back by blob id, and the header's text is not read for it.  An
+    entry that does not pass the asker's check is computed again."""
+    monkeypatch.setenv("MMREVIEW_CACHE_DIR", str(tmp_path))
+    asked: list[str] = []
+
+    def callees(function) -> list[str]:
+        asked.append(function.name)
+        return sorted(syntax.call_name(c) or "" for c in syntax.calls(function.body))
+
+    def names(known: object) -> bool:
+        return isinstance(known, list) and all(type(n) is str for n in known)
+
+    parsed = of_text(HEADER)
+    assert parsed.kept("demo_two", "calls", callees, names) == [["demo_one"]]
+    assert parsed.kept("demo_one", "calls", callees, names) == [[]]
+    assert parsed.kept("demo_nothing", "calls", callees, names) is None
+    assert asked == ["demo_two", "demo_one"]
+    reads: list[bytes] = []
+
+    def read() -> bytes:
+        reads.append(HEADER)
+        return HEADER
+
+    kept = HeaderDefinitions(git_blob_id(HEADER), read)
+    headers._heads_of(kept)
+    reads.clear()
+    assert kept.kept("demo_two", "calls", callees, names) == [["demo_one"]]
+    assert kept.kept("demo_nothing", "calls", callees, names) is None
+    assert reads == [] and asked == ["demo_two", "demo_one"]
+    for bad in ('{"calls": {"demo_two": "demo_one"}}', '{"calls": {"demo_two": [[1]]}}', "[]", "{"):
+        for entry in tmp_path.glob("definition-facts-*/*.json"):
+            entry.write_text(bad)
+        asked.clear()
+        assert of_text(HEADER).kept("demo_two", "calls", callees, names) == [["demo_one"]]
+        assert asked == ["demo_two"]
+
+
+def test_a_header_callee_calls_what_its_definition_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Summaries.calls() of a header function, kept or not, is what the
+    located definition calls; a name the file defines itself comes first."""
+    from analyzer.flow.summaries import Summaries, _calls_of
+    from analyzer.rule import ReviewContext
+
+    monkeypatch.setenv("MMREVIEW_CACHE_DIR", str(tmp_path))
+    source = (
+        b"#include <linux/demo.h>\n\nstatic int demo_one(int x)\n{\n\treturn mine(x);\n}\n\n"
+        b"int user(struct demo *d)\n{\n\treturn demo_two(d, 1);\n}\n"
+    )
+    files = {"include/linux/demo.h": HEADER, "mm/user.c": source}
+    reads: list[str] = []
+
+    def read(path: str) -> bytes | None:
+        reads.append(path)
+        return files.get(path)
+
+    for run in range(2):  # the second run reads the kept callees
+        headers._by_blob.clear()
+        reads.clear()
+        context = ReviewContext(read, lambda path: git_blob_id(files[path]))
+        summaries = Summaries(context, parse(Image.of(source)), "mm/user.c")
+        assert summaries.calls("demo_two") == frozenset({"demo_one"})
+        assert summaries.calls("demo_one") == frozenset({"mine"})
+        assert summaries.calls("demo_absent") is None
+        assert reads == (["include/linux/demo.h"] if run == 0 else [])
+        located = Summaries(context, parse(Image.of(source)), "mm/user.c").located("demo_two")
+        assert located is not None and _calls_of(located[0]) == summaries.calls("demo_two")
+    assert list(tmp_path.glob("definition-facts-*/*.json"))

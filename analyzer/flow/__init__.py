@@ -71,6 +71,7 @@ questions, the way a smatch check or a Coccinelle rule reads:
 
 from __future__ import annotations
 
+import functools
 import re
 import weakref
 from collections import OrderedDict
@@ -103,7 +104,7 @@ from analyzer.flow.locks import (
     helper_effects,
 )
 from analyzer.flow.nullness import Nullness
-from analyzer.flow.summaries import Summaries
+from analyzer.flow.summaries import Summaries, parameters_of
 from analyzer.flow.values import NULL, Analysis, Kinds, Tracker, constant_text, constant_truth
 from analyzer.parsing import Function, ParsedFile
 from analyzer.rule import ReviewContext
@@ -381,9 +382,7 @@ class FunctionFlow:
         return "pmd" in syntax.text(expression) or "pte" in syntax.text(expression)
 
     def parameters(self) -> list[str]:
-        from analyzer.flow.summaries import _parameters
-
-        return _parameters(self.function.node)
+        return parameters_of(self.function.node)
 
     def maps_and_may_fail(self, name: str) -> bool:
         """A function of the tree that returns the map of a PTE table, NULL
@@ -403,18 +402,16 @@ class FunctionFlow:
             # The atomic locks a function says its caller holds are held
             # on entry (`__must_hold()`, `lockdep_assert_held()`).
             entry = held_on_entry(self.function, self.type_of, vocabulary.NO_SLEEP_CLASSES)
-            tracker = Locks(self._lock_effects)
+            # Asked at each call on each path state: answered once a name.
+            tracker = Locks(functools.cache(self._lock_effects))
             found = self._analyses["locks"] = Analysis(self.graph, tracker, entry)
         return found
 
     def _lock_effects(self, name: str) -> tuple[LockEffect, ...]:
         if name == self.function.name:
             return ()
-        function = self.summaries.definition(name)
-        if function is None or function.body is None:
-            return ()
-        parameters = list(self.summaries.of(name).parameters)
-        return helper_effects(function.body, parameters) + annotated_effects(function, parameters)
+        rows = self.summaries.kept(name, "lock effects", _lock_effect_rows, _are_lock_effect_rows)
+        return tuple(LockEffect(*row) for row in rows) if isinstance(rows, list) else ()
 
     def holds(self, node: Node, lock_class: str = "spin") -> bool:
         """Is a lock of this class held on every path to `node`?"""
@@ -656,3 +653,28 @@ def flow_of(
     function: Function, file: ParsedFile | None, context: ReviewContext, path: str
 ) -> FunctionFlow:
     return FunctionFlow(function, file, context, path)
+
+
+def _lock_effect_rows(function: Function) -> list[list[object]] | None:
+    """What a callee does to the locks it is handed (LockEffect fields), as
+    JSON holds them: the answer is kept with the callee's header."""
+    if function.body is None:
+        return None
+    parameters = parameters_of(function.node)
+    effects = helper_effects(function.body, parameters) + annotated_effects(function, parameters)
+    return [list(effect) for effect in effects]
+
+
+def _are_lock_effect_rows(rows: object) -> bool:
+    return rows is None or (
+        isinstance(rows, list)
+        and all(
+            isinstance(row, list)
+            and len(row) == 4
+            and (row[0] is None or type(row[0]) is str)
+            and type(row[1]) is int
+            and type(row[2]) is bool
+            and type(row[3]) is str
+            for row in rows
+        )
+    )

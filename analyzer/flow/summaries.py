@@ -14,10 +14,16 @@ a header is parsed only if a definition of that name appears in it.
 Functions defined in other `.c` files are not looked for: a summary that is
 not found is None, and rules treat an unknown callee as doing nothing they
 could complain about.
+
+An answer about a header's definition that JSON can hold (what it calls,
+what it does to the locks it is handed, whether it names a re-validation)
+is asked through `kept()`: it is kept on disk by the header's blob id, so a
+later run answers it without parsing the definition, or reading the header.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import weakref
 from collections.abc import Callable, Iterable
@@ -26,7 +32,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from tree_sitter import Node
 
-from analyzer import syntax
+from analyzer import cache, syntax
 from analyzer.flow import cfg
 from analyzer.flow import events as ev
 from analyzer.flow.nullness import Nullness, risky_uses
@@ -60,7 +66,7 @@ class Summary:
         self.function = function
         self.name = function.name
         self.depth = depth
-        self.parameters = tuple(_parameters(function.node))
+        self.parameters = tuple(parameters_of(function.node))
         # Names it calls itself.
         self.calls = _calls_of(function)
         # For a helper whose body is `return <condition>;`: the condition.
@@ -148,6 +154,7 @@ class Summaries:
         self._summaries: dict[tuple[str, int, int], Summary] = {}
         self._facts: dict[tuple[str, int, str], object] = {}
         self._reached: dict[tuple[str, frozenset[str], int], bool] = {}
+        self._kept: dict[str, dict[str, object | None]] = {}
 
     def definition(self, name: str) -> Function | None:
         found = self.located(name)
@@ -157,25 +164,28 @@ class Summaries:
         """The definition of `name`, the parsed file holding it, and its path."""
         if name in self._located:
             return self._located[name]
-        found = None
-        if self.file is not None:
-            function = _functions_of(self.file).get(name)
-            # A definition read out of a header alone: its siblings are
-            # read out of the same header.
-            own = self.file.memo.get(DEFINITIONS)
-            sibling = own.function(name) if isinstance(own, HeaderDefinitions) else None
-            if function is not None:
-                found = (function, self.file, self.path)
-            elif sibling is not None:
-                found = (sibling[0], sibling[1], self.path)
-            elif self.context.has_tree:
-                for path, blob_id in self._included_headers():
-                    header = definitions(blob_id, _reader(self.context, path))
-                    if header.defines(name) and (hit := header.function(name)) is not None:
-                        found = (hit[0], hit[1], path)
-                        break
+        found = self._own(name)
+        if found is None and self.file is not None and self.context.has_tree:
+            for path, blob_id in self._included_headers():
+                header = definitions(blob_id, _reader(self.context, path))
+                if header.defines(name) and (hit := header.function(name)) is not None:
+                    found = (hit[0], hit[1], path)
+                    break
         self._located[name] = found
         return found
+
+    def _own(self, name: str) -> tuple[Function, ParsedFile, str] | None:
+        """The definition of `name` in the file itself."""
+        if self.file is None:
+            return None
+        function = _functions_of(self.file).get(name)
+        if function is not None:
+            return (function, self.file, self.path)
+        # A definition read out of a header alone: its siblings are read
+        # out of the same header.
+        own = self.file.memo.get(DEFINITIONS)
+        sibling = own.function(name) if isinstance(own, HeaderDefinitions) else None
+        return (sibling[0], sibling[1], self.path) if sibling is not None else None
 
     def _included_headers(self) -> list[tuple[str, str]]:
         """The headers the file includes that the tree has: (path, blob id)."""
@@ -210,10 +220,46 @@ class Summaries:
 
     def calls(self, name: str) -> frozenset[str] | None:
         """What function `name` calls itself (None: not found)."""
-        found = self.located(name)
-        if found is None or found[0].body is None:
+        found = self.kept(name, "calls", _sorted_calls, _names)
+        return frozenset(found) if isinstance(found, list) else None
+
+    def kept(
+        self,
+        name: str,
+        key: str,
+        compute: Callable[[Function], object],
+        valid: Callable[[object], bool],
+    ) -> object | None:
+        """compute(definition) for the definition of `name` (None: not
+        found).  For one in a header it is kept on disk by the header's
+        content (see HeaderDefinitions.kept): `compute` gives what JSON
+        holds, and `valid` checks what is read back."""
+        if name in self._located or self._own(name) is not None or not self.context.has_tree:
+            found = self.located(name)
+            return compute(found[0]) if found is not None else None
+        # What `compute` answers is its own module's code too (a rule's).
+        key = f"{key} {_source_digest(compute.__code__.co_filename)}"
+        answers = self._kept.setdefault(key, {})
+        if name not in answers:
+            answers[name] = self._kept_in_headers(name, key, compute, valid)
+        return answers[name]
+
+    def _kept_in_headers(
+        self,
+        name: str,
+        key: str,
+        compute: Callable[[Function], object],
+        valid: Callable[[object], bool],
+    ) -> object | None:
+        # The header located() would find, asked for what is kept of the
+        # definition rather than for the definition.
+        if self.file is None:
             return None
-        return _calls_of(found[0])
+        for path, blob_id in self._included_headers():
+            header = definitions(blob_id, _reader(self.context, path))
+            if header.defines(name) and (known := header.kept(name, key, compute, valid)):
+                return known[0]
+        return None
 
     def reaches(self, name: str, targets: Iterable[str], depth: int = DEPTH) -> bool:
         """Does `name` call one of `targets`, itself or through the
@@ -312,7 +358,21 @@ def _calls_of(function: Function) -> frozenset[str]:
     return found
 
 
-def _parameters(definition: Node) -> list[str]:
+@functools.cache
+def _source_digest(path: str) -> str:
+    return cache.code_digest(path)
+
+
+def _sorted_calls(function: Function) -> list[str] | None:
+    return sorted(_calls_of(function)) if function.body is not None else None
+
+
+def _names(known: object) -> bool:
+    return known is None or (isinstance(known, list) and all(type(n) is str for n in known))
+
+
+def parameters_of(definition: Node) -> list[str]:
+    """The names of a function definition's parameters ("" for one unnamed)."""
     declarator = definition.child_by_field_name("declarator")
     while declarator is not None and declarator.type != "function_declarator":
         declarator = declarator.child_by_field_name("declarator")
