@@ -26,6 +26,7 @@ from analyzer.images import FileImages, Image, images_from_patch
 from analyzer.parsing import Function, ParsedFile, parse
 from analyzer.patches import Patch, Series, printable
 from analyzer.rule import (
+    ApiUses,
     Confidence,
     Finding,
     FunctionChange,
@@ -231,16 +232,22 @@ def review_file(
     and the parsed post-image (None when no rule needed it)."""
     if file.post is None:
         return [], None
-    # A patch that removes the last use of an API is about that API too.
+    # A patch that removes the last use of an API is about that API too.  The
+    # file as it was is asked first: its answers are kept.
+    was = file.pre
+    pre_uses = ApiUses(was.text, was.blob_id, keep=not was.partial) if was is not None else None
+    post_uses = ApiUses(file.post.text, file.post.blob_id)
     function_rules = [
         r
         for r in rules
         if isinstance(r, FunctionRule)
         and (
-            r.applies_to(file.path, file.post.text)
-            or (file.pre is not None and r.applies_to(file.path, file.pre.text))
+            (pre_uses is not None and r.applies_to(file.path, pre_uses))
+            or r.applies_to(file.path, post_uses)
         )
     ]
+    if pre_uses is not None:
+        pre_uses.keep()
     if not function_rules:
         return [], None
     pre = parse(file.pre) if file.pre is not None else None
@@ -352,9 +359,10 @@ def scan_functions(
 ) -> list[Finding]:
     """Every rule on every function of a whole file (not diff-aware)."""
     findings: list[Finding] = []
+    uses = ApiUses(parsed.image.text, parsed.image.blob_id)
     for function in parsed.functions:
         for rule in rules:
-            if isinstance(rule, FunctionRule) and rule.applies_to(path, parsed.image.text):
+            if isinstance(rule, FunctionRule) and rule.applies_to(path, uses):
                 change = _alone(path, function, parsed, context, rule)
                 findings.extend(_guarded(rule, lambda c=change, r=rule: r.check(c)))
     return sorted(findings)

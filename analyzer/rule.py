@@ -286,10 +286,58 @@ class Rule:
     api: ClassVar[str | None] = None
     doc: ClassVar[str] = ""
 
-    def applies_to(self, path: str, text: bytes = b"") -> bool:
+    def applies_to(self, path: str, uses: Callable[[str], bool] = lambda api: False) -> bool:
+        """Is the lesson about this file: its path, or an API it uses
+        (`uses(api)`: does the file's text match the regex `api`)?"""
         if any(fnmatch.fnmatchcase(path, pattern) for pattern in self.paths):
             return True
-        return self.api is not None and _api_pattern(self.api).search(text) is not None
+        return self.api is not None and uses(self.api)
+
+
+class ApiUses:
+    """`uses(api)` for Rule.applies_to: does the text match the regex?
+
+    Each rule's regex runs over the whole file, and a cold check of one
+    small patch compiled and ran a dozen of them on both versions of the
+    file.  For a file as the tree has it (`keep`), the answers are kept on
+    disk by its blob id: a later check of a patch to it reads them back."""
+
+    def __init__(self, text: bytes, blob_id: str, keep: bool = False) -> None:
+        self._text = text
+        self._blob_id = blob_id if keep else None
+        self._answers: dict[str, bool] | None = None
+        self._new = False
+
+    def __call__(self, api: str) -> bool:
+        if self._answers is None:
+            self._answers = self._kept()
+        found = self._answers.get(api)
+        if found is None:
+            found = self._answers[api] = _api_pattern(api).search(self._text) is not None
+            self._new = True
+        return found
+
+    def _kept(self) -> dict[str, bool]:
+        if self._blob_id is None:
+            return {}
+        from analyzer import cache
+
+        stored = cache.load(_API_NAMESPACE, self._blob_id)
+        if isinstance(stored, dict) and all(type(v) is bool for v in stored.values()):
+            return stored
+        return {}
+
+    def keep(self) -> None:
+        """Write what was found out since the answers were read."""
+        if self._new and self._blob_id is not None and self._answers is not None:
+            from analyzer import cache
+
+            cache.store(_API_NAMESPACE, self._blob_id, self._answers)
+            self._new = False
+
+
+# The answers depend only on the text and the regex (the key): no code digest.
+_API_NAMESPACE = "api-uses"
 
 
 @functools.lru_cache(maxsize=64)

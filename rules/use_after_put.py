@@ -80,7 +80,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from tree_sitter import Node
 
@@ -108,11 +108,11 @@ class UseAfterPut(FunctionRule):
     summary = "a folio, page, VMA or object used after the put, free or unlock that kept it alive"
     paths = vocabulary.MM_CODE
 
-    def applies_to(self, path: str, text: bytes = b"") -> bool:
+    def applies_to(self, path: str, uses: Callable[[str], bool] = lambda api: False) -> bool:
         # Tests free and then touch on purpose (KASAN, KMSAN, kunit).
         if _TEST_PATH.search(path):
             return False
-        return super().applies_to(path, text)
+        return super().applies_to(path, uses)
 
     def check(self, change: FunctionChange) -> Iterator[Finding]:
         flow = change.flow
