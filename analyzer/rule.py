@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
+from analyzer import cache
 from analyzer.images import git_blob_id
 
 if TYPE_CHECKING:
@@ -320,8 +321,6 @@ class ApiUses:
     def _kept(self) -> dict[str, bool]:
         if self._blob_id is None:
             return {}
-        from analyzer import cache
-
         stored = cache.load(_API_NAMESPACE, self._blob_id)
         if isinstance(stored, dict) and all(type(v) is bool for v in stored.values()):
             return stored
@@ -330,8 +329,6 @@ class ApiUses:
     def keep(self) -> None:
         """Write what was found out since the answers were read."""
         if self._new and self._blob_id is not None and self._answers is not None:
-            from analyzer import cache
-
             cache.store(_API_NAMESPACE, self._blob_id, self._answers)
             self._new = False
 
