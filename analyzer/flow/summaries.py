@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import re
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, TypeVar
 
@@ -165,14 +165,22 @@ class Summaries:
         if name in self._located:
             return self._located[name]
         found = self._own(name)
-        if found is None and self.file is not None and self.context.has_tree:
-            for path, blob_id in self._included_headers():
-                header = definitions(blob_id, _reader(self.context, path))
-                if header.defines(name) and (hit := header.function(name)) is not None:
+        if found is None and self.context.has_tree:
+            for path, header in self._defining_headers(name):
+                if (hit := header.function(name)) is not None:
                     found = (hit[0], hit[1], path)
                     break
         self._located[name] = found
         return found
+
+    def _defining_headers(self, name: str) -> Iterator[tuple[str, HeaderDefinitions]]:
+        """The included headers that seem to define `name`, in include order."""
+        if self.file is None:
+            return
+        for path, blob_id in self._included_headers():
+            header = definitions(blob_id, _reader(self.context, path))
+            if header.defines(name):
+                yield path, header
 
     def _own(self, name: str) -> tuple[Function, ParsedFile, str] | None:
         """The definition of `name` in the file itself."""
@@ -241,25 +249,14 @@ class Summaries:
         key = f"{key} {_source_digest(compute.__code__.co_filename)}"
         answers = self._kept.setdefault(key, {})
         if name not in answers:
-            answers[name] = self._kept_in_headers(name, key, compute, valid)
+            answers[name] = None
+            # The header located() would find, asked for what is kept of
+            # the definition rather than for the definition.
+            for _path, header in self._defining_headers(name):
+                if known := header.kept(name, key, compute, valid):
+                    answers[name] = known[0]
+                    break
         return answers[name]
-
-    def _kept_in_headers(
-        self,
-        name: str,
-        key: str,
-        compute: Callable[[Function], object],
-        valid: Callable[[object], bool],
-    ) -> object | None:
-        # The header located() would find, asked for what is kept of the
-        # definition rather than for the definition.
-        if self.file is None:
-            return None
-        for path, blob_id in self._included_headers():
-            header = definitions(blob_id, _reader(self.context, path))
-            if header.defines(name) and (known := header.kept(name, key, compute, valid)):
-                return known[0]
-        return None
 
     def reaches(self, name: str, targets: Iterable[str], depth: int = DEPTH) -> bool:
         """Does `name` call one of `targets`, itself or through the
