@@ -18,7 +18,6 @@ on stdin and the tree top as cwd.  Three things follow:
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 import analyzer
 import rules as rules_package
 from analyzer import config as tree_config
+from analyzer.digests import sha256
 from analyzer.patches import Series
 from analyzer.registry import all_rules
 from analyzer.tree import KernelTree
@@ -53,7 +53,7 @@ def version_token(config: Path | None = None) -> str:
     ids and every rule module's source, and the tree's `.mmreview.toml`
     (`config`) when it has one.  A new, changed or dropped rule changes it;
     so do a release and an edit of the configuration."""
-    digest = hashlib.sha256(analyzer.__version__.encode())
+    digest = sha256(analyzer.__version__.encode())
     if config is not None and config.is_file():
         digest.update(b"config\0" + config.read_bytes())
     digest.update(" ".join(r.id for r in all_rules()).encode())

@@ -9,12 +9,13 @@ error reading or writing it is ignored.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from analyzer.digests import sha1
 
 
 def cache_root() -> Path:
@@ -26,7 +27,7 @@ def cache_root() -> Path:
 
 def code_digest(*paths: str) -> str:
     """A digest of the source files whose logic produced a cached fact."""
-    digest = hashlib.sha1()
+    digest = sha1()
     for path in paths:
         with open(path, "rb") as handle:
             digest.update(handle.read())

@@ -10,7 +10,6 @@ names, with a map from fragment lines back to the file's real line numbers.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import re
 from array import array
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from functools import cached_property
 
 from unidiff import PatchedFile
 
+from analyzer.digests import sha1
 from analyzer.patterns import regex
 
 
@@ -110,7 +110,7 @@ class FileImages:
 
 
 def git_blob_id(text: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(text) + text).hexdigest()
+    return sha1(b"blob %d\0" % len(text) + text).hexdigest()
 
 
 def changed_lines(patched: PatchedFile) -> tuple[frozenset[int], frozenset[int]]:

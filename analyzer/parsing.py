@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import importlib.machinery
+import importlib.util
+import os
 import re
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import tree_sitter_c
 from tree_sitter import Language, Node, Parser, Point, Range, Tree
 
 from analyzer import budget
@@ -27,7 +29,29 @@ from analyzer.images import Image
 from analyzer.patterns import regex
 from analyzer.rule import Confidence
 
-C_LANGUAGE = Language(tree_sitter_c.language())
+
+def _c_grammar() -> object:
+    """tree-sitter-c's grammar.  Its extension module is loaded on its own:
+    the package's `__init__` imports importlib.resources (over a millisecond
+    of each cold run) for query files that mm-review never reads.
+    The package import stands in if its layout is not the one expected."""
+    spec = importlib.util.find_spec("tree_sitter_c")  # found, not run
+    for directory in (spec.submodule_search_locations or []) if spec else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(directory, "_binding" + suffix)
+            if os.path.isfile(path):
+                loader = importlib.machinery.ExtensionFileLoader("tree_sitter_c._binding", path)
+                binding = importlib.util.module_from_spec(
+                    importlib.util.spec_from_loader(loader.name, loader)
+                )
+                loader.exec_module(binding)
+                return binding.language()
+    import tree_sitter_c
+
+    return tree_sitter_c.language()
+
+
+C_LANGUAGE = Language(_c_grammar())
 
 # Bare attributes and annotations that are not C to the grammar.
 _BARE_ANNOTATIONS = (

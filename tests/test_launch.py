@@ -215,3 +215,25 @@ def test_a_check_against_a_tree_waits_for_its_git(minitree: Tree, tmp_path) -> N
     )
     assert done.exists(), "mmreview exited before its git cat-file"
     assert direct.returncode == 0 and '"findings"' in direct.stdout, direct.stderr
+
+
+def test_a_check_leaves_out_what_it_does_not_use() -> None:
+    # OpenSSL (hashlib's _hashlib) and importlib.resources (tree-sitter-c's
+    # package) cost a cold run milliseconds that a review does not need.
+    code = (
+        "import os, runpy, sys\n"
+        "real_exit = os._exit\n"
+        "def leave(code):\n"
+        "    unused = ('_hashlib', 'importlib.resources', 'typer', 'git')\n"
+        "    print(sorted(m for m in unused if m in sys.modules), file=sys.stderr)\n"
+        "    sys.stderr.flush()\n"
+        "    real_exit(code)\n"
+        "os._exit = leave\n"
+        f"sys.argv = ['mmreview', 'check', {EXAMPLE!r}, '-q', '-f', 'checkpatch']\n"
+        "runpy.run_module('analyzer.launch', run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.stdout  # the example's findings
+    assert done.stderr.splitlines()[-1] == "[]"

@@ -233,3 +233,19 @@ def test_a_big_file_parsed_as_an_edit_is_parsed_afresh_too(versions: tuple[bytes
     earlier = parsing._parse(Image.of(before))
     edited = parsing._parse(Image.of(after), like=earlier)
     assert _shape(edited.tree.root_node) == _shape(parsing._parse(Image.of(after)).tree.root_node)
+
+
+def test_the_grammar_loaded_on_its_own_is_tree_sitter_cs() -> None:
+    import tree_sitter_c
+    from tree_sitter import Language, Parser
+
+    from analyzer.parsing import C_LANGUAGE
+
+    source = b"static int f(pmd_t *pmd) { if (!pmd_present(*pmd)) return -EAGAIN; return 0; }\n"
+    ours = Parser(C_LANGUAGE).parse(source).root_node
+    theirs = Parser(Language(tree_sitter_c.language())).parse(source).root_node
+    assert (C_LANGUAGE.name, C_LANGUAGE.abi_version) == (
+        "c",
+        Language(tree_sitter_c.language()).abi_version,
+    )
+    assert str(ours) == str(theirs)
