@@ -1,7 +1,7 @@
 """SHA-1 and SHA-256 without OpenSSL's start-up.
 
 `import hashlib` loads OpenSSL's libcrypto and asks it for every algorithm
-it knows: 3-4 ms of each cold `mmreview check`, more than the review of a
+it knows: about 4 ms of each cold `mmreview check`, more than the review of a
 small patch spends hashing.  CPython's own implementations of the two hashes
 used here (git's blob ids, cache keys, the rules' version token) come in
 modules that load in a tenth of that; hashlib stands in where an

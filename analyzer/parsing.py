@@ -35,16 +35,15 @@ def _c_grammar() -> object:
     the package's `__init__` imports importlib.resources (over a millisecond
     of each cold run) for query files that mm-review never reads.
     The package import stands in if its layout is not the one expected."""
-    spec = importlib.util.find_spec("tree_sitter_c")  # found, not run
-    for directory in (spec.submodule_search_locations or []) if spec else []:
+    package = importlib.util.find_spec("tree_sitter_c")  # found, not run
+    directories = package.submodule_search_locations if package is not None else None
+    for directory in directories or []:
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
             path = os.path.join(directory, "_binding" + suffix)
-            if os.path.isfile(path):
-                loader = importlib.machinery.ExtensionFileLoader("tree_sitter_c._binding", path)
-                binding = importlib.util.module_from_spec(
-                    importlib.util.spec_from_loader(loader.name, loader)
-                )
-                loader.exec_module(binding)
+            spec = importlib.util.spec_from_file_location("tree_sitter_c._binding", path)
+            if os.path.isfile(path) and spec is not None and spec.loader is not None:
+                binding = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(binding)
                 return binding.language()
     import tree_sitter_c
 
