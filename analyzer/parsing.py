@@ -40,8 +40,10 @@ def _c_grammar() -> object:
     for directory in directories or []:
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
             path = os.path.join(directory, "_binding" + suffix)
+            if not os.path.isfile(path):
+                continue
             spec = importlib.util.spec_from_file_location("tree_sitter_c._binding", path)
-            if os.path.isfile(path) and spec is not None and spec.loader is not None:
+            if spec is not None and spec.loader is not None:
                 binding = importlib.util.module_from_spec(spec)
                 spec.loader.exec_module(binding)
                 return binding.language()
