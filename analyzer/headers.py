@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tree_sitter import Parser, Point, Range
@@ -82,6 +82,10 @@ class HeaderDefinitions:
     def defines(self, name: str) -> bool:
         """Does the header seem to define `name` (a look before any parse)?"""
         return name in self._by_name()
+
+    def names(self) -> Iterable[str]:
+        """Every name the header seems to define."""
+        return self._by_name().keys()
 
     def _by_name(self) -> dict[str, list[int]]:
         if self._heads is None:

@@ -155,6 +155,7 @@ class Summaries:
         self._facts: dict[tuple[str, int, str], object] = {}
         self._reached: dict[tuple[str, frozenset[str], int], bool] = {}
         self._kept: dict[str, dict[str, object | None]] = {}
+        self._definer_index: dict[str, list[int]] | None = None
 
     def definition(self, name: str) -> Function | None:
         found = self.located(name)
@@ -177,10 +178,27 @@ class Summaries:
         """The included headers that seem to define `name`, in include order."""
         if self.file is None:
             return
-        for path, blob_id in self._included_headers():
-            header = definitions(blob_id, _reader(self.context, path))
-            if header.defines(name):
-                yield path, header
+        headers = self._included_headers()
+        for index in self._definers().get(name, ()):
+            path, blob_id = headers[index]
+            yield path, definitions(blob_id, _reader(self.context, path))
+
+    def _definers(self) -> dict[str, list[int]]:
+        """Which of the included headers define each name, by index.  Rules
+        ask hundreds of names, most defined in no header: one pass over the
+        headers' definition heads (a few thousand names), kept per review
+        context for every file including the same headers."""
+        if self._definer_index is None:
+            headers = tuple(self._included_headers())
+            known = self.context.memo.setdefault("header definers", {})
+            index = known.get(headers)
+            if index is None:
+                index = known[headers] = {}
+                for at, (path, blob_id) in enumerate(headers):
+                    for name in definitions(blob_id, _reader(self.context, path)).names():
+                        index.setdefault(name, []).append(at)
+            self._definer_index = index
+        return self._definer_index
 
     def _own(self, name: str) -> tuple[Function, ParsedFile, str] | None:
         """The definition of `name` in the file itself."""
