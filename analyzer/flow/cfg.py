@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from tree_sitter import Node
 
@@ -69,6 +70,9 @@ class Point:
     result: str | None = None
     succs: list[Edge] = field(default_factory=list)
     preds: list[Edge] = field(default_factory=list)
+    # What runs here as events (analyzer.flow.events): the same for every
+    # analysis of the graph, so made once.
+    events: list[Any] | None = None
 
     def __repr__(self) -> str:
         text = syntax.text(self.node).split("\n")[0][:40] if self.node is not None else ""

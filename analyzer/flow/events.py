@@ -77,6 +77,13 @@ Event = Call | Assign | Deref | Return | Store | Iterate | ScopeEnd
 
 
 def events_of(point: Point) -> list[Event]:
+    """What `point` does (the list is shared: read it, do not change it)."""
+    if point.events is None:
+        point.events = _events_of(point)
+    return point.events
+
+
+def _events_of(point: Point) -> list[Event]:
     node = point.node
     if node is None:
         return []

@@ -191,7 +191,6 @@ class Analysis:
     ) -> None:
         self.graph = graph
         self.tracker = tracker
-        self._events: dict[int, list[ev.Event]] = {}
         self.entry_states: dict[int, list[State]] = {}
         self.complete = True
         self.compared = _compared_with_constants(graph) | tracker.constant_places(graph)
@@ -214,10 +213,7 @@ class Analysis:
         return found
 
     def events(self, point: Point) -> list[ev.Event]:
-        found = self._events.get(point.id)
-        if found is None:
-            found = self._events[point.id] = ev.events_of(point)
-        return found
+        return ev.events_of(point)
 
     def _solve(self, initial: State) -> None:
         order = self.graph.reverse_postorder()
