@@ -193,6 +193,7 @@ class Analysis:
         self.tracker = tracker
         self.entry_states: dict[int, list[State]] = {}
         self.complete = True
+        self._handed_by_call: dict[int, list[tuple[str | None, tuple[str, ...]]]] = {}
         self.compared = _compared_with_constants(graph) | tracker.constant_places(graph)
         self._weights: dict[str, int] = {}
         # Only a tracker with weights of its own pays for them in merges.
@@ -325,19 +326,35 @@ class Analysis:
 
     def _call(self, state: State, call: ev.Call, results: dict[int, frozenset[Value]]) -> None:
         reads_only = self.tracker.reads_only(call.name or "")
-        for argument in call.arguments:
-            target = ev.address_of(argument)
+        for target, fields in self._handed(call):
             if target is not None and not reads_only:
                 # `&x` handed over: x may be written.  A tracker that knows
                 # the call re-binds it below.
                 self.forget(state, target)
                 continue
-            name = ev.place(argument)
-            if name is not None and not name.startswith("*"):
+            if fields:
                 for tracked in list(state.places):
-                    if _through_field_of(tracked, name) and self.tracker.killed_by_call(tracked):
+                    if tracked.lstrip("*").startswith(fields) and self.tracker.killed_by_call(
+                        tracked
+                    ):
                         self.forget(state, tracked, subplaces=False)
         self.tracker.call(self, state, call, results)
+
+    def _handed(self, call: ev.Call) -> list[tuple[str | None, tuple[str, ...]]]:
+        """For each argument of `call`: the place `&x` hands over, and the
+        beginnings of the places reached through a field of a pointer
+        handed over (`p->`, `p.`).  Syntax: worked out once per call, though
+        the call is passed on every path."""
+        found = self._handed_by_call.get(call.node.id)
+        if found is None:
+            found = []
+            for argument in call.arguments:
+                target = ev.address_of(argument)
+                name = ev.place(argument) if target is None else None
+                fields = _field_prefixes(name) if name and not name.startswith("*") else ()
+                found.append((target, fields))
+            self._handed_by_call[call.node.id] = found
+        return found
 
     def _assign(
         self, state: State, assign: ev.Assign, results: dict[int, frozenset[Value]]
@@ -378,9 +395,10 @@ class Analysis:
         state.places.pop(name, None)
         self.tracker.forgot(self, state, name)
         if subplaces:
+            fields = _field_prefixes(name)
             for tracked in list(state.places):
                 if tracked != name and (
-                    _rooted_at(tracked, name) or _rooted_at(tracked.lstrip("*"), name)
+                    tracked.startswith(fields) or tracked.lstrip("*").startswith(fields)
                 ):
                     del state.places[tracked]
 
@@ -995,12 +1013,12 @@ def _dimension_of(kinds: Kinds) -> Kinds:
 
 
 def _rooted_at(name: str, root: str) -> bool:
-    return name.startswith((root + "->", root + "."))
+    return name.startswith(_field_prefixes(root))
 
 
-def _through_field_of(name: str, pointer: str) -> bool:
-    """Is `name` reached through a field of what `pointer` points to?"""
-    return _rooted_at(name.lstrip("*"), pointer)
+def _field_prefixes(root: str) -> tuple[str, str]:
+    """How the places reached through a field of `root` begin."""
+    return (root + "->", root + ".")
 
 
 def _is_null(node: Node) -> bool:
