@@ -72,6 +72,10 @@ WIDTH = 6
 CONSTANT = "="
 
 
+# How value_of() reads an expression (Analysis._shape).
+_NOTHING, _RESULT, _PLACE, _HELD, _INNER = "nothing", "result", "place", "held", "inner"
+
+
 class Link(NamedTuple):
     """When the value carrying this link is refined within `when`, the value
     `target` is narrowed to `then`."""
@@ -194,6 +198,7 @@ class Analysis:
         self.entry_states: dict[int, list[State]] = {}
         self.complete = True
         self._handed_by_call: dict[int, list[tuple[str | None, tuple[str, ...]]]] = {}
+        self._shapes: dict[int, tuple[str, object, Node]] = {}
         self.compared = _compared_with_constants(graph) | tracker.constant_places(graph)
         self._weights: dict[str, int] = {}
         # Only a tracker with weights of its own pays for them in merges.
@@ -457,6 +462,22 @@ class Analysis:
         """The tracked values an expression evaluates to, if any."""
         if node is None:
             return None
+        if rename is None:
+            # The common case, asked on every path state: what the
+            # expression is, read once.
+            shape = self._shapes.get(node.id)
+            if shape is None:
+                shape = self._shapes[node.id] = self._shape(node)
+            how, what, site = shape
+            if how is _NOTHING:
+                return None
+            if how is _RESULT:
+                return results.get(what)
+            if how is _PLACE:
+                return state.places.get(what)
+            if how is _HELD:
+                return self.held_values(state, what, site)
+            return self.value_of(state, what, results)
         node = ev.strip(node)
         kind = node.type
         if kind == "call_expression":
@@ -483,6 +504,38 @@ class Analysis:
         if name.startswith("*") or self.tracker.default(name) is not None:
             return self.held_values(state, name, node)
         return state.places.get(name)
+
+    def _shape(self, node: Node) -> tuple[str, object, Node]:
+        """How value_of() reads `node` (no parameters renamed): nothing, a
+        call's result, a place as it is, a place read with its default, or
+        an inner expression."""
+        node = ev.strip(node)
+        kind = node.type
+        if kind == "call_expression":
+            return _RESULT, node.id, node
+        if kind == "conditional_expression":
+            temporary = self.graph.temporaries.get(node.id)
+            return (_PLACE, temporary, node) if temporary else (_NOTHING, None, node)
+        if kind == "assignment_expression":
+            return _PLACE, ev.place(node.child_by_field_name("left")) or "", node
+        if kind in ("update_expression", "comma_expression", "binary_expression"):
+            inner = {
+                "update_expression": "argument",
+                "comma_expression": "right",
+                "binary_expression": "left",
+            }[kind]
+            if kind == "binary_expression" and syntax.text(
+                node.child_by_field_name("operator")
+            ) not in ("+", "-"):
+                return _NOTHING, None, node
+            inner_node = node.child_by_field_name(inner)
+            return (_INNER, inner_node, node) if inner_node is not None else (_NOTHING, None, node)
+        name = ev.place(node)
+        if name is None:
+            return _NOTHING, None, node
+        if name.startswith("*") or self.tracker.default(name) is not None:
+            return _HELD, name, node
+        return _PLACE, name, node
 
     # -- branches ---------------------------------------------------------------------
 
