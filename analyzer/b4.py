@@ -18,7 +18,6 @@ on stdin and the tree top as cwd.  Three things follow:
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +122,8 @@ def mmreview_command() -> str:
     beside = Path(sys.executable).parent / "mmreview"
     if beside.is_file():
         return str(beside)
+    import shutil  # `b4 setup` only
+
     return shutil.which("mmreview") or "mmreview"
 
 

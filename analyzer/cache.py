@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,8 @@ def load(namespace: str, key: str) -> Any | None:
 
 
 def store(namespace: str, key: str, value: Any) -> None:
+    import tempfile  # a warm cache is read, seldom written
+
     directory = cache_root() / namespace
     try:
         directory.mkdir(parents=True, exist_ok=True)

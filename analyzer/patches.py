@@ -14,7 +14,6 @@ import io
 import os
 import re
 import stat
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from email.headerregistry import Address
@@ -360,6 +359,7 @@ def _split_mbox(data: bytes, name: str, limits: Limits) -> list[tuple[bytes, str
     if (one := _only_message(data)) is not None:
         return [(one, from_lines[0] if from_lines else None)]
     import mailbox  # a series: b4 and the send-email hook give one message a process
+    import tempfile
 
     # mailbox.mbox wants a path; the input may be stdin, so spool it.
     fd, path = tempfile.mkstemp(prefix="mmreview-", suffix=".mbox")

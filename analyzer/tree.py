@@ -21,9 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -360,6 +358,8 @@ class KernelTree:
             # go in from a file, not a pipe we write while git writes back:
             # with thousands of blobs both pipes would fill and both sides
             # wait for ever.
+            import tempfile  # seldom: only a scratch object directory
+
             with tempfile.TemporaryFile() as names:
                 names.write(("\n".join(wanted) + "\n").encode())
                 names.seek(0)
@@ -495,6 +495,11 @@ class KernelTree:
 
     @contextmanager
     def _scratch(self, series: Series, base: str) -> Iterator[dict[str, str]]:
+        # Only patches that do not apply where their headers say come here:
+        # a check that does not pays for neither module.
+        import shutil
+        import tempfile
+
         scratch = tempfile.mkdtemp(prefix="mmreview-")
         try:
             objects = os.path.join(scratch, "objects")

@@ -11,7 +11,6 @@ import importlib
 import io
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -115,6 +114,8 @@ def write_report(text: str, output: Path | None) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
+    import tempfile  # -o only: b4 and the hook read stdout
+
     directory = output.parent if str(output.parent) else Path(".")
     try:
         if output.is_dir():
