@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -217,23 +218,58 @@ def test_a_check_against_a_tree_waits_for_its_git(minitree: Tree, tmp_path) -> N
     assert direct.returncode == 0 and '"findings"' in direct.stdout, direct.stderr
 
 
-def test_a_check_leaves_out_what_it_does_not_use() -> None:
-    # OpenSSL (hashlib's _hashlib) and importlib.resources (tree-sitter-c's
-    # package) cost a cold run milliseconds that a review does not need.
+def _modules_left_out(
+    args: list[str], cwd: Path, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a check; the last line of its stderr lists the modules a check
+    has no use for that it loaded."""
     code = (
         "import os, runpy, sys\n"
         "real_exit = os._exit\n"
         "def leave(code):\n"
-        "    unused = ('_hashlib', 'importlib.resources', 'typer', 'git')\n"
+        f"    unused = {UNUSED_BY_A_CHECK!r}\n"
         "    print(sorted(m for m in unused if m in sys.modules), file=sys.stderr)\n"
         "    sys.stderr.flush()\n"
         "    real_exit(code)\n"
         "os._exit = leave\n"
-        f"sys.argv = ['mmreview', 'check', {EXAMPLE!r}, '-q', '-f', 'checkpatch']\n"
+        f"sys.argv = ['mmreview', {', '.join(map(repr, args))}]\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
         "runpy.run_module('analyzer.launch', run_name='__main__')\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+        [sys.executable, "-c", code], cwd=cwd, input=stdin, capture_output=True, check=False
     )
-    assert done.stdout  # the example's findings
-    assert done.stderr.splitlines()[-1] == "[]"
+    return done
+
+
+# OpenSSL (hashlib's _hashlib) and importlib.resources (tree-sitter-c's
+# package) cost a cold run milliseconds that a review does not need; so do
+# tempfile (with shutil, bz2, lzma, random) and mailbox where nothing is
+# spooled, written to a file or read as a series.
+UNUSED_BY_A_CHECK = (
+    "_hashlib",
+    "importlib.resources",
+    "typer",
+    "git",
+    "tempfile",
+    "shutil",
+    "mailbox",
+)
+
+
+def test_a_check_leaves_out_what_it_does_not_use() -> None:
+    done = _modules_left_out(["check", EXAMPLE, "-q", "-f", "checkpatch"], ROOT)
+    assert done.returncode == 1 and done.stdout  # the example's findings
+    assert done.stderr.splitlines()[-1] == b"[]"
+
+
+def test_a_check_the_b4_way_leaves_out_what_it_does_not_use(minitree: Tree) -> None:
+    # b4's per-patch check: one message on stdin, the tree top as cwd.
+    minitree.edit("mm/fault.c", "\tint present = 0;", "\tint nr = 0;")
+    minitree.commit("one")
+    message = minitree.format_patch("-1", "--stdout")
+    minitree.git("reset", "-q", "--hard", "HEAD~1")
+    args = ["check", "-q", "--tree=.", "--format=checkpatch", "-"]
+    done = _modules_left_out(args, minitree.path, message)
+    assert done.returncode == 0, done.stderr  # reviewed, nothing found
+    assert done.stderr.splitlines()[-1] == b"[]"
