@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NoReturn
 
 # The options of `mmreview check` (analyzer.cli.check) by spelling: the
@@ -142,10 +144,12 @@ def main() -> None:
     gc.disable()
     argv = sys.argv[1:]
     if (fields := check_line(argv)) is not None:
+        _inspect_on_first_use()
         from analyzer import checking
 
         _exit(checking.guarded(lambda: checking.run(checking.CheckOptions(**fields))))
     if (arguments := hook_line(argv)) is not None:
+        _inspect_on_first_use()
         from analyzer import checking, hooks
 
         checking.start_collecting()
@@ -153,6 +157,31 @@ def main() -> None:
     from analyzer import cli
 
     cli.main()
+
+
+class _OnFirstUse(ModuleType):
+    """A module loaded when one of its names is first asked for.  The
+    import statement finds it in sys.modules and asks nothing of it (it
+    has no __spec__ to be initialising), so `import inspect` alone loads
+    nothing; `inspect.signature` loads the real module, which then stands
+    in sys.modules and in this one's place."""
+
+    def __getattr__(self, name: str) -> object:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        real = importlib.import_module(self.__name__)
+        self.__dict__.update(real.__dict__)
+        return getattr(real, name)
+
+
+def _inspect_on_first_use() -> None:
+    """dataclasses imports inspect as it is imported, for one case: a class
+    without a docstring gets its signature as one.  Every dataclass a check
+    makes has a docstring, and nothing else a check runs asks inspect; yet
+    inspect (with ast, dis and tokenize) was a twentieth of a cold check's
+    instructions.  So it loads where something first uses it."""
+    if "inspect" not in sys.modules:
+        sys.modules["inspect"] = _OnFirstUse("inspect")
 
 
 def _exit(code: int) -> NoReturn:

@@ -254,6 +254,10 @@ UNUSED_BY_A_CHECK = (
     "tempfile",
     "shutil",
     "mailbox",
+    # inspect's own imports: inspect itself loads on first use (launch.py)
+    "ast",
+    "dis",
+    "pkgutil",
 )
 
 
@@ -273,3 +277,25 @@ def test_a_check_the_b4_way_leaves_out_what_it_does_not_use(minitree: Tree) -> N
     done = _modules_left_out(args, minitree.path, message)
     assert done.returncode == 0, done.stderr  # reviewed, nothing found
     assert done.stderr.splitlines()[-1] == b"[]"
+
+
+def test_inspect_loads_where_it_is_first_used() -> None:
+    code = (
+        "import sys\n"
+        "from analyzer import launch\n"
+        "launch._inspect_on_first_use()\n"
+        "import dataclasses, inspect\n"
+        "assert 'ast' not in sys.modules and 'dis' not in sys.modules\n"
+        "@dataclasses.dataclass\n"
+        "class Undocumented:\n"
+        "    size: int\n"
+        "assert Undocumented.__doc__ == 'Undocumented(size: int)', Undocumented.__doc__\n"
+        "assert type(sys.modules['inspect']) is type(sys), sys.modules['inspect']\n"
+        "assert inspect.signature(len).parameters\n"
+        "from inspect import Parameter\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.stdout == "ok\n", done.stderr
