@@ -459,12 +459,12 @@ def instructions(runs: list[Run], env: dict[str, str]) -> int | None:
         return None
     total = 0
     env = {**env, "PYTHONHASHSEED": "0"}
+    no_aslr = ["setarch", "-R"] if shutil.which("setarch") else []
     for run in runs:
         argv = run.argv
         if "check" in argv:
             at = argv.index("check") + 1
             argv = [*argv[:at], "--time-budget=0", *argv[at:]]
-        no_aslr = ["setarch", "-R"] if shutil.which("setarch") else []
         with tempfile.TemporaryDirectory() as logs:
             stdin = open(run.stdin, "rb") if run.stdin else subprocess.DEVNULL  # noqa: SIM115
             try:

@@ -468,56 +468,33 @@ class Analysis:
             shape = self._shapes.get(node.id)
             if shape is None:
                 shape = self._shapes[node.id] = self._shape(node)
-            how, what, site = shape
-            if how is _NOTHING:
-                return None
-            if how is _RESULT:
-                return results.get(what)
-            if how is _PLACE:
-                return state.places.get(what)
-            if how is _HELD:
-                return self.held_values(state, what, site)
-            return self.value_of(state, what, results)
-        node = ev.strip(node)
-        kind = node.type
-        if kind == "call_expression":
-            return results.get(node.id) if rename is None else None
-        if kind == "conditional_expression":
-            temporary = self.graph.temporaries.get(node.id)
-            return state.places.get(temporary) if temporary else None
-        if kind == "assignment_expression":
-            return state.places.get(ev.place(node.child_by_field_name("left"), rename) or "")
-        if kind in ("update_expression", "comma_expression", "binary_expression"):
-            inner = {
-                "update_expression": "argument",
-                "comma_expression": "right",
-                "binary_expression": "left",
-            }[kind]
-            if kind == "binary_expression" and syntax.text(
-                node.child_by_field_name("operator")
-            ) not in ("+", "-"):
-                return None
-            return self.value_of(state, node.child_by_field_name(inner), results, rename)
-        name = ev.place(node, rename)
-        if name is None:
+        else:
+            shape = self._shape(node, rename)
+        how, what, site = shape
+        if how is _NOTHING:
             return None
-        if name.startswith("*") or self.tracker.default(name) is not None:
-            return self.held_values(state, name, node)
-        return state.places.get(name)
+        if how is _RESULT:
+            return results.get(what)
+        if how is _PLACE:
+            return state.places.get(what)
+        if how is _HELD:
+            return self.held_values(state, what, site)
+        return self.value_of(state, what, results, rename)
 
-    def _shape(self, node: Node) -> tuple[str, object, Node]:
-        """How value_of() reads `node` (no parameters renamed): nothing, a
-        call's result, a place as it is, a place read with its default, or
-        an inner expression."""
+    def _shape(self, node: Node, rename: dict[str, str] | None = None) -> tuple[str, object, Node]:
+        """How value_of() reads `node`: nothing, a call's result, a place as
+        it is, a place read with its default, or an inner expression.  With
+        `rename` (a callee's parameters as the caller's places), a call's
+        result is not known."""
         node = ev.strip(node)
         kind = node.type
         if kind == "call_expression":
-            return _RESULT, node.id, node
+            return (_RESULT, node.id, node) if rename is None else (_NOTHING, None, node)
         if kind == "conditional_expression":
             temporary = self.graph.temporaries.get(node.id)
             return (_PLACE, temporary, node) if temporary else (_NOTHING, None, node)
         if kind == "assignment_expression":
-            return _PLACE, ev.place(node.child_by_field_name("left")) or "", node
+            return _PLACE, ev.place(node.child_by_field_name("left"), rename) or "", node
         if kind in ("update_expression", "comma_expression", "binary_expression"):
             inner = {
                 "update_expression": "argument",
@@ -530,7 +507,7 @@ class Analysis:
                 return _NOTHING, None, node
             inner_node = node.child_by_field_name(inner)
             return (_INNER, inner_node, node) if inner_node is not None else (_NOTHING, None, node)
-        name = ev.place(node)
+        name = ev.place(node, rename)
         if name is None:
             return _NOTHING, None, node
         if name.startswith("*") or self.tracker.default(name) is not None:
