@@ -144,12 +144,12 @@ def main() -> None:
     gc.disable()
     argv = sys.argv[1:]
     if (fields := check_line(argv)) is not None:
-        _inspect_on_first_use()
+        _load_on_first_use()
         from analyzer import checking
 
         _exit(checking.guarded(lambda: checking.run(checking.CheckOptions(**fields))))
     if (arguments := hook_line(argv)) is not None:
-        _inspect_on_first_use()
+        _load_on_first_use()
         from analyzer import checking, hooks
 
         checking.start_collecting()
@@ -174,14 +174,30 @@ class _OnFirstUse(ModuleType):
         return getattr(real, name)
 
 
-def _inspect_on_first_use() -> None:
-    """dataclasses imports inspect as it is imported, for one case: a class
-    without a docstring gets its signature as one.  Every dataclass a check
-    makes has a docstring, and nothing else a check runs asks inspect; yet
-    inspect (with ast, dis and tokenize) was a twentieth of a cold check's
-    instructions.  So it loads where something first uses it."""
-    if "inspect" not in sys.modules:
-        sys.modules["inspect"] = _OnFirstUse("inspect")
+# Modules a check imports for what it never does, each loaded where
+# something first uses it (see _OnFirstUse).
+ON_FIRST_USE = (
+    # dataclasses imports inspect as it is imported, for one case: a class
+    # without a docstring gets its signature as one.  Every dataclass a
+    # check makes has a docstring, and nothing else a check runs asks
+    # inspect; yet inspect (with ast, dis and tokenize) was a twentieth of a
+    # cold check's instructions.
+    "inspect",
+    # email.utils imports socket and random for make_msgid(), and
+    # email._parseaddr calendar (with locale) for mktime_tz(): a check reads
+    # mail and makes none, and they were 2% of a one-patch check.
+    "socket",
+    "random",
+    "calendar",
+    # dataclasses imports copy for asdict() and astuple(), which nothing calls.
+    "copy",
+)
+
+
+def _load_on_first_use() -> None:
+    for name in ON_FIRST_USE:
+        if name not in sys.modules:
+            sys.modules[name] = _OnFirstUse(name)
 
 
 def _exit(code: int) -> NoReturn:
