@@ -42,14 +42,30 @@ def load(namespace: str, key: str) -> Any | None:
 
 
 def store(namespace: str, key: str, value: Any) -> None:
+    _write(namespace, f"{key}.json", json.dumps(value).encode())
+
+
+def load_bytes(namespace: str, key: str) -> bytes | None:
+    try:
+        with open(cache_root() / namespace / key, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def store_bytes(namespace: str, key: str, data: bytes) -> None:
+    _write(namespace, key, data)
+
+
+def _write(namespace: str, name: str, data: bytes) -> None:
     import tempfile  # a warm cache is read, seldom written
 
     directory = cache_root() / namespace
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(value, handle)
-        os.replace(temporary, directory / f"{key}.json")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, directory / name)
     except OSError:
         pass

@@ -204,11 +204,14 @@ def _exit(code: int) -> NoReturn:
     """Exit once the output is out, without tearing the interpreter down:
     freeing every module and object a review made one by one was a twentieth
     of a one-patch check.  Nothing is left to it: the reports and the cache
-    are written, temporary files removed and git waited for by then."""
+    are written, temporary files removed and git waited for by then, but
+    for the patterns compiled for the first time (what atexit would do)."""
     for stream in (sys.stdout, sys.stderr):
         # A reader that went away or a closed stream: nothing more to say.
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
+    if (patterns := sys.modules.get("analyzer.patterns")) is not None:
+        patterns.keep()
     os._exit(code)
 
 

@@ -134,7 +134,7 @@ def _names_re(names: tuple[str, ...], after: bytes) -> list[re.Pattern[bytes]]:
     for name in names:
         groups.setdefault(name[:2], []).append(name[2:])
     return [
-        re.compile(
+        regex(
             re.escape(prefix.encode())
             + rb"(?:"
             + b"|".join(re.escape(rest.encode()) for rest in rests)

@@ -84,6 +84,10 @@ _REPLY_RE = regex(r"^\s*(re|aw|fwd?)\s*:", re.IGNORECASE)
 _DIFF_START_RE = regex(r"^(diff --git |Index: |--- \S)", re.MULTILINE)
 _BASE_COMMIT_RE = regex(r"^base-commit:\s*([0-9a-f]{7,40})\s*$", re.MULTILINE)
 _SIGNATURE_RE = regex(r"\n-- \n[^\n]*\n*\Z")
+_BRACKET_RE = regex(r"\[([^\]]*)\]")
+_PATCH_VERSION_RE = regex(r"^patch[-_]?v(\d+)$")
+_HEADER_LINE_RE = regex(rb"^[A-Za-z][A-Za-z0-9-]*:[ \t]")
+_COMMIT_ID_RE = regex(r"[0-9a-f]{40}")
 
 
 class Subject(NamedTuple):
@@ -114,14 +118,14 @@ class Subject(NamedTuple):
         counter = total = None
         version = 1
         prefixes: list[str] = []
-        for bracket in re.findall(r"\[([^\]]*)\]", match.group(1)):
+        for bracket in _BRACKET_RE.findall(match.group(1)):
             for token in bracket.replace(",", " ").split():
                 lowered = token.lower()
                 if m := _COUNTER_RE.match(token):
                     counter, total = int(m.group(1)), int(m.group(2))
                 elif m := _VERSION_RE.match(token):
                     version = int(m.group(1))
-                elif m := re.match(r"^patch[-_]?v(\d+)$", lowered):
+                elif m := _PATCH_VERSION_RE.match(lowered):
                     prefixes.append("PATCH")
                     version = int(m.group(1))
                 else:
@@ -343,7 +347,7 @@ def _read_input(
 
 def _looks_like_headers(head: bytes) -> bool:
     first = head.split(b"\n", 1)[0]
-    return bool(re.match(rb"^[A-Za-z][A-Za-z0-9-]*:[ \t]", first))
+    return bool(_HEADER_LINE_RE.match(first))
 
 
 def _split_mbox(data: bytes, name: str, limits: Limits) -> list[tuple[bytes, str | None]]:
@@ -473,7 +477,7 @@ def _patch_from_message(
         source=where,
         message=message,
     )
-    if from_line and re.fullmatch(r"[0-9a-f]{40}", from_line):
+    if from_line and _COMMIT_ID_RE.fullmatch(from_line):
         patch.commit = from_line
     try:
         body = _message_text(message)

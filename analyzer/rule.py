@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from analyzer import cache
 from analyzer.images import git_blob_id
+from analyzer.patterns import compile_kept
 
 if TYPE_CHECKING:
     from tree_sitter import Node
@@ -339,7 +340,7 @@ _API_NAMESPACE = "api-uses"
 
 @functools.lru_cache(maxsize=64)
 def _api_pattern(api: str) -> re.Pattern[bytes]:
-    return re.compile(api.encode())
+    return compile_kept(api.encode())
 
 
 class FunctionRule(Rule):

@@ -61,9 +61,8 @@ def calls(node: Node, names: str | Collection[str] | None = None) -> list[Node]:
     return [n for n in _all_calls(node) if wanted is None or call_name(n) in wanted]
 
 
-def calls_matching(node: Node, pattern: str) -> list[Node]:
-    regex = re.compile(pattern)
-    return [n for n in _all_calls(node) if regex.fullmatch(call_name(n) or "")]
+def calls_matching(node: Node, pattern: re.Pattern[str]) -> list[Node]:
+    return [n for n in _all_calls(node) if pattern.fullmatch(call_name(n) or "")]
 
 
 def _all_calls(node: Node) -> list[Node]:
@@ -163,11 +162,12 @@ def identifiers(node: Node) -> set[str]:
 
 
 _TOKEN_RE = regex(r"[A-Za-z_]\w*|\S")
+_SPACES_RE = regex(r"\s+")
 
 
 def one_line(node: Node, width: int = 60) -> str:
     """The node's text on one line, cut to `width` for a message."""
-    squeezed = re.sub(r"\s+", " ", text(node))
+    squeezed = _SPACES_RE.sub(" ", text(node))
     return squeezed if len(squeezed) <= width else squeezed[: width - 3] + "..."
 
 

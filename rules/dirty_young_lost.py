@@ -64,7 +64,6 @@ moves the transfer into a helper is reported.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from tree_sitter import Node
@@ -133,6 +132,7 @@ FREES = frozenset(
     }
 )
 FLUSH = regex(r"try_to_unmap_flush\w*|flush_tlb_\w+|tlb_flush_mmu\w*|tlb_finish_mmu")
+_DIRTY_TEST = regex(r"\b(?:pte|pmd|huge_pte|pud)_dirty\b")
 
 
 def _dirty_transfers(flow: FunctionFlow, clear: Node) -> int:
@@ -232,7 +232,7 @@ class DirtyYoungLost(FunctionRule):
         if before is None or not change.removed_rows:
             return
         removed = " ".join(before.function.image.line_text(row) for row in change.removed_rows)
-        if re.search(r"\b(?:pte|pmd|huge_pte|pud)_dirty\b", removed):
+        if _DIRTY_TEST.search(removed):
             yield from self._dirty_dropped(change, before)
         if FLUSH.search(removed):
             yield from self._flush_lost(change, before)

@@ -74,7 +74,6 @@ pfn ("mm: khugepaged: fix swap entry value to folio_pfn()") is not modelled.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterator
 
 from tree_sitter import Node
@@ -96,6 +95,7 @@ from analyzer.flow.entries import (
     Kinds,
 )
 from analyzer.flow.regress import matching_node
+from analyzer.patterns import regex
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # A none entry's bits are all clear: the helpers read zeroes, not another
@@ -154,6 +154,8 @@ SWAP_ONLY: dict[str, int] = {
 }
 HELPERS = frozenset(PRESENT_ONLY) | frozenset(SWAP_ONLY)
 HUGETLB_TESTS = frozenset({"is_vm_hugetlb_page", "folio_test_hugetlb", "PageHuge"})
+# What an entry helper or an entry test looks like in a changed line.
+_ENTRY_WORDS = regex(r"\b(?:huge_)?(?:pte|pmd)_\w+|\bis_\w+entry\w*|\bis_swap_\w+|\bvm_normal_")
 HUGETLB_LOOKUPS = frozenset({"huge_pte_offset", "hugetlb_walk", "huge_pte_alloc"})
 KIND_WORDS = {
     NONE: "none",
@@ -290,12 +292,11 @@ class EntryHelperMisfit(FunctionRule):
 def _text_changed(change: FunctionChange) -> bool:
     """Did the patch touch an entry helper or an entry test?  (Laziness: the
     entries analysis runs only then.)"""
-    pattern = re.compile(r"\b(?:huge_)?(?:pte|pmd)_\w+|\bis_\w+entry\w*|\bis_swap_\w+|\bvm_normal_")
     before = change.before
     assert before is not None
     lines = [change.after.image.line_text(row) for row in change.added_rows]
     lines += [before.image.line_text(row) for row in change.removed_rows]
-    return any(pattern.search(line) for line in lines)
+    return any(_ENTRY_WORDS.search(line) for line in lines)
 
 
 def _hugetlb_entry(flow: FunctionFlow, call: Node, pointer: Node) -> str | None:

@@ -408,7 +408,7 @@ def _asserted(body: Node | None) -> set[str]:
     found: set[str] = set()
     if body is None:
         return found
-    for call in syntax.calls_matching(body, _ASSERTS.pattern):
+    for call in syntax.calls_matching(body, _ASSERTS):
         statement = call.parent
         if statement is None or statement.type != "expression_statement":
             continue

@@ -98,7 +98,6 @@ inferred; only a patch that removes one is reported.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 
 from tree_sitter import Node
@@ -125,6 +124,7 @@ _RELEASES = regex(
     r"(?:read|write)_unlock\w*|xa_unlock\w*|xas_unlock\w*|local_irq_\w+"
 )
 _DOUBLING = regex(r"\*\s*2\b|<<\s*1\b")
+_CLAMP = regex(r"\b(?:min|clamp|min_t)\s*\(")
 
 
 class LoopNoYield(FunctionRule):
@@ -243,7 +243,7 @@ class LoopNoYield(FunctionRule):
             )
         if not always or not heavy:
             return None
-        if loop.body is not None and syntax.calls_matching(loop.body, _RELEASES.pattern):
+        if loop.body is not None and syntax.calls_matching(loop.body, _RELEASES):
             return None  # it drops the lock on its way
         lock = always[0]
         section = "rcu_read_lock()" if lock == "rcu" else lock.partition(":")[2] or lock
@@ -509,7 +509,7 @@ def _capped(statement: Node, name: str) -> bool:
                 return True
     value = statement.named_children[0] if statement.named_children else statement
     text = syntax.text(value)
-    return bool(re.search(r"\b(?:min|clamp|min_t)\s*\(", text))
+    return bool(_CLAMP.search(text))
 
 
 def _compares(node: Node, name: str) -> bool:

@@ -1,20 +1,28 @@
-"""A pattern compiled on first use is the pattern re.compile makes."""
+"""A pattern compiled on first use, or taken from the table of kept
+programs, is the pattern re.compile makes."""
 
 from __future__ import annotations
 
+import importlib
 import re
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analyzer import patterns
+from analyzer import cache, patterns
 from analyzer.patterns import regex
+from analyzer.registry import all_rules
+from tests.conftest import ROOT
 
 
 def test_nothing_is_compiled_before_the_first_use(monkeypatch) -> None:
     compiled: list[object] = []
-    real = re.compile
-    monkeypatch.setattr(patterns.re, "compile", lambda *a: compiled.append(a) or real(*a))
+    real = patterns.compile_kept
+    monkeypatch.setattr(patterns, "compile_kept", lambda *a: compiled.append(a) or real(*a))
     deferred = regex(rb"^\s*#\s*include\s*([<\"])", re.M)
     assert compiled == [] and deferred.pattern == rb"^\s*#\s*include\s*([<\"])"
     assert deferred.search(b'x\n #include "a.h"').group(1) == b'"'
@@ -36,3 +44,99 @@ def test_every_method_answers_as_the_compiled_pattern(text: str) -> None:
     for method in ("search", "match", "fullmatch"):
         got, want = getattr(deferred, method)(text), getattr(compiled, method)(text)
         assert (got and got.span()) == (want and want.span())
+
+
+def _defined() -> list[tuple[str | bytes, int]]:
+    """Every pattern the engine and the rules define with regex()."""
+    all_rules()
+    for path in sorted((ROOT / "analyzer").rglob("*.py")):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        if "bot" not in name and "__main__" not in name:
+            importlib.import_module(name.removesuffix(".__init__"))
+    found = {}
+    for name, module in list(sys.modules.items()):
+        if not name.startswith(("analyzer", "rules")):
+            continue
+        for value in vars(module).values():
+            for item in value if isinstance(value, list | tuple) else [value]:
+                if isinstance(item, patterns._Deferred):
+                    found[(item.pattern, item._flags)] = None
+    return list(found)
+
+
+@pytest.fixture
+def fresh_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MMREVIEW_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(patterns, "_programs", None)
+    monkeypatch.setattr(patterns, "_learned", False)
+    return tmp_path
+
+
+def _same(kept: re.Pattern, made: re.Pattern, samples: list[str | bytes]) -> None:
+    assert (kept.pattern, kept.flags, kept.groups, kept.groupindex) == (
+        made.pattern,
+        made.flags,
+        made.groups,
+        made.groupindex,
+    )
+    for text in samples:
+        if isinstance(text, type(made.pattern)):
+            assert [m.group(0, *range(1, made.groups + 1)) for m in kept.finditer(text)] == [
+                m.group(0, *range(1, made.groups + 1)) for m in made.finditer(text)
+            ]
+
+
+def test_the_kept_programs_are_the_ones_re_compile_makes(
+    fresh_table: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defined = _defined()
+    assert len(defined) > 80  # the engine's and the rules' patterns
+    code = (ROOT / "tests" / "fixtures").rglob("*.c")
+    text = "\n".join(p.read_text(errors="replace") for p in sorted(code))[:200_000]
+    samples = [text, text.encode(), "", b""]
+    made = [re.compile(source, flags) for source, flags in defined]
+    for source, flags in defined:
+        patterns.compile_kept(source, flags)
+    patterns.keep()
+    # As the next process finds them: from the table, nothing parsed again.
+    monkeypatch.setattr(patterns, "_programs", None)
+    monkeypatch.setattr(patterns._parser, "parse", _never)
+    for (source, flags), compiled in zip(defined, made, strict=True):
+        _same(patterns.compile_kept(source, flags), compiled, samples)
+
+
+def _never(*_args: object) -> None:
+    raise AssertionError("compiled again")
+
+
+def test_a_damaged_table_or_a_refused_program_is_compiled_again(fresh_table: Path) -> None:
+    source = r"^(?P<tag>fixes:?)\s*(?P<sha>[0-9a-f]{5,40})\b"
+    made = re.compile(source, re.I)
+    cache.store_bytes(patterns._NAMESPACE, patterns._table_key(), b"\x00garbage")
+    _same(patterns.compile_kept(source, re.I), made, ["Fixes: 0123456789ab (x)"])
+    # An entry the engine refuses: a program that is not one.
+    patterns._programs = {(source, int(re.I)): (int(re.I), [0, 1, 2], 2, {}, (None,))}
+    _same(patterns.compile_kept(source, re.I), made, ["fixes: abcdef1"])
+
+
+def test_a_later_process_takes_what_an_earlier_one_compiled(fresh_table: Path) -> None:
+    env = {"MMREVIEW_CACHE_DIR": str(fresh_table), "PYTHONPATH": str(ROOT)}
+    compile_it = (
+        "import re, sys\n"
+        "from analyzer import patterns\n"
+        "if sys.argv[1] == 'again':\n"
+        "    patterns._parser.parse = None  # compiling would fail\n"
+        "p = patterns.regex(r'\\b(\\w+)_lockptr\\b', re.M)\n"
+        "print(p.findall('pte_lockptr(mm, pmd) ptep_lockptr(mm, pte)'))\n"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", compile_it, which],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for which in ("first", "again")
+    ]
+    assert [r.stdout for r in runs] == ["['pte', 'ptep']\n"] * 2, runs[1].stderr

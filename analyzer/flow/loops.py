@@ -22,7 +22,6 @@ What it iterates over is read from its header:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,6 +51,8 @@ _LIST_ITERATOR = regex(r"(?:h?list|llist)_for_each_entry\w*|(?:h?list)_for_each(
 MEMCG_STEPS = frozenset({"mem_cgroup_iter"})
 # A PFN loop bounded by the end of a zone, a node or memory.
 _PFN_NAME = regex(r"\w*pfn\w*")
+_ITERATOR_NAME = regex(r"for_?each|_foreach")
+_FIRST_WORD = regex(rb"\w+")
 _WHOLE_RANGE = regex(
     r"\b(?:zone_end_pfn|pgdat_end_pfn|node_end_pfn|max_pfn|max_low_pfn|highest_memmap_pfn|"
     r"spanned_pages|node_spanned_pages)\b"
@@ -130,7 +131,7 @@ def _loop_at(node: Node, source: bytes) -> Loop | None:
         if call.type != "call_expression":
             return None
         name = syntax.call_name(call) or ""
-        if not re.search(r"for_?each|_foreach", name):
+        if not _ITERATOR_NAME.search(name):
             return None
         body = syntax.macro_loop_body(call)
         if body is None or body.type != "compound_statement":
@@ -149,7 +150,7 @@ def _macro_name(node: Node, source: bytes) -> str | None:
     head = source[node.start_byte : node.start_byte + 80]
     if head.startswith(b"while"):
         return None
-    match = re.match(rb"\w+", head)
+    match = _FIRST_WORD.match(head)
     return match.group().decode() if match else None
 
 
