@@ -24,7 +24,7 @@ key.  (A kernel tree has no pyproject.toml, so there is no
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,16 +43,24 @@ class ConfigError(Exception):
     """A bad configuration file: one line naming the file and the key."""
 
 
-@dataclass(frozen=True)
 class Config:
-    """A tree's `.mmreview.toml`, read."""
+    """A tree's `.mmreview.toml`, read (not to be changed once read)."""
 
-    path: Path | None = None
-    select: list[str] | None = None
-    ignore: list[str] = field(default_factory=list)
-    severity: dict[str, Severity] = field(default_factory=dict)
-    block_on: str | None = None
-    reply_from: str | None = None
+    def __init__(
+        self,
+        path: Path | None = None,
+        select: list[str] | None = None,
+        ignore: list[str] | None = None,
+        severity: dict[str, Severity] | None = None,
+        block_on: str | None = None,
+        reply_from: str | None = None,
+    ) -> None:
+        self.path = path
+        self.select = select
+        self.ignore: list[str] = ignore if ignore is not None else []
+        self.severity: dict[str, Severity] = severity if severity is not None else {}
+        self.block_on = block_on
+        self.reply_from = reply_from
 
     def rules(
         self, select: list[str] | None, ignore: list[str] | None
@@ -71,7 +79,7 @@ class Config:
             replace(f, severity=self.severity[f.rule]) if f.rule in self.severity else f
             for f in review.findings
         ]
-        return replace(review, findings=findings)
+        return review.replace(findings=findings)
 
     def severity_of(self, rule_id: str, default: Severity) -> Severity:
         return self.severity.get(rule_id, default)

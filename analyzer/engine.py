@@ -11,13 +11,14 @@ dropped, unless --all was asked for.
 from __future__ import annotations
 
 import bisect
+import copy
 import gc
 import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from tree_sitter import Node
 
@@ -41,25 +42,40 @@ from analyzer.rule import (
 from analyzer.tree import KernelTree, PatchImages
 
 
-@dataclass
 class Review:
     """What a review found and said, for the reporters."""
 
-    series: Series
-    findings: list[Finding] = field(default_factory=list)
-    # Said to the user but not failures: skipped replies, patches reviewed
-    # from the patch alone because they did not apply.
-    notes: list[str] = field(default_factory=list)
-    # Inputs and patches that could not be reviewed, or not fully (each
-    # names the input or patch): exit status 2.
-    errors: list[str] = field(default_factory=list)
-    base: str | None = None
-    base_reason: str | None = None
-    reviewed_patches: list[Patch] = field(default_factory=list)
-    # Patches whose time budget ran out (index -> why): in `errors` too.
-    unfinished: dict[int, str] = field(default_factory=dict)
-    # For `mmreview scan`: how many whole files were read.
-    scanned_files: int = 0
+    def __init__(
+        self,
+        series: Series,
+        findings: list[Finding] | None = None,
+        notes: list[str] | None = None,
+    ) -> None:
+        self.series = series
+        self.findings: list[Finding] = findings if findings is not None else []
+        # Said to the user but not failures: skipped replies, patches
+        # reviewed from the patch alone because they did not apply.
+        self.notes: list[str] = notes if notes is not None else []
+        # Inputs and patches that could not be reviewed, or not fully (each
+        # names the input or patch): exit status 2.
+        self.errors: list[str] = []
+        self.base: str | None = None
+        self.base_reason: str | None = None
+        self.reviewed_patches: list[Patch] = []
+        # Patches whose time budget ran out (index -> why): in `errors` too.
+        self.unfinished: dict[int, str] = {}
+        # For `mmreview scan`: how many whole files were read.
+        self.scanned_files = 0
+
+    def replace(self, **changes: object) -> Review:
+        """A copy with other values for some of its fields, as
+        dataclasses.replace() makes one."""
+        other = copy.copy(self)
+        for name, value in changes.items():
+            if not hasattr(other, name):
+                raise TypeError(f"Review has no field {name!r}")
+            setattr(other, name, value)
+        return other
 
 
 def review(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import re
 from array import array
-from dataclasses import dataclass
 from functools import cached_property
 
 from unidiff import PatchedFile
@@ -21,16 +20,21 @@ from analyzer.digests import sha1
 from analyzer.patterns import regex
 
 
-@dataclass(frozen=True)
 class Image:
-    """One version of a file: its bytes, and where its lines come from."""
+    """One version of a file: its bytes, and where its lines come from.
+    Not to be changed once made."""
 
-    text: bytes
-    # Content hash: the parse cache key; equal to git's blob id for tree images.
-    blob_id: str
-    # For an image rebuilt from hunks: real line number of each fragment line
-    # (0 for lines the wrapper invented).  None when lines are the file's own.
-    line_map: tuple[int, ...] | None = None
+    def __init__(self, text: bytes, blob_id: str, line_map: tuple[int, ...] | None = None) -> None:
+        self.text = text
+        # Content hash: the parse cache key; git's blob id for tree images.
+        self.blob_id = blob_id
+        # For an image rebuilt from hunks: real line number of each fragment
+        # line (0 for lines the wrapper invented); None when lines are the
+        # file's own.
+        self.line_map = line_map
+
+    def __repr__(self) -> str:
+        return f"Image({len(self.text)} bytes, {self.blob_id[:12]})"
 
     @property
     def partial(self) -> bool:
@@ -90,17 +94,25 @@ class Image:
         return cls(text=text, blob_id=blob_id or git_blob_id(text), line_map=line_map)
 
 
-@dataclass
 class FileImages:
     """One file of one patch: images and changed lines (1-based, real)."""
 
-    path: str
-    pre: Image | None
-    post: Image | None
-    added: frozenset[int]
-    removed: frozenset[int]
-    # Why the images were rebuilt from the patch alone, if they were.
-    problem: str | None = None
+    def __init__(
+        self,
+        path: str,
+        pre: Image | None,
+        post: Image | None,
+        added: frozenset[int],
+        removed: frozenset[int],
+        problem: str | None = None,
+    ) -> None:
+        self.path = path
+        self.pre = pre
+        self.post = post
+        self.added = added
+        self.removed = removed
+        # Why the images were rebuilt from the patch alone, if they were.
+        self.problem = problem
 
     @property
     def from_patch_only(self) -> bool:

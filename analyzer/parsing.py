@@ -19,7 +19,6 @@ import os
 import re
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 from tree_sitter import Language, Node, Parser, Point, Range, Tree
@@ -286,17 +285,20 @@ def _rewrite_syscall(buf: bytearray, source: bytes, match: re.Match[bytes]) -> N
             buf[comma] = 0x20  # between a type and its parameter name
 
 
-@dataclass(frozen=True, eq=False)
 class Function:
-    """A function definition in a parsed image."""
+    """A function definition in a parsed image (not to be changed once made)."""
 
-    name: str
-    node: Node  # the function_definition
-    image: Image
-    confidence: Confidence
-    # What analyses derive from this definition's nodes (its flow graph):
-    # it lives and dies with this parse of the function.
-    memo: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+    def __init__(self, name: str, node: Node, image: Image, confidence: Confidence) -> None:
+        self.name = name
+        self.node = node  # the function_definition
+        self.image = image
+        self.confidence = confidence
+        # What analyses derive from this definition's nodes (its flow graph):
+        # it lives and dies with this parse of the function.
+        self.memo: dict[str, object] = {}
+
+    def __repr__(self) -> str:
+        return f"Function({self.name!r}, rows {self.start_row}-{self.end_row})"
 
     @property
     def body(self) -> Node | None:
@@ -318,30 +320,36 @@ class Function:
         return self.start_row <= row <= self.end_row
 
 
-@dataclass
 class ParsedFile:
     """One image parsed: its syntax tree and functions."""
 
-    image: Image
-    tree: Tree
-    functions: list[Function] = field(default_factory=list)
-    # Trees of functions re-parsed alone; kept so their nodes stay valid.
-    extra_trees: list[Tree] = field(default_factory=list)
-    # Why the file was not parsed (too big), if it was not.
-    not_parsed: str | None = None
-    # The sanitized text the tree was parsed from: a later version of the
-    # file (the patch's post-image) is parsed as an edit of this one.
-    sanitized: bytes = field(default=b"", repr=False, compare=False)
-    # What analyses derive from this parse (it holds its nodes): kept with
-    # it, so that a re-parse after the cache evicted it starts afresh.
-    memo: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+    def __init__(
+        self,
+        image: Image,
+        tree: Tree,
+        functions: list[Function] | None = None,
+        sanitized: bytes = b"",
+    ) -> None:
+        self.image = image
+        self.tree = tree
+        self.functions: list[Function] = functions if functions is not None else []
+        # Trees of functions re-parsed alone; kept so their nodes stay valid.
+        self.extra_trees: list[Tree] = []
+        # Why the file was not parsed (too big), if it was not.
+        self.not_parsed: str | None = None
+        # The sanitized text the tree was parsed from: a later version of the
+        # file (the patch's post-image) is parsed as an edit of this one.
+        self.sanitized = sanitized
+        # What analyses derive from this parse (it holds its nodes): kept with
+        # it, so that a re-parse after the cache evicted it starts afresh.
+        self.memo: dict[str, object] = {}
+        # function_at()'s interval table and the `functions` list it was
+        # built from (rebuilt when that list is replaced or grows).
+        self._index: tuple[list[int], list[Function | None]] | None = None
+        self._indexed: tuple[int, int] = (0, -1)
 
-    # function_at()'s interval table and the `functions` list it was built
-    # from (rebuilt when that list is replaced or grows).
-    _index: tuple[list[int], list[Function | None]] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
-    _indexed: tuple[int, int] = field(default=(0, -1), init=False, repr=False, compare=False)
+    def __repr__(self) -> str:
+        return f"ParsedFile({self.image!r}, {len(self.functions)} functions)"
 
     def function_at(self, row: int) -> Function | None:
         """The innermost function holding `row` (the one starting last; of

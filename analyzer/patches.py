@@ -15,7 +15,6 @@ import os
 import re
 import stat
 import zlib
-from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
@@ -142,14 +141,16 @@ class Subject(NamedTuple):
         )
 
 
-@dataclass
 class FileDiff:
     """One file of a patch, as the diff describes it."""
 
-    path: str  # post-image path (pre-image path for a deletion)
-    old_path: str | None  # None for a new file
-    new_path: str | None  # None for a deleted file
-    patched: PatchedFile
+    def __init__(
+        self, path: str, old_path: str | None, new_path: str | None, patched: PatchedFile
+    ) -> None:
+        self.path = path  # post-image path (pre-image path for a deletion)
+        self.old_path = old_path  # None for a new file
+        self.new_path = new_path  # None for a deleted file
+        self.patched = patched
 
     @property
     def is_binary(self) -> bool:
@@ -160,27 +161,45 @@ class FileDiff:
         return self.path.endswith((".c", ".h"))
 
 
-@dataclass
 class Patch:
     """One patch of a series: its message and its diff."""
 
-    index: int
-    total: int
-    subject: Subject
-    author: str = ""
-    date: str = ""
-    message_id: str = ""
-    commit_message: str = ""
-    diff: str = ""
-    files: list[FileDiff] = field(default_factory=list)
-    commit: str | None = None  # the `From <sha>` of git format-patch
-    source: str = ""
-    message: EmailMessage | None = None
-    # Why this patch cannot be reviewed, if it cannot; the rest of the series
-    # still is.
-    error: str | None = None
-    # Of its time budget, what reading its diff took.
-    read_seconds: float = 0.0
+    def __init__(
+        self,
+        index: int,
+        total: int,
+        subject: Subject,
+        author: str = "",
+        date: str = "",
+        message_id: str = "",
+        commit_message: str = "",
+        diff: str = "",
+        files: list[FileDiff] | None = None,
+        commit: str | None = None,
+        source: str = "",
+        message: EmailMessage | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.index = index
+        self.total = total
+        self.subject = subject
+        self.author = author
+        self.date = date
+        self.message_id = message_id
+        self.commit_message = commit_message
+        self.diff = diff
+        self.files: list[FileDiff] = files if files is not None else []
+        self.commit = commit  # the `From <sha>` of git format-patch
+        self.source = source
+        self.message = message
+        # Why this patch cannot be reviewed, if it cannot; the rest of the
+        # series still is.
+        self.error = error
+        # Of its time budget, what reading its diff took.
+        self.read_seconds = 0.0
+
+    def __repr__(self) -> str:
+        return f"<{self.label()}>"
 
     @property
     def title(self) -> str:
@@ -190,17 +209,23 @@ class Patch:
         return f'patch {self.index}/{self.total} ("{self.title}")'
 
 
-@dataclass
 class Series:
     """The patches of the inputs, in order, with the cover letter and what
     could not be read."""
 
-    patches: list[Patch]
-    cover: EmailMessage | None = None
-    base_commit: str | None = None
-    notes: list[str] = field(default_factory=list)
-    # Inputs that could not be read at all (the others still were).
-    errors: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        patches: list[Patch],
+        cover: EmailMessage | None = None,
+        base_commit: str | None = None,
+        notes: list[str] | None = None,
+    ) -> None:
+        self.patches = patches
+        self.cover = cover
+        self.base_commit = base_commit
+        self.notes: list[str] = notes if notes is not None else []
+        # Inputs that could not be read at all (the others still were).
+        self.errors: list[str] = []
 
     @property
     def reviewable(self) -> list[Patch]:

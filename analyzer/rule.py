@@ -12,7 +12,7 @@ import enum
 import fnmatch
 import functools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
@@ -138,25 +138,42 @@ def _statement_at(function: Function, row: int) -> Node:
     return node
 
 
-@dataclass
 class FunctionChange:
     """One function as a patch leaves it (`after`), and as it was (`before`,
     None for a new function or when only the post-image is judged)."""
 
-    path: str
-    after: Function
-    before: Function | None
-    added_rows: frozenset[int]
-    removed_rows: frozenset[int]
-    context: ReviewContext
-    rule: Rule | None = None
-    _emit: Callable[..., Finding] | None = field(default=None, repr=False)
-    # Real (1-based) line numbers the patch added to / removed from the file.
-    added_lines: frozenset[int] = frozenset()
-    removed_lines: frozenset[int] = frozenset()
-    # The whole files, for rules that look into same-file helpers.
-    after_file: ParsedFile | None = None
-    before_file: ParsedFile | None = None
+    def __init__(
+        self,
+        path: str,
+        after: Function,
+        before: Function | None,
+        added_rows: frozenset[int],
+        removed_rows: frozenset[int],
+        context: ReviewContext,
+        rule: Rule | None = None,
+        _emit: Callable[..., Finding] | None = None,
+        added_lines: frozenset[int] = frozenset(),
+        removed_lines: frozenset[int] = frozenset(),
+        after_file: ParsedFile | None = None,
+        before_file: ParsedFile | None = None,
+    ) -> None:
+        self.path = path
+        self.after = after
+        self.before = before
+        self.added_rows = added_rows
+        self.removed_rows = removed_rows
+        self.context = context
+        self.rule = rule
+        self._emit = _emit
+        # Real (1-based) line numbers the patch added to / removed from the file.
+        self.added_lines = added_lines
+        self.removed_lines = removed_lines
+        # The whole files, for rules that look into same-file helpers.
+        self.after_file = after_file
+        self.before_file = before_file
+
+    def __repr__(self) -> str:
+        return f"FunctionChange({self.path}: {self.after.name}())"
 
     def is_added(self, node: Node) -> bool:
         rows = range(node.start_point.row, node.end_point.row + 1)
@@ -263,15 +280,22 @@ class FunctionChange:
 COMMIT_MESSAGE_PATH = "COMMIT_MSG"
 
 
-@dataclass
 class PatchChange:
     """A whole patch, for rules about the commit message or the series."""
 
-    patch: Patch
-    context: ReviewContext
-    tree: object | None = None  # analyzer.tree.KernelTree, when one was given
-    base: str | None = None
-    files: dict[str, ParsedFile] = field(default_factory=dict)
+    def __init__(
+        self,
+        patch: Patch,
+        context: ReviewContext,
+        tree: object | None = None,
+        base: str | None = None,
+        files: Mapping[str, ParsedFile] | None = None,
+    ) -> None:
+        self.patch = patch
+        self.context = context
+        self.tree = tree  # analyzer.tree.KernelTree, when one was given
+        self.base = base
+        self.files: Mapping[str, ParsedFile] = files if files is not None else {}
 
 
 class Rule:

@@ -26,7 +26,6 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
 from analyzer import budget
@@ -73,19 +72,25 @@ class GitError(InputError):
         super().__init__(f"git {command}: {_git_error_text(stderr)}")
 
 
-@dataclass
 class PatchImages:
     """The files of one patch before and after it, on the tree it applies to."""
 
-    patch: Patch
-    files: list[FileImages] = field(default_factory=list)
-    # The tree as this patch leaves it, for rules that read headers: files
-    # the series changed so far (path -> blob id, None if deleted), all
-    # others as of `read_rev`.
-    state: dict[str, str | None] = field(default_factory=dict)
-    read_rev: str | None = None
-    # The patch's time budget ran out while it was being applied.
-    unfinished: bool = False
+    def __init__(
+        self,
+        patch: Patch,
+        files: list[FileImages] | None = None,
+        read_rev: str | None = None,
+        unfinished: bool = False,
+    ) -> None:
+        self.patch = patch
+        self.files: list[FileImages] = files if files is not None else []
+        # The tree as this patch leaves it, for rules that read headers:
+        # files the series changed so far (path -> blob id, None if
+        # deleted), all others as of `read_rev`.
+        self.state: dict[str, str | None] = {}
+        self.read_rev = read_rev
+        # The patch's time budget ran out while it was being applied.
+        self.unfinished = unfinished
 
 
 class KernelTree:

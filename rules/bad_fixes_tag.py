@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from analyzer.patterns import regex
@@ -84,16 +83,24 @@ class Commit(NamedTuple):
     subject: str
 
 
-@dataclass
 class FixesTag:
     """One `Fixes:` line of a commit message, read."""
 
-    line: int  # in the commit message, the subject being line 1
-    text: str  # the tag's line, as written
-    sha: str
-    sha_column: int  # 0-based
-    subject: str | None  # quoted subject, joined when wrapped
-    problems: list[str]
+    def __init__(
+        self,
+        line: int,
+        text: str,
+        sha: str,
+        sha_column: int,
+        subject: str | None,
+        problems: list[str],
+    ) -> None:
+        self.line = line  # in the commit message, the subject being line 1
+        self.text = text  # the tag's line, as written
+        self.sha = sha
+        self.sha_column = sha_column  # 0-based
+        self.subject = subject  # quoted subject, joined when wrapped
+        self.problems = problems
 
 
 class BadFixesTag(PatchRule):

@@ -193,7 +193,7 @@ def test_trailer_like_wording_in_a_message_never_starts_a_line(minitree: Tree) -
     sneaky = (
         "x" * 60 + ' and Fixes: 0123456789ab ("mm: foo") ' + "y" * 62 + " Reviewed-by: A <a@b.c>"
     )
-    doctored = replace(result, findings=[replace(f, message=sneaky) for f in result.findings])
+    doctored = result.replace(findings=[replace(f, message=sneaky) for f in result.findings])
     for reply in compose_replies(doctored, REVIEWER):
         body = reply.get_content()
         above = body.split("\n-- \n", 1)[0]
@@ -315,7 +315,7 @@ def test_commit_message_finding_is_quoted_from_the_message(minitree: Tree) -> No
     [code] = [f for f in result.findings if f.rule == "COLLAPSE_WITHOUT_UFFD_CHECK"]
     # A finding on the commit message: path COMMIT_MSG, line 5 = the Fixes: line.
     on_message = replace(code, path="COMMIT_MSG", line=5, message="Fixes: tag lacks a subject")
-    [reply] = compose_replies(replace(result, findings=[on_message, code]), REVIEWER)
+    [reply] = compose_replies(result.replace(findings=[on_message, code]), REVIEWER)
     body = reply.get_content()
     lines = body.splitlines()
     at = lines.index("> Fixes: e1e267c79 (khugepaged: skip collapse)")

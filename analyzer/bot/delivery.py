@@ -40,7 +40,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
 from pathlib import Path
@@ -92,7 +92,7 @@ def plan(review: Review, series_key: str, config: BotConfig, compose: Composer) 
     worthy = [f for f in review.findings if f.severity.rank >= threshold]
     replies: dict[str, str] = {}
     if worthy:
-        for number, message in enumerate(compose(replace(review, findings=worthy))):
+        for number, message in enumerate(compose(review.replace(findings=worthy))):
             email_out = _finish(message, number, series_key, config)
             out.append(email_out)
             replies[email_out.target] = email_out.message_id or ""

@@ -28,7 +28,6 @@ Kernel idioms:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from tree_sitter import Node
@@ -42,37 +41,54 @@ STATEMENT, BRANCH, JOIN = "statement", "branch", "join"
 RETURN, SCOPE_END, ITERATE, SWITCH = "return", "scope-end", "iterate", "switch"
 
 
-@dataclass(eq=False)
 class Edge:
     """A way from one point of the graph to the next."""
 
-    source: Point
-    target: Point
-    # True/False on the edges leaving a branch point; None otherwise.
-    taken: bool | None = None
-    # On the edges leaving a `switch` head: the `case` value, or None.
-    case: Node | None = None
+    __slots__ = ("case", "source", "taken", "target")
+
+    def __init__(
+        self, source: Point, target: Point, taken: bool | None = None, case: Node | None = None
+    ) -> None:
+        self.source = source
+        self.target = target
+        # True/False on the edges leaving a branch point; None otherwise.
+        self.taken = taken
+        # On the edges leaving a `switch` head: the `case` value, or None.
+        self.case = case
+
+    def __repr__(self) -> str:
+        return f"<edge {self.source.id} -> {self.target.id} taken={self.taken}>"
 
 
-@dataclass(eq=False)
 class Point:
     """One step of a function's control flow graph."""
 
-    id: int
-    kind: str
-    # What runs here: an expression, a declaration, a return statement, the
-    # condition atom of a branch; None for entry, exit, joins.
-    node: Node | None = None
-    # Subtrees of `node` that other points evaluate (the arms of `?:`, the
-    # right side of `&&`): not part of this point's work.
-    holes: tuple[Node, ...] = ()
-    # For an arm of a `?:` whose value is used: the temporary it is stored in.
-    result: str | None = None
-    succs: list[Edge] = field(default_factory=list)
-    preds: list[Edge] = field(default_factory=list)
-    # What runs here as events (analyzer.flow.events): the same for every
-    # analysis of the graph, so made once.
-    events: list[Any] | None = None
+    __slots__ = ("events", "holes", "id", "kind", "node", "preds", "result", "succs")
+
+    def __init__(
+        self,
+        id: int,
+        kind: str,
+        node: Node | None = None,
+        holes: tuple[Node, ...] = (),
+        result: str | None = None,
+    ) -> None:
+        self.id = id
+        self.kind = kind
+        # What runs here: an expression, a declaration, a return statement,
+        # the condition atom of a branch; None for entry, exit, joins.
+        self.node = node
+        # Subtrees of `node` that other points evaluate (the arms of `?:`,
+        # the right side of `&&`): not part of this point's work.
+        self.holes = holes
+        # For an arm of a `?:` whose value is used: the temporary it is
+        # stored in.
+        self.result = result
+        self.succs: list[Edge] = []
+        self.preds: list[Edge] = []
+        # What runs here as events (analyzer.flow.events): the same for
+        # every analysis of the graph, so made once.
+        self.events: list[Any] | None = None
 
     def __repr__(self) -> str:
         text = syntax.text(self.node).split("\n")[0][:40] if self.node is not None else ""

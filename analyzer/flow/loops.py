@@ -23,7 +23,6 @@ What it iterates over is read from its header:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from tree_sitter import Node
 
@@ -59,19 +58,24 @@ _WHOLE_RANGE = regex(
 )
 
 
-@dataclass
 class Loop:
     """One loop of a function, with what its iterations run."""
 
-    node: Node  # the loop statement (for an iterator macro: its call statement)
-    kind: str  # "while", "for", "do", "iterator"
-    macro: str | None  # the iterator macro's name
-    header: Node | None  # the condition, or the iterator's argument list
-    body: Node | None
-    points: frozenset[int] = frozenset()  # graph points run on its iterations
-    head: Point | None = None  # where each iteration starts
-    unbounded: str | None = None  # what it iterates over, when that is unbounded
-    ordinal: int = 0  # n-th loop of its kind and header in the function
+    def __init__(
+        self, node: Node, kind: str, macro: str | None, header: Node | None, body: Node | None
+    ) -> None:
+        self.node = node  # the loop statement (for an iterator macro: its call statement)
+        self.kind = kind  # "while", "for", "do", "iterator"
+        self.macro = macro  # the iterator macro's name
+        self.header = header  # the condition, or the iterator's argument list
+        self.body = body
+        self.points: frozenset[int] = frozenset()  # graph points run on its iterations
+        self.head: Point | None = None  # where each iteration starts
+        self.unbounded: str | None = None  # what it iterates over, when that is unbounded
+        self.ordinal = 0  # n-th loop of its kind and header in the function
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} loop {self.key}>"
 
     @property
     def key(self) -> str:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from tree_sitter import Node
@@ -85,14 +84,24 @@ class Link(NamedTuple):
     then: Kinds
 
 
-@dataclass(slots=True)
 class State:
     """What one path knows at a point: the values each place may hold,
     their kinds, and the facts linking them."""
 
-    places: dict[str, frozenset[Value]] = field(default_factory=dict)
-    kinds: dict[Value, Kinds] = field(default_factory=dict)
-    links: dict[Value, frozenset[Link]] = field(default_factory=dict)
+    __slots__ = ("kinds", "links", "places")
+
+    def __init__(
+        self,
+        places: dict[str, frozenset[Value]] | None = None,
+        kinds: dict[Value, Kinds] | None = None,
+        links: dict[Value, frozenset[Link]] | None = None,
+    ) -> None:
+        self.places = places if places is not None else {}
+        self.kinds = kinds if kinds is not None else {}
+        self.links = links if links is not None else {}
+
+    def __repr__(self) -> str:
+        return f"State({self.places!r}, {self.kinds!r}, {self.links!r})"
 
     def copy(self) -> State:
         return State(dict(self.places), dict(self.kinds), dict(self.links))

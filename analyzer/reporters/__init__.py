@@ -5,7 +5,6 @@ format is asked for: start-up time is paid on every b4 check."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import importlib
 import io
@@ -161,8 +160,7 @@ def _renders(renderer: Callable[..., None], review: Review) -> bool:
 
 
 def _alone(review: Review, patch: Patch) -> Review:
-    return dataclasses.replace(
-        review,
+    return review.replace(
         reviewed_patches=[patch],
         findings=[f for f in review.findings if f.patch and f.patch.index == patch.index],
         notes=[],
@@ -172,8 +170,7 @@ def _alone(review: Review, patch: Patch) -> Review:
 
 def _without(review: Review, patches: list[Patch]) -> Review:
     left_out = {p.index for p in patches}
-    return dataclasses.replace(
-        review,
+    return review.replace(
         reviewed_patches=[p for p in review.reviewed_patches if p.index not in left_out],
         findings=[f for f in review.findings if not (f.patch and f.patch.index in left_out)],
         notes=list(review.notes),
