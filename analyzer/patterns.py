@@ -101,15 +101,20 @@ def keep() -> None:
         return
     _learned = False
     on_disk = _read()
+    if len(on_disk) > _MAX_KEPT:
+        on_disk = {}  # patterns of versions long gone: start again
     on_disk.update(_programs)
     try:
         data = marshal.dumps(on_disk)
-    except ValueError:  # what marshal cannot hold is compiled again next time
+    except ValueError:  # a damaged table read back: compiled again next time
         return
     cache.store_bytes(_NAMESPACE, _table_key(), data)
 
 
 _NAMESPACE = "patterns"
+# The table holds the patterns every version run here ever compiled: the
+# program defines some two hundred.
+_MAX_KEPT = 2000
 
 
 def _table() -> dict[tuple[str | bytes, int], Program]:
