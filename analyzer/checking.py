@@ -17,12 +17,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from analyzer import b4 as b4_integration
 from analyzer import config as tree_config
 from analyzer.budget import DEFAULT_SECONDS
 from analyzer.patches import LIMITS, InputError, Limits, printable, read_series
+from analyzer.records import Record
 from analyzer.registry import RuleError, select_rules
 from analyzer.reporters import FORMATS, ReportError, format_name, render_report, write_report
 from analyzer.rule import Severity
@@ -45,7 +46,7 @@ class UsageError(Exception):
     """Bad command line or input: one line to stderr, exit 2."""
 
 
-class CheckOptions(NamedTuple):
+class CheckOptions(Record):
     """`mmreview check`'s command line, read."""
 
     inputs: list[str] | None = None

@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import NamedTuple
 from weakref import WeakKeyDictionary
 
 from tree_sitter import Node
@@ -29,6 +28,7 @@ from analyzer.headers import DEFINITIONS
 from analyzer.images import Image
 from analyzer.parsing import ParsedFile, parse
 from analyzer.patterns import regex
+from analyzer.records import Record
 from analyzer.rule import Confidence, ReviewContext
 
 _QUALIFIERS_RE = regex(r"\b(?:const|volatile|restrict|__restrict)\b")
@@ -135,7 +135,7 @@ class TypeScope:
         return None
 
 
-class Expected(NamedTuple):
+class Expected(Record):
     """A parameter type a helper declares, and where it was read."""
 
     type: str
@@ -143,7 +143,7 @@ class Expected(NamedTuple):
     confidence: Confidence
 
 
-class _Declared(NamedTuple):
+class _Declared(Record):
     signatures: dict[str, list[list[str | None]]]
     structs: dict[str, dict[str, str]]
 

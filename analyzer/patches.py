@@ -18,13 +18,13 @@ import zlib
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
-from typing import NamedTuple
 
 from unidiff import PatchedFile, PatchSet
 from unidiff.errors import UnidiffParseError
 
 from analyzer import budget
 from analyzer.patterns import regex
+from analyzer.records import Record
 
 
 class InputError(Exception):
@@ -39,7 +39,7 @@ class InputError(Exception):
         return "\n".join(self.lines)
 
 
-class Limits(NamedTuple):
+class Limits(Record):
     """How much one input may ask of the reader and of the review.  Each is
     far above what real kernel patches need (measured on the 6.12 tree, see
     the README's "Limits") and low enough that hostile input is refused in
@@ -89,7 +89,7 @@ _HEADER_LINE_RE = regex(rb"^[A-Za-z][A-Za-z0-9-]*:[ \t]")
 _COMMIT_ID_RE = regex(r"[0-9a-f]{40}")
 
 
-class Subject(NamedTuple):
+class Subject(Record):
     """A patch subject as b4 reads it."""
 
     text: str

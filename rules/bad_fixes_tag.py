@@ -58,9 +58,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import NamedTuple
 
 from analyzer.patterns import regex
+from analyzer.records import Record
 from analyzer.rule import (
     COMMIT_MESSAGE_PATH,
     Confidence,
@@ -78,7 +78,7 @@ _SUBJECT_RE = regex(r'^\s*\("(?P<subject>.*)"\)\s*$')
 MIN_SHA = 12
 
 
-class Commit(NamedTuple):
+class Commit(Record):
     sha: str
     subject: str
 

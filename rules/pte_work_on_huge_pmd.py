@@ -91,7 +91,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from typing import NamedTuple
 
 from tree_sitter import Node
 
@@ -104,6 +103,7 @@ from analyzer.flow.paths import reaches
 from analyzer.flow.values import NULL, Analysis
 from analyzer.flow.vocabulary import TRANSPARENT_TESTS
 from analyzer.patterns import regex
+from analyzer.records import Record
 from analyzer.rule import Confidence, Finding, FunctionChange, FunctionRule, Severity
 
 # PTE-level work: which argument is the PMD, and whether it is a pointer to
@@ -167,7 +167,7 @@ RETRY_ACTION = regex(r"\bACTION_AGAIN\b")
 MAPS_FAIL_SINCE = (6, 5)
 
 
-class Work(NamedTuple):
+class Work(Record):
     node: Node  # the call
     name: str
     pmd: str  # the place of the entry (`*pmd`, `dst_pmdval`)

@@ -28,7 +28,6 @@ an entry changes only through the writes it knows (`set_pmd_at()`, splits,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
 
 from tree_sitter import Node
 
@@ -48,6 +47,7 @@ from analyzer.flow.values import (
     register_dimension,
 )
 from analyzer.patterns import regex
+from analyzer.records import Record
 
 NONE, TABLE, HUGE, DEVMAP, PRESENT = "none", "table", "huge", "devmap", "present"
 MIGRATION, SWAP, DEVICE, MARKER, BAD = "migration", "swap", "device", "marker", "bad"
@@ -123,7 +123,7 @@ READS: dict[str, int] = {
 ENTRY_POINTERS = frozenset({"pte_t *", "pmd_t *", "pud_t *"})
 
 
-class EntryRead(NamedTuple):
+class EntryRead(Record):
     """A read of a page-table entry: plain (`*pte`, `pmd[i]`) or through
     an accessor (`ptep_get(pte)`, `READ_ONCE(*pmdp)`)."""
 

@@ -9,12 +9,11 @@ evaluates them in every case the rules care about.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.flow.cfg import ITERATE, SCOPE_END, SWITCH, Point
+from analyzer.records import Record
 
 # Subtrees that are not evaluated at run time.
 _UNEVALUATED = frozenset(
@@ -28,46 +27,46 @@ _UNEVALUATED = frozenset(
 )
 
 
-class Call(NamedTuple):
+class Call(Record):
     node: Node
     name: str | None  # None for `(*fn)(...)` and `guard(x)(...)`'s outer call
     arguments: tuple[Node, ...]
 
 
-class Assign(NamedTuple):
+class Assign(Record):
     node: Node
     target: Node
     value: Node | None  # None for ++ / --
     operator: str  # "=", "+=", ..., "++", "--"
 
 
-class Deref(NamedTuple):
+class Deref(Record):
     """`*p`, `p[i]` or `p->f`: the pointer `pointer` is dereferenced."""
 
     node: Node
     pointer: Node
 
 
-class Return(NamedTuple):
+class Return(Record):
     node: Node
     value: Node | None
 
 
-class Store(NamedTuple):
+class Store(Record):
     """The value of a `?:` arm goes into its temporary."""
 
     node: Node
     temporary: str
 
 
-class Iterate(NamedTuple):
+class Iterate(Record):
     """An iterator macro steps: its plain-name arguments get new values."""
 
     node: Node
     names: tuple[Node, ...]
 
 
-class ScopeEnd(NamedTuple):
+class ScopeEnd(Record):
     """A `guard()` or `scoped_guard()` scope ends: its lock is dropped."""
 
     node: Node

@@ -22,7 +22,7 @@ element is a new value.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from tree_sitter import Node
 
@@ -31,6 +31,7 @@ from analyzer.flow import events as ev
 from analyzer.flow.cfg import BRANCH, RETURN, STATEMENT, Point
 from analyzer.flow.values import Analysis, Kinds, State, Tracker, Value
 from analyzer.flow.vocabulary import LOCK_CALLS
+from analyzer.records import Record
 
 if TYPE_CHECKING:
     from analyzer.flow import FunctionFlow
@@ -176,7 +177,7 @@ def _roots(name: str) -> list[str]:
     return found
 
 
-class Lost(NamedTuple):
+class Lost(Record):
     check: Node  # the removed check (in the function as it was)
     place: str  # what it vouched for
     unguarded: Point  # a point now reached without it, in the function as it is

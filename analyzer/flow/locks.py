@@ -18,7 +18,7 @@ callee takes or drops a lock; the set here is the function's own).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from tree_sitter import Node
 
@@ -40,6 +40,7 @@ from analyzer.flow.values import (
     register_dimension,
 )
 from analyzer.patterns import regex
+from analyzer.records import Record
 
 if TYPE_CHECKING:
     from analyzer.parsing import Function
@@ -49,7 +50,7 @@ LOCK = register_dimension({HELD, FREE})
 _POINTER_RESULT = frozenset({NULL, PTR})
 
 
-class LockEffect(NamedTuple):
+class LockEffect(Record):
     """What a helper of the tree leaves done to a lock it is handed:
     `release` False: it returns holding it.  The lock is the argument, or
     `suffix` reached through it (`vmf` + `->ptl`); a class of None is

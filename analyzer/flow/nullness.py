@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
 
 from tree_sitter import Node
 
 from analyzer import syntax
 from analyzer.flow import events as ev
 from analyzer.flow.values import ERR, NULL, PTR, Analysis, Kinds, State, Tracker, Value
+from analyzer.records import Record
 
 MAY_FAIL = frozenset({NULL, PTR})
 MAY_ERR = frozenset({ERR, PTR})
@@ -83,7 +83,7 @@ class Nullness(Tracker):
             yield arguments[0], found[0], found[1]
 
 
-class Use(NamedTuple):
+class Use(Record):
     """A tracked pointer used while it may be NULL (or an error pointer)."""
 
     node: Node  # the dereference, or the call handed the pointer

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
 
 from tree_sitter import Node
 
@@ -88,6 +87,7 @@ from analyzer.flow.values import (
     register_dimension,
 )
 from analyzer.patterns import regex
+from analyzer.records import Record
 
 OWNED, GONE, HANDED = "owned", "gone", "handed"
 # Acquired only if the call succeeded, and nothing has told yet: the first
@@ -105,7 +105,7 @@ SUCCESS_ZERO = "zero"  # it returned 0 (an int error code otherwise)
 RESULT = -1  # the object is what the call returns
 
 
-class Acquire(NamedTuple):
+class Acquire(Record):
     """A call that makes the function responsible for a resource."""
 
     family: str
@@ -117,7 +117,7 @@ class Acquire(NamedTuple):
     out: bool = False
 
 
-class Family(NamedTuple):
+class Family(Record):
     """What is owned, in words, and the calls that release it (each with the
     argument index of the object)."""
 
@@ -318,7 +318,7 @@ FREED, DROPPED, UNPINNED = "freed", "dropped", "unpinned"
 LAST = "last"
 
 
-class Resource(NamedTuple):
+class Resource(Record):
     """One acquisition site's resource."""
 
     family: str
@@ -1132,7 +1132,7 @@ def _reaches(
     return any(_reaches(flow, callee, wanted, depth - 1, seen) for callee in calls)
 
 
-class Exit(NamedTuple):
+class Exit(Record):
     """A path state at the end of the function: at a `return` (its node),
     or falling off the end (node None)."""
 

@@ -30,7 +30,6 @@ is taken to be the caller's choice, not a sleep.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import NamedTuple
 
 from tree_sitter import Node
 
@@ -39,6 +38,7 @@ from analyzer.flow import events as ev
 from analyzer.flow import vocabulary
 from analyzer.flow.locks import lock_name
 from analyzer.parsing import Function, ParsedFile
+from analyzer.records import Record
 
 DIRECT_RECLAIM = "__GFP_DIRECT_RECLAIM"
 _KSWAPD = "__GFP_KSWAPD_RECLAIM"
@@ -495,7 +495,7 @@ def context_guarded(call: Node, stop: Node, parameters: frozenset[str] = frozens
     return False
 
 
-class Sleep(NamedTuple):
+class Sleep(Record):
     """Why a call may sleep: the chain of callees down to the call that
     does (`("helper", "mutex_lock")`), and what that call is."""
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
 
 from tree_sitter import Node
 
@@ -51,6 +50,7 @@ from analyzer import syntax
 from analyzer.flow import events as ev
 from analyzer.flow.cfg import BRANCH, RETURN, SWITCH, Edge, Graph, Point
 from analyzer.patterns import regex
+from analyzer.records import Record
 
 Kinds = frozenset[str]
 Value = int | str  # a call site's id, or "top:<place>" for "whatever it held"
@@ -75,7 +75,7 @@ CONSTANT = "="
 _NOTHING, _RESULT, _PLACE, _HELD, _INNER = "nothing", "result", "place", "held", "inner"
 
 
-class Link(NamedTuple):
+class Link(Record):
     """When the value carrying this link is refined within `when`, the value
     `target` is narrowed to `then`."""
 

@@ -8,9 +8,8 @@ the flow layer itself needs to build paths and lock sets.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from analyzer.patterns import regex
+from analyzer.records import Record
 
 # Configurations the lessons assume built: `#ifdef` blocks on them are taken.
 ASSUMED_CONFIGS = frozenset(
@@ -62,7 +61,7 @@ SCOPED_GUARDS = frozenset({"scoped_guard", "scoped_cond_guard"})
 LOOP_MACRO = regex(r"for_?each|_foreach")
 
 
-class LockCall(NamedTuple):
+class LockCall(Record):
     """How a call takes or drops a lock: which argument names it (or -1: the
     lock is what the call returns), which class of lock, whether it is taken
     only when the call's result is true / non-NULL, and whether it is
