@@ -175,6 +175,60 @@ def apply_exactly(pre: bytes, patched: PatchedFile) -> bytes | None:
     return b"".join(out)
 
 
+def hunk_git_rejects(pre: bytes, patched: PatchedFile) -> int | None:
+    """The number (1-based) of the hunk `git apply` stops at when it is sure
+    to: its lines are nowhere in the file as the hunks before it left it.
+    None when git may apply the patch, or when only git can tell.
+
+    git apply never ignores context (no -C) nor whitespace (no --ignore-*):
+    a hunk applies only where every one of its old lines sits unchanged,
+    and the search moves to another line only at an offset.  So a hunk
+    whose old lines occur nowhere fails, as git would say, provided the
+    hunks before it went where git puts them: each of those must fit in
+    exactly one place, and one that git's rules allow (at the top for a hunk
+    from line 1, at the end for one without trailing context, not over
+    lines an earlier hunk wrote).  Anything else is git's to judge.
+    """
+    lines = _split_lines(pre)
+    written: list[range] = []  # rows the hunks applied so far wrote
+    for number, hunk in enumerate(patched, 1):
+        sides = _hunk_sides(hunk)
+        if sides is None:
+            return None
+        old, new, trailing = sides
+        if not old or len(old) != hunk.source_length or len(new) != hunk.target_length:
+            return None  # a hunk of added lines alone fits anywhere
+        places: list[int] = []
+        row = -1
+        try:
+            while len(places) < 2:
+                row = lines.index(old[0], row + 1)
+                if lines[row : row + len(old)] == old:
+                    places.append(row)
+        except ValueError:
+            pass  # no further line is the hunk's first
+        if not places:
+            return number
+        if len(places) > 1:
+            return None
+        row = places[0]
+        end = row + len(old)
+        if (
+            (hunk.source_start <= 1 and row != 0)
+            or (not trailing and end != len(lines))
+            or any(row < done.stop and done.start < end for done in written)
+        ):
+            return None
+        lines[row:end] = new
+        shift = len(new) - len(old)
+        written = [
+            range(done.start + shift, done.stop + shift) if done.start >= end else done
+            for done in written
+        ]
+        written.append(range(row, row + len(new)))
+    return None
+
+
 def _split_lines(text: bytes) -> list[bytes]:
     """Lines as git sees them: split at b"\\n" only, each keeping it."""
     lines = text.split(b"\n")

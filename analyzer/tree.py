@@ -36,6 +36,7 @@ from analyzer.images import (
     apply_exactly,
     changed_lines,
     git_blob_id,
+    hunk_git_rejects,
     hunks_match_post,
     images_from_patch,
 )
@@ -457,6 +458,16 @@ class KernelTree:
             return None
         pre_text = self._blob_cache[pre_sha] if pre_sha else b""
         post_text = apply_exactly(pre_text, diff.patched)
+        if (
+            post_text is None
+            and old == new
+            and (rejected := hunk_git_rejects(pre_text, diff.patched))
+        ):
+            # What git apply would say, without the scratch index and the
+            # three git processes it takes to hear it (a patch of a series
+            # checked on its own base, as b4 does, often does not apply).
+            line = diff.patched[rejected - 1].source_start
+            return images_from_patch(diff.patched, _problem_at_line(diff, line))
         if post_text is None or (new is None and post_text):
             return None
         post = None
@@ -811,17 +822,21 @@ def _patch_bytes(text: str) -> bytes:
 
 def _apply_problem(stderr: str, diff: FileDiff) -> str:
     if match := _APPLY_FAILED_RE.search(stderr):
-        line = int(match.group(2))
-        for number, hunk in enumerate(diff.patched, 1):
-            if hunk.source_start == line:
-                where = f"@@ -{hunk.source_start},{hunk.source_length} @@"
-                return f"hunk #{number} ({where}) does not apply"
-        return f"does not apply at line {line}"
+        return _problem_at_line(diff, int(match.group(2)))
     if _NOT_IN_INDEX_RE.search(stderr):
         return "file is not in the tree"
     if "already exists in index" in stderr:
         return "new file already exists in the tree"
     return "does not apply: " + " ".join(stderr.replace("error:", "").split())[:120]
+
+
+def _problem_at_line(diff: FileDiff, line: int) -> str:
+    """git's "patch failed: <file>:<line>", the line being a hunk's first."""
+    for number, hunk in enumerate(diff.patched, 1):
+        if hunk.source_start == line:
+            where = f"@@ -{hunk.source_start},{hunk.source_length} @@"
+            return f"hunk #{number} ({where}) does not apply"
+    return f"does not apply at line {line}"
 
 
 def _git_error_text(stderr: str) -> str:

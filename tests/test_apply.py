@@ -9,8 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, event, given
+from hypothesis import strategies as st
 
-from analyzer.images import apply_exactly
+from analyzer.images import apply_exactly, hunk_git_rejects
 from analyzer.patches import read_series
 from analyzer.tree import KernelTree
 from tests.conftest import MMREVIEW, ROOT, Tree
@@ -106,6 +108,86 @@ def test_what_does_not_sit_where_it_says_is_left_to_git(tmp_path: Path) -> None:
     zero = str(patched_file(diff_of(tmp_path, old, new, "-U0")))
     assert apply_exactly(old, patched_file(zero)) is None
     assert git_apply(tmp_path, "demo.c", old, zero) is None
+
+
+def git_refusal(tmp_path: Path, pre: bytes, diff: str) -> str | None:
+    """The line of git apply's "patch failed: demo.c:<line>"; None when it applies."""
+    work = tmp_path / "apply"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    (work / "demo.c").write_bytes(pre)
+    (work / "p.diff").write_text(diff, encoding="utf-8", errors="surrogateescape")
+    done = subprocess.run(
+        ["git", "apply", "--whitespace=nowarn", "p.diff"], cwd=work, capture_output=True
+    )
+    if done.returncode == 0:
+        return None
+    failed = [line for line in done.stderr.decode().splitlines() if "patch failed" in line]
+    return failed[0].rsplit(":", 1)[1] if failed else done.stderr.decode()
+
+
+def test_a_hunk_found_nowhere_is_the_one_git_stops_at(tmp_path: Path) -> None:
+    old = LINES
+    patched = patched_file(
+        diff_of(tmp_path, old, old.replace(b"line 10;", b"x;").replace(b"line 30;", b"y;"))
+    )
+    # The second hunk's lines are gone; the first applies 2 lines lower.
+    target = b"\tnew 0;\n\tnew 00;\n" + old.replace(b"line 32;", b"changed;")
+    assert hunk_git_rejects(target, patched) == 2
+    assert git_refusal(tmp_path, target, str(patched)) == str(patched[1].source_start)
+    # It applies at an offset: git's to make.
+    assert hunk_git_rejects(b"\tnew 0;\n" + old, patched) is None
+    # The first hunk fits in two places: which git takes is git's to say.
+    twice = old.replace(b"line 38;", b"line 7;").replace(b"line 39;", b"line 8;")
+    twice = twice.replace(b"line 40;", b"line 9;").replace(b"line 32;", b"changed;")
+    twice += b"".join(b"\tline %d;\n" % n for n in (10, 11, 12, 13))
+    assert hunk_git_rejects(twice, patched) is None
+
+
+# Lines from a small alphabet, so that hunks often fit in several places.
+_LINE = st.sampled_from([b"\ta;\n", b"\tb;\n", b"}\n", b"\n", b"\tc(d);\n", b"\te++;\n"])
+_TEXT = st.lists(_LINE, min_size=1, max_size=30)
+_EDIT = st.tuples(st.integers(0, 29), st.integers(0, 2), st.lists(_LINE, max_size=2))
+# Other patches' edits, near this one's (-2..2 lines off), bring lines of their own.
+_DRIFT = st.tuples(
+    st.integers(-2, 2), st.integers(0, 2), st.lists(_LINE | st.just(b"\tdrift;\n"), max_size=2)
+)
+
+
+def _edited(lines: list[bytes], edits: list[tuple[int, int, list[bytes]]]) -> list[bytes]:
+    result = list(lines)
+    for at, remove, insert in edits:
+        at = min(at, len(result))
+        result[at : at + remove] = insert
+    return result
+
+
+@given(
+    text=_TEXT,
+    change=st.lists(_EDIT, min_size=1, max_size=3),
+    drift=st.lists(_DRIFT, max_size=2),
+    context=st.integers(1, 3),
+)
+def test_a_hunk_said_to_be_refused_is_the_one_git_refuses(
+    tmp_path_factory: pytest.TempPathFactory,
+    text: list[bytes],
+    change: list[tuple[int, int, list[bytes]]],
+    drift: list[tuple[int, int, list[bytes]]],
+    context: int,
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("refusal")
+    old, new = b"".join(text), b"".join(_edited(text, change))
+    assume(old != new)
+    patched = patched_file(diff_of(tmp_path, old, new, f"-U{context}"))
+    # The patch, applied to the file as other patches left it.
+    near = [(max(0, change[n % len(change)][0] + off), r, i) for n, (off, r, i) in enumerate(drift)]
+    target = b"".join(_edited(text, near))
+    rejected = hunk_git_rejects(target, patched)
+    event("refused" if rejected is not None else "left to git")
+    if rejected is not None:
+        assert git_refusal(tmp_path, target, str(patched)) == str(
+            patched[rejected - 1].source_start
+        )
 
 
 def three_patch_series(tree: Tree) -> bytes:
