@@ -9,7 +9,6 @@ error reading or writing it is ignored.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ def code_digest(*paths: str) -> str:
 
 
 def load(namespace: str, key: str) -> Any | None:
+    import json
+
     try:
         with open(cache_root() / namespace / f"{key}.json", encoding="utf-8") as handle:
             return json.load(handle)
@@ -42,6 +43,8 @@ def load(namespace: str, key: str) -> Any | None:
 
 
 def store(namespace: str, key: str, value: Any) -> None:
+    import json
+
     _write(namespace, f"{key}.json", json.dumps(value).encode())
 
 

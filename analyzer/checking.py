@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from analyzer import b4 as b4_integration
 from analyzer import config as tree_config
+from analyzer import patterns
 from analyzer.budget import DEFAULT_SECONDS
 from analyzer.patches import LIMITS, InputError, Limits, printable, read_series
 from analyzer.records import Record
@@ -114,6 +115,9 @@ def _review_and_report(options: CheckOptions, output_format: str, kernel: Kernel
     if kernel is not None and options.base is None and not options.revision_range:
         # A b4 prep branch's commit on stdin: review it as it sits in HEAD.
         b4_integration.find_own_commits(kernel, series)
+    # What the review compiles may be made from the patch (a function's
+    # name): not worth keeping.
+    patterns.started()
     result = config.apply(
         review(
             series,

@@ -31,6 +31,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
+from analyzer import patterns
+
 # The options of `mmreview check` (analyzer.cli.check) by spelling: the
 # CheckOptions field, and how its value is read (None: a flag).
 _FLAG, _TEXT, _PATH, _LIST, _SECONDS = None, "text", "path", "list", "seconds"
@@ -145,11 +147,13 @@ def main() -> None:
     argv = sys.argv[1:]
     if (fields := check_line(argv)) is not None:
         _load_on_first_use()
+        patterns.keep_while_starting()
         from analyzer import checking
 
         _exit(checking.guarded(lambda: checking.run(checking.CheckOptions(**fields))))
     if (arguments := hook_line(argv)) is not None:
         _load_on_first_use()
+        patterns.keep_while_starting()
         from analyzer import checking, hooks
 
         checking.start_collecting()
@@ -212,8 +216,7 @@ def _exit(code: int) -> NoReturn:
         # A reader that went away or a closed stream: nothing more to say.
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
-    if (patterns := sys.modules.get("analyzer.patterns")) is not None:
-        patterns.keep()
+    patterns.keep()
     os._exit(code)
 
 

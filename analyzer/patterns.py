@@ -27,7 +27,6 @@ import sys
 from re import _compiler, _parser  # type: ignore[attr-defined]
 from typing import Any, AnyStr, cast
 
-from analyzer import cache
 from analyzer.digests import sha1
 
 # What a compiled pattern's users call on it: bound to the instance once
@@ -94,6 +93,48 @@ def compile_kept(pattern: AnyStr, flags: int = 0) -> re.Pattern[AnyStr]:
     return compiled
 
 
+def keep_while_starting() -> None:
+    """Until `started()`, re.compile() takes the programs of the patterns it
+    compiles from the table: what the modules being imported and the
+    reading of the mail spell out (the email package, unidiff and json
+    compile some forty in every process, 6 ms of a one-patch check).  A
+    review may make patterns of what it reads, and compiles them as usual.
+
+    The first process to start so keeps what it compiled; later ones only
+    take from the table.  A few of the email package's patterns are built
+    from sets, whose order changes with every process's string hashing:
+    learning them each time would write the table in every process."""
+    global _learning_start_up
+    programs = _table()
+    _learning_start_up = _START_UP_KEPT not in programs
+    _compiler.compile = _compile_spelled_out
+    # Every check reads the derived cache, which is JSON (analyzer.cache
+    # imports json where it reads, so that the table is read without it).
+    import json  # noqa: F401
+
+
+def started() -> None:
+    _compiler.compile = _compile_as_usual
+
+
+_compile_as_usual = _compiler.compile
+# In the table once a process has kept what its start-up compiled: no
+# pattern re.compile() is given has negative flags.
+_START_UP_KEPT = ("", -1)
+_learning_start_up = False
+
+
+def _compile_spelled_out(pattern: Any, flags: int = 0) -> re.Pattern[Any]:
+    if isinstance(pattern, str | bytes) and not flags & re.DEBUG:
+        programs = _table()
+        if _learning_start_up:
+            programs[_START_UP_KEPT] = (0, [], 0, {}, ())
+            return compile_kept(pattern, flags)
+        if (pattern, flags) in programs:
+            return compile_kept(pattern, flags)
+    return _compile_as_usual(pattern, flags)
+
+
 def keep() -> None:
     """Write the table if this run compiled patterns it lacked."""
     global _learned
@@ -108,6 +149,8 @@ def keep() -> None:
         data = marshal.dumps(on_disk)
     except ValueError:  # a damaged table read back: compiled again next time
         return
+    from analyzer import cache  # imported by then: this module comes first
+
     cache.store_bytes(_NAMESPACE, _table_key(), data)
 
 
@@ -125,6 +168,10 @@ def _table() -> dict[tuple[str | bytes, int], Program]:
 
 
 def _read() -> dict[tuple[str | bytes, int], Program]:
+    # Not at the top: the launcher imports this module before all others,
+    # and cache imports json, whose patterns are worth keeping too.
+    from analyzer import cache
+
     data = cache.load_bytes(_NAMESPACE, _table_key())
     if data is None:
         return {}

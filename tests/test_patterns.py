@@ -140,3 +140,44 @@ def test_a_later_process_takes_what_an_earlier_one_compiled(fresh_table: Path) -
         for which in ("first", "again")
     ]
     assert [r.stdout for r in runs] == ["['pte', 'ptep']\n"] * 2, runs[1].stderr
+
+
+def test_what_start_up_compiles_is_kept_and_what_the_review_compiles_is_not(
+    fresh_table: Path,
+) -> None:
+    env = {"MMREVIEW_CACHE_DIR": str(fresh_table), "PYTHONPATH": str(ROOT)}
+    run_it = (
+        "import re, sys\n"
+        "from analyzer import patterns\n"
+        "patterns.keep_while_starting()\n"
+        "if sys.argv[1] == 'again':\n"
+        "    patterns._parser.parse = None  # compiling would fail\n"
+        "started = re.compile(r'^(\\w+):\\s*(.*)$', re.M)\n"
+        "print(started.findall('Subject: mm: fix\\nTo: linux-mm'))\n"
+        "if sys.argv[1] == 'third':\n"
+        "    # A later start-up's new pattern: compiled, not kept.\n"
+        "    print(re.compile(r'^Cc:\\s*(.*)$', re.M).findall('Cc: x'))\n"
+        "patterns.started()\n"
+        "if sys.argv[1] == 'first':\n"
+        "    print(re.compile(r'\\bcollapse_huge_page\\b').search('collapse_huge_page(') is not None)\n"
+        "patterns.keep()\n"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", run_it, which],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for which in ("first", "again", "third")
+    ]
+    listed = "[('Subject', 'mm: fix'), ('To', 'linux-mm')]\n"
+    assert [r.stdout for r in runs] == [listed + "True\n", listed, listed + "['x']\n"], [
+        r.stderr for r in runs
+    ]
+    kept = patterns._read()
+    assert (r"^(\w+):\s*(.*)$", int(re.M)) in kept
+    assert (r"\bcollapse_huge_page\b", 0) not in kept
+    assert (r"^Cc:\s*(.*)$", int(re.M)) not in kept
+    assert re._compiler.compile is patterns._compile_as_usual  # in this process, untouched
