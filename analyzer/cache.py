@@ -38,9 +38,12 @@ def code_digest(*paths: str) -> str:
 def load(namespace: str, key: str) -> Any | None:
     import json
 
+    # A check reads some fifty entries: bytes and a joined string, not a
+    # text stream and three Path objects each.
+    path = os.path.join(cache_root(), namespace, key + ".json")
     try:
-        with open(cache_root() / namespace / f"{key}.json", encoding="utf-8") as handle:
-            return json.load(handle)
+        with open(path, "rb") as handle:
+            return json.loads(handle.read())
     except (OSError, ValueError):
         return None
 
