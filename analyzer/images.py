@@ -191,6 +191,7 @@ def hunk_git_rejects(pre: bytes, patched: PatchedFile) -> int | None:
     """
     lines = _split_lines(pre)
     written: list[range] = []  # rows the hunks applied so far wrote
+    compared = 0  # lines compared: a long hunk whose first line is common
     for number, hunk in enumerate(patched, 1):
         sides = _hunk_sides(hunk)
         if sides is None:
@@ -203,6 +204,9 @@ def hunk_git_rejects(pre: bytes, patched: PatchedFile) -> int | None:
         try:
             while len(places) < 2:
                 row = lines.index(old[0], row + 1)
+                compared += len(old)
+                if compared > _MOST_COMPARED:
+                    return None  # in a file with as many blank lines: git's to judge
                 if lines[row : row + len(old)] == old:
                     places.append(row)
         except ValueError:
@@ -227,6 +231,11 @@ def hunk_git_rejects(pre: bytes, patched: PatchedFile) -> int | None:
         ]
         written.append(range(row, row + len(new)))
     return None
+
+
+# Lines hunk_git_rejects() compares before it leaves a patch to git: a
+# few times the largest file of mm/ (9,000 lines) in hunks of 50 lines.
+_MOST_COMPARED = 2_000_000
 
 
 def _split_lines(text: bytes) -> list[bytes]:

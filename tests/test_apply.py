@@ -144,6 +144,15 @@ def test_a_hunk_found_nowhere_is_the_one_git_stops_at(tmp_path: Path) -> None:
     assert hunk_git_rejects(twice, patched) is None
 
 
+def test_a_long_hunk_of_blank_lines_is_left_to_git() -> None:
+    # 60,000 places to try a hunk of 30,001 lines: bounded, not compared out.
+    body = " \n" * 30_000 + "-x\n+y\n"
+    diff = (
+        f"diff --git a/demo.c b/demo.c\n--- a/demo.c\n+++ b/demo.c\n@@ -2,30001 +2,30001 @@\n{body}"
+    )
+    assert hunk_git_rejects(b"\n" * 60_000, patched_file(diff)) is None
+
+
 # Lines from a small alphabet, so that hunks often fit in several places.
 _LINE = st.sampled_from([b"\ta;\n", b"\tb;\n", b"}\n", b"\n", b"\tc(d);\n", b"\te++;\n"])
 _TEXT = st.lists(_LINE, min_size=1, max_size=30)
